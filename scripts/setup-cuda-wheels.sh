@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the pinned CUDA 13.0 pip wheel set (nvcc, ptxas, NVRTC, headers) into a gitignored cache folder,
+# without a GPU, a driver or root. Idempotent: a stamp file records the installed set.
+#
+#   source <(scripts/setup-cuda-wheels.sh)          # full set: nvcc + NVRTC
+#   source <(scripts/setup-cuda-wheels.sh nvrtc)    # NVRTC + headers only
+#
+# Every piece is pinned: unpinned, pip pulls 13.5 parts whose PTX a 13.0 driver (580) rejects.
+# stdout carries only the `export` lines; progress goes to stderr.
+set -euo pipefail
+MODE="${1:-full}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEST="${CUDA_WHEELS_DIR:-$ROOT/.cuda-wheels}"
+PKGS="nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96"
+if [ "$MODE" = full ]; then
+  PKGS="$PKGS nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
+elif [ "$MODE" != nvrtc ]; then
+  echo "usage: $0 [full|nvrtc]" >&2; exit 2
+fi
+STAMP="$DEST/.stamp-$MODE"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$PKGS" ]; then
+  echo "setup-cuda-wheels: $MODE set already in $DEST" >&2
+else
+  echo "setup-cuda-wheels: installing $MODE set into $DEST" >&2
+  mkdir -p "$DEST"
+  python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$DEST" $PKGS >&2
+  echo "$PKGS" > "$STAMP"
+fi
+CU="$DEST/nvidia/cu13"
+[ -f "$CU/lib/libnvrtc.so.13" ] || { echo "setup-cuda-wheels: $CU/lib/libnvrtc.so.13 missing after install" >&2; exit 1; }
+echo "export NVRTC_LIB=$CU/lib/libnvrtc.so.13"
+echo "export NVRTC_INCLUDE=$CU/include"
+echo "export LD_LIBRARY_PATH=$CU/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+if [ "$MODE" = full ]; then
+  [ -x "$CU/bin/nvcc" ] || { echo "setup-cuda-wheels: $CU/bin/nvcc missing after install" >&2; exit 1; }
+  echo "export NVCC=$CU/bin/nvcc"
+  echo "export CUDA_HOME=$CU"
+fi

@@ -1,0 +1,55 @@
+//! A bump allocator over one backend allocation: parameters, gradients, optimizer state and
+//! activations each live in one arena, sized before the training loop; activations are reset every
+//! step, so the step allocates nothing.
+
+use super::{Backend, DeviceMemory, Tensor};
+use crate::error::{Error, Result};
+
+/// Offsets are rounded up to this many f32 elements (64 = 256 bytes), so every tensor suits
+/// vectorised loads and cuBLAS's alignment preferences.
+pub const ARENA_ALIGN_ELEMS: usize = 64;
+
+pub struct Arena<M: DeviceMemory> {
+    memory: M,
+    used: usize,
+    name: &'static str,
+}
+
+impl<M: DeviceMemory> Arena<M> {
+    pub fn new<B: Backend<Memory = M>>(backend: &B, name: &'static str, capacity: usize) -> Result<Self> {
+        Ok(Arena { memory: backend.alloc(capacity)?, used: 0, name })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.memory.tensor().len()
+    }
+
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The next `len` elements. Errors, naming the arena and the sizes, when it is full.
+    pub fn alloc(&mut self, len: usize) -> Result<Tensor> {
+        let start = self.used.div_ceil(ARENA_ALIGN_ELEMS) * ARENA_ALIGN_ELEMS;
+        let t = self.memory.tensor().slice(start, len).map_err(|_| {
+            Error::Other(format!(
+                "arena '{}' is full: asked for {len} f32 at offset {start}, capacity {} (size the arena for the \
+                 largest subnet, resolution and batch)",
+                self.name,
+                self.capacity()
+            ))
+        })?;
+        self.used = start + len;
+        Ok(t)
+    }
+
+    /// Forgets every tensor handed out; their handles must no longer be used.
+    pub fn reset(&mut self) {
+        self.used = 0;
+    }
+
+    /// The whole backing allocation (e.g. for a fused optimizer kernel over all parameters).
+    pub fn whole(&self) -> Tensor {
+        self.memory.tensor()
+    }
+}

@@ -1,0 +1,134 @@
+//! The CPU backend: the reference implementation of every op (plain loops; the spec of each op) over
+//! host memory. The op functions take slices and are tested on their own; [`CpuBackend`] turns tensor
+//! handles into slices in one place ([`HostMemory::slices`]).
+
+pub mod activation;
+
+use super::{Backend, DeviceMemory, GemmSpec, Tensor};
+use crate::error::{Error, Result};
+
+/// Host memory for the CPU backend and the emulated device: a boxed f32 slice.
+pub struct HostMemory {
+    data: Box<[f32]>,
+}
+
+impl HostMemory {
+    pub fn zeroed(len: usize) -> Self {
+        HostMemory { data: vec![0.0f32; len].into_boxed_slice() }
+    }
+}
+
+impl DeviceMemory for HostMemory {
+    fn tensor(&self) -> Tensor {
+        // SAFETY: the handle points at `data`, which lives as long as this HostMemory.
+        unsafe { Tensor::from_raw(self.data.as_ptr() as u64, self.data.len()) }
+    }
+}
+
+/// A read-only view of a host tensor.
+///
+/// # Safety
+/// `t` must have been cut from a live [`HostMemory`] and no `&mut` view of it may exist meanwhile.
+pub unsafe fn host_slice<'a>(t: Tensor) -> &'a [f32] {
+    if t.is_empty() {
+        return &[];
+    }
+    std::slice::from_raw_parts(t.addr() as *const f32, t.len())
+}
+
+/// A mutable view of a host tensor.
+///
+/// # Safety
+/// As [`host_slice`], and no other view of the same elements may exist meanwhile.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn host_slice_mut<'a>(t: Tensor) -> &'a mut [f32] {
+    if t.is_empty() {
+        return &mut [];
+    }
+    std::slice::from_raw_parts_mut(t.addr() as *mut f32, t.len())
+}
+
+/// Errors unless the two tensors are disjoint (an op's output may not alias its input).
+pub fn check_disjoint(what: &str, a: Tensor, b: Tensor) -> Result<()> {
+    let (a0, a1) = (a.addr(), a.addr() + 4 * a.len() as u64);
+    let (b0, b1) = (b.addr(), b.addr() + 4 * b.len() as u64);
+    if a.is_empty() || b.is_empty() || a1 <= b0 || b1 <= a0 {
+        Ok(())
+    } else {
+        Err(Error::Other(format!("{what}: output overlaps an input; pass separate buffers")))
+    }
+}
+
+/// Errors unless `got == expected` elements.
+pub fn check_len(what: &str, t: Tensor, expected: usize) -> Result<()> {
+    if t.len() != expected {
+        return Err(Error::shape(what, format!("{expected} elements"), format!("{} elements", t.len())));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Memory = HostMemory;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc(&self, len: usize) -> Result<HostMemory> {
+        Ok(HostMemory::zeroed(len))
+    }
+
+    fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()> {
+        check_len("upload destination", dst, src.len())?;
+        // SAFETY: dst is a live host tensor (contract of Tensor) and src is a distinct Rust slice.
+        unsafe { host_slice_mut(dst) }.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download(&self, src: Tensor) -> Result<Vec<f32>> {
+        // SAFETY: src is a live host tensor.
+        Ok(unsafe { host_slice(src) }.to_vec())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
+        check_len("swish_fwd y", y, x.len())?;
+        check_disjoint("swish_fwd", x, y)?;
+        // SAFETY: live host tensors, checked disjoint above.
+        unsafe { activation::swish_fwd(host_slice(x), host_slice_mut(y)) };
+        Ok(())
+    }
+
+    fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_len("swish_bwd dy", dy, x.len())?;
+        check_len("swish_bwd dx", dx, x.len())?;
+        check_disjoint("swish_bwd (dx vs x)", x, dx)?;
+        check_disjoint("swish_bwd (dx vs dy)", dy, dx)?;
+        // SAFETY: live host tensors, output checked disjoint from both inputs.
+        unsafe { activation::swish_bwd(host_slice(x), host_slice(dy), host_slice_mut(dx)) };
+        Ok(())
+    }
+
+    fn gemm(&self, spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()> {
+        spec.validate(a.len(), b.len(), c.len())?;
+        check_disjoint("gemm (C vs A)", a, c)?;
+        check_disjoint("gemm (C vs B)", b, c)?;
+        let cm = spec.col_major();
+        // Column-major operands are (B, A): see backend::gemm.
+        // SAFETY: live host tensors; C checked disjoint from A and B; lengths validated.
+        unsafe { cm.run_host(host_slice(b), host_slice(a), host_slice_mut(c)) };
+        Ok(())
+    }
+}

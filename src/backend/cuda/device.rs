@@ -1,0 +1,104 @@
+//! The launch seam: what a CUDA launcher needs from a device. A kernel argument list is a slice of
+//! [`KernelArg`] in `.cu` signature order, checked against the kinds build.rs parsed from that
+//! signature before anything runs, so a wrong argument order or count is an error, not a corrupted
+//! launch.
+
+use super::{CudaError, KernelFn};
+use crate::backend::gemm::ColMajorGemm;
+use crate::backend::{DeviceMemory, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelArgKind {
+    Ptr,
+    I32,
+    U32,
+    F32,
+    I64,
+    U64,
+}
+
+/// One kernel argument, by value. Pointers are device (or, emulated, host) addresses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    F32(f32),
+    I64(i64),
+    U64(u64),
+}
+
+impl KernelArg {
+    pub fn kind(&self) -> KernelArgKind {
+        match self {
+            KernelArg::Ptr(_) => KernelArgKind::Ptr,
+            KernelArg::I32(_) => KernelArgKind::I32,
+            KernelArg::U32(_) => KernelArgKind::U32,
+            KernelArg::F32(_) => KernelArgKind::F32,
+            KernelArg::I64(_) => KernelArgKind::I64,
+            KernelArg::U64(_) => KernelArgKind::U64,
+        }
+    }
+
+    /// A pointer to the storage of the value, as `cuLaunchKernel`'s `kernelParams` wants it.
+    pub fn as_param_ptr(&mut self) -> *mut std::ffi::c_void {
+        match self {
+            KernelArg::Ptr(v) | KernelArg::U64(v) => v as *mut u64 as *mut _,
+            KernelArg::I32(v) => v as *mut i32 as *mut _,
+            KernelArg::U32(v) => v as *mut u32 as *mut _,
+            KernelArg::F32(v) => v as *mut f32 as *mut _,
+            KernelArg::I64(v) => v as *mut i64 as *mut _,
+        }
+    }
+}
+
+impl From<Tensor> for KernelArg {
+    fn from(t: Tensor) -> Self {
+        KernelArg::Ptr(t.addr())
+    }
+}
+
+/// Grid, block and dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchDims {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_bytes: u32,
+}
+
+impl LaunchDims {
+    /// A 1-D grid-stride launch over `n` elements: `threads` per block, at most `max_blocks` blocks.
+    pub fn linear(n: usize, threads: u32, max_blocks: u32) -> Self {
+        let blocks = n.div_ceil(threads as usize).clamp(1, max_blocks as usize) as u32;
+        LaunchDims { grid: (blocks, 1, 1), block: (threads, 1, 1), shared_bytes: 0 }
+    }
+}
+
+/// Checks an argument list against the kernel's signature.
+pub fn check_args(kernel: KernelFn, args: &[KernelArg]) -> Result<(), CudaError> {
+    let want = kernel.params();
+    let got: Vec<KernelArgKind> = args.iter().map(KernelArg::kind).collect();
+    if want != got.as_slice() {
+        return Err(CudaError::Launch {
+            kernel: kernel.name().to_string(),
+            detail: format!("arguments {got:?} do not match the .cu signature {want:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// A device the CUDA launchers can run on.
+pub trait KernelDevice {
+    type Memory: DeviceMemory;
+
+    fn describe(&self) -> String;
+    fn alloc(&self, len: usize) -> Result<Self::Memory, CudaError>;
+    fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError>;
+    fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError>;
+    fn synchronize(&self) -> Result<(), CudaError>;
+    /// Launches `kernel`; `args` are in `.cu` signature order (checked by the caller via `check_args`).
+    fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError>;
+    /// Column-major SGEMM with cuBLAS's contract on device addresses (operands already mapped, see
+    /// `backend::gemm`).
+    fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError>;
+}

@@ -1,0 +1,170 @@
+//! A real GPU through cudarc: context, one stream, the kernel registry and a cuBLAS handle.
+//! Memory comes from `cuMemAlloc` via cudarc slices; tensors are raw device addresses inside them.
+//! Everything runs on one stream, so cudarc's per-slice event tracking is turned off.
+
+use super::device::{KernelArg, KernelDevice, LaunchDims};
+use super::error::{guard, CudaError};
+use super::probe;
+use super::registry::Registry;
+use super::KernelFn;
+use crate::backend::gemm::{ColMajorGemm, Transpose};
+use crate::backend::{DeviceMemory, Tensor};
+use cudarc::cublas::{sys as blas_sys, CudaBlas};
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
+use std::sync::Arc;
+
+pub struct GpuMemory {
+    _slice: CudaSlice<f32>,
+    ptr: u64,
+    len: usize,
+}
+
+impl DeviceMemory for GpuMemory {
+    fn tensor(&self) -> Tensor {
+        // SAFETY: ptr/len describe the slice this struct owns.
+        unsafe { Tensor::from_raw(self.ptr, self.len) }
+    }
+}
+
+pub struct GpuDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    registry: Registry,
+    blas: CudaBlas,
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+}
+
+impl GpuDevice {
+    /// Opens GPU `ordinal`; never panics (probe first, cudarc calls guarded).
+    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
+        let count = probe::device_count()?;
+        if count == 0 {
+            return Err(CudaError::NoDevice);
+        }
+        if ordinal >= count {
+            return Err(CudaError::BadOrdinal { ordinal, count });
+        }
+        guard("libcuda", || {
+            let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::driver("CudaContext::new", e))?;
+            // SAFETY: one stream only; ordering is the stream's, no cross-stream events needed.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.default_stream();
+            let name = ctx.name().map_err(|e| CudaError::driver("cuDeviceGetName", e))?;
+            let cc = ctx.compute_capability().map_err(|e| CudaError::driver("compute capability", e))?;
+            let registry = Registry::load(&ctx, cc)?;
+            let blas = guard("libcublas", || CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas { what: "cublasCreate".into(), detail: format!("{e:?}") }))?;
+            Ok(GpuDevice { ctx, stream, registry, blas, ordinal, name, compute_capability: cc })
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+}
+
+fn op(t: Transpose) -> blas_sys::cublasOperation_t {
+    match t {
+        Transpose::No => blas_sys::cublasOperation_t::CUBLAS_OP_N,
+        Transpose::Yes => blas_sys::cublasOperation_t::CUBLAS_OP_T,
+    }
+}
+
+impl KernelDevice for GpuDevice {
+    type Memory = GpuMemory;
+
+    fn describe(&self) -> String {
+        format!("cuda:{} ({}, sm_{}{})", self.ordinal, self.name, self.compute_capability.0, self.compute_capability.1)
+    }
+
+    fn alloc(&self, len: usize) -> Result<GpuMemory, CudaError> {
+        let slice = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
+            if e.0 == drv_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
+                CudaError::OutOfMemory { what: format!("{len} f32"), bytes: len * 4, free, total }
+            } else {
+                CudaError::driver("alloc", e)
+            }
+        })?;
+        let ptr = {
+            let (p, _sync) = slice.device_ptr(&self.stream);
+            p
+        };
+        Ok(GpuMemory { _slice: slice, ptr, len })
+    }
+
+    fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        // SAFETY: dst is a live device tensor of src.len() elements (checked by the caller); the
+        // copy is synchronous with respect to the host buffer because we synchronise right after.
+        unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }.map_err(|e| CudaError::driver("upload", e))?;
+        self.synchronize()
+    }
+
+    fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        let mut out = vec![0f32; src.len()];
+        // SAFETY: src is a live device tensor; out has its length; synchronised before returning.
+        unsafe { drv::memcpy_dtoh_async(&mut out, src.addr(), self.stream.cu_stream()) }.map_err(|e| CudaError::driver("download", e))?;
+        self.synchronize()?;
+        Ok(out)
+    }
+
+    fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
+    }
+
+    fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        let mut values: Vec<KernelArg> = args.to_vec();
+        let mut params: Vec<*mut std::ffi::c_void> = values.iter_mut().map(KernelArg::as_param_ptr).collect();
+        let f = self.registry.function(kernel).cu_function();
+        // SAFETY: the argument kinds were checked against the .cu signature (check_args); every
+        // pointer argument is a live device tensor cut from this context's memory; `values` outlives
+        // the call, and cuLaunchKernel copies the parameters before returning.
+        unsafe { drv::launch_kernel(f, dims.grid, dims.block, dims.shared_bytes, self.stream.cu_stream(), &mut params) }
+            .map_err(|e| CudaError::Launch { kernel: kernel.name().to_string(), detail: format!("{e:?} with {dims:?}") })
+    }
+
+    fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {
+        let int = |v: usize, what: &str| {
+            i32::try_from(v).map_err(|_| CudaError::Cublas { what: "sgemm".into(), detail: format!("{what} = {v} exceeds i32") })
+        };
+        let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
+        let (lda, ldb, ldc) = (int(g.lda.max(1), "lda")?, int(g.ldb.max(1), "ldb")?, int(g.ldc.max(1), "ldc")?);
+        let handle = *self.blas.handle();
+        let math = if g.allow_tf32 {
+            blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+        } else {
+            blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH
+        };
+        // SAFETY: handle is live and bound to our stream; a, b, c are live device tensors whose
+        // lengths the caller validated against (m, n, k, ld*); alpha/beta point at locals.
+        unsafe {
+            blas_sys::cublasSetMathMode(handle, math)
+                .result()
+                .map_err(|e| CudaError::Cublas { what: "cublasSetMathMode".into(), detail: format!("{e:?}") })?;
+            cudarc::cublas::result::sgemm(
+                handle,
+                op(g.trans_a),
+                op(g.trans_b),
+                m,
+                n,
+                k,
+                &g.alpha,
+                a as *const f32,
+                lda,
+                b as *const f32,
+                ldb,
+                &g.beta,
+                c as *mut f32,
+                ldc,
+            )
+        }
+        .map_err(|e| CudaError::Cublas { what: "sgemm".into(), detail: format!("{e:?}") })
+    }
+}

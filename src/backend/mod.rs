@@ -1,0 +1,102 @@
+//! The ops of the supernet, twice: `cpu` (the reference, the spec of each op) and `cuda` (hand-written
+//! kernels in `kernels/*.cu` and cuBLAS, launched through a [`cuda::KernelDevice`] that is either a real
+//! GPU via cudarc or the SIMT emulator on the host).
+//!
+//! Memory model (llm.c style, planned up front): a backend hands out [`DeviceMemory`] blocks; a
+//! [`Tensor`] is a copyable handle to a run of f32 elements inside one of them. Handles carry no
+//! lifetime: the owner of the memory (usually an [`Arena`]) must outlive every handle cut from it, and
+//! an op's outputs must not overlap its inputs unless the op says otherwise. Ops check lengths and
+//! return [`Error::Shape`] instead of reading out of bounds.
+
+pub mod arena;
+pub mod cpu;
+pub mod cuda;
+pub mod gemm;
+
+pub use arena::Arena;
+pub use gemm::{GemmSpec, Transpose};
+
+use crate::error::{Error, Result};
+
+/// A run of `len` f32 elements at address `addr` in some backend's memory (host or device address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    addr: u64,
+    len: usize,
+}
+
+impl Tensor {
+    /// # Safety
+    /// `addr` must point to `len` f32 elements owned by memory that outlives every use of the handle.
+    pub unsafe fn from_raw(addr: u64, len: usize) -> Self {
+        Tensor { addr, len }
+    }
+
+    pub fn addr(self) -> u64 {
+        self.addr
+    }
+
+    pub fn len(self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// Elements `offset .. offset + len` of this tensor; an error names the overrun.
+    pub fn slice(self, offset: usize, len: usize) -> Result<Tensor> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(Tensor { addr: self.addr + 4 * offset as u64, len }),
+            _ => Err(Error::shape(
+                "tensor slice",
+                format!("offset + len <= {}", self.len),
+                format!("{offset} + {len}"),
+            )),
+        }
+    }
+
+    /// Checks that this tensor holds at least `needed` elements; `what` names it in the error.
+    pub fn require(self, what: &str, needed: usize) -> Result<()> {
+        if self.len < needed {
+            return Err(Error::shape(what, format!(">= {needed} elements"), format!("{} elements", self.len)));
+        }
+        Ok(())
+    }
+}
+
+/// One allocation owned by a backend; dropping it frees the memory.
+pub trait DeviceMemory {
+    /// The whole allocation as a tensor handle.
+    fn tensor(&self) -> Tensor;
+}
+
+/// The ops the supernet needs, on one device. Every op is asynchronous on a GPU backend; `download`
+/// and `synchronize` wait.
+pub trait Backend {
+    type Memory: DeviceMemory;
+
+    /// A short name for logs: `cpu`, `cuda:0 (NVIDIA H100 ...)`, `emu`.
+    fn name(&self) -> String;
+
+    /// Allocates `len` zeroed f32 elements.
+    fn alloc(&self, len: usize) -> Result<Self::Memory>;
+    fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
+    fn download(&self, src: Tensor) -> Result<Vec<f32>>;
+    fn synchronize(&self) -> Result<()>;
+
+    /// y = x * sigmoid(x), element-wise over `x.len()` elements.
+    fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()>;
+    /// dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the forward input.
+    fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()>;
+
+    /// Row-major GEMM on (possibly sliced) operands, see [`GemmSpec`].
+    fn gemm(&self, spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()>;
+}
+
+/// Allocates a tensor and fills it from the host.
+pub fn upload_new<B: Backend>(backend: &B, host: &[f32]) -> Result<B::Memory> {
+    let mem = backend.alloc(host.len())?;
+    backend.upload(mem.tensor(), host)?;
+    Ok(mem)
+}

@@ -1,0 +1,57 @@
+//! `attnas info`: version, how the kernels were built, which CUDA libraries the loader finds, each
+//! GPU, and the CPU threads. Without CUDA it says so in one plain line and succeeds.
+
+use crate::backend::cuda::{self, probe, CudaError};
+use crate::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Also print the ptxas register/shared-memory/spill report of every kernel (nvcc builds only).
+    #[arg(long)]
+    pub ptxas: bool,
+}
+
+pub fn run(args: &InfoArgs) -> Result<()> {
+    println!("attnas {}", env!("CARGO_PKG_VERSION"));
+    println!("kernels: {}", cuda::build_summary());
+    let modules: Vec<&str> = cuda::kernels::MODULES.iter().map(|m| m.name).collect();
+    println!("kernel modules ({}): {}; entry points: {}", modules.len(), modules.join(", "), cuda::KernelFn::ALL.len());
+    println!("cpu threads: {}", rayon::current_num_threads());
+    match probe::gpus() {
+        Err(CudaError::NoDriverLibrary) => {
+            println!("no GPU found: no CUDA driver on this machine (the CPU backend will be used)");
+        }
+        Err(e) => println!("no GPU found: {e}"),
+        Ok(gpus) if gpus.is_empty() => println!("no GPU found: the driver reports no devices"),
+        Ok(gpus) => {
+            println!("CUDA libraries:");
+            for lib in probe::libraries() {
+                match lib.status {
+                    Ok(v) => println!("  {:<17} {v}", lib.name),
+                    Err(e) => println!("  {:<17} not found ({e})", lib.name),
+                }
+            }
+            for g in gpus {
+                println!(
+                    "gpu {}: {} (compute capability {}.{}, {:.1} GiB)",
+                    g.ordinal,
+                    g.name,
+                    g.compute_capability.0,
+                    g.compute_capability.1,
+                    g.total_memory as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
+    }
+    if args.ptxas {
+        if cuda::kernels::PTXAS_REPORT.is_empty() {
+            println!("ptxas report: none (built without nvcc)");
+        } else {
+            println!("ptxas report (per kernel: registers, shared memory, spills):");
+            for line in cuda::kernels::PTXAS_REPORT.lines().filter(|l| !l.trim().is_empty()) {
+                println!("  {}", line.trim_start_matches("ptxas info    : "));
+            }
+        }
+    }
+    Ok(())
+}

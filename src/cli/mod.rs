@@ -1,0 +1,3 @@
+//! The subcommands' argument structs and bodies; `src/main.rs` parses and dispatches.
+
+pub mod info;

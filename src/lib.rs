@@ -1,0 +1,12 @@
+//! attnas: AttentiveNAS supernet training and search on hand-written CUDA kernels.
+//!
+//! Layers, top to bottom (nothing reaches upward): the CLI (`src/main.rs`, `cli`), the jobs, `nn`
+//! (the supernet, generic over [`backend::Backend`]), `backend` (CPU reference and CUDA), `space`
+//! (search space, FLOPs, samplers) and `data`. See DESIGN.md in the shared folder.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod testing;
+
+pub use error::{Error, Result};

@@ -1,0 +1,35 @@
+//! The attnas command line. Errors print one message; usage and input errors exit with code 2.
+
+use attnas::cli;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "attnas", version, about = "AttentiveNAS supernet training and search on hand-written CUDA kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Version, how kernels were built, CUDA libraries and GPUs found, CPU threads.
+    Info(cli::info::InfoArgs),
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap: --help/--version print and exit 0; real usage errors exit 2.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match &cli.command {
+        Command::Info(a) => cli::info::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
