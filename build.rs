@@ -33,7 +33,16 @@ fn run() -> Result<(), String> {
     let kdir = root.join("kernels");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "KERNEL_ARCHS", "KERNELS_NO_NVCC", "KERNELS_REQUIRE_NVCC", "PATH", "EMU_SANITIZE"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "KERNEL_ARCHS",
+        "KERNELS_NO_NVCC",
+        "KERNELS_REQUIRE_NVCC",
+        "PATH",
+        "EMU_SANITIZE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -49,7 +58,9 @@ fn run() -> Result<(), String> {
     let want_nvcc = std::env::var("KERNELS_NO_NVCC").map(|v| v != "1").unwrap_or(true);
     let nvcc = if want_nvcc { nvcc::find() } else { None };
     if nvcc.is_none() && std::env::var("KERNELS_REQUIRE_NVCC").is_ok_and(|v| v == "1") {
-        return Err("KERNELS_REQUIRE_NVCC=1 but no nvcc was found (set NVCC or run scripts/setup-cuda-wheels.sh)".into());
+        return Err(
+            "KERNELS_REQUIRE_NVCC=1 but no nvcc was found (set NVCC or run scripts/setup-cuda-wheels.sh)".into()
+        );
     }
 
     let mut compiled = Vec::new();

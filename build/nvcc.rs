@@ -66,7 +66,14 @@ pub fn parse_archs(spec: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-pub fn compile(nvcc: &Nvcc, src: &Path, include: &Path, out_dir: &Path, stem: &str, archs: &[String]) -> Result<Compiled, String> {
+pub fn compile(
+    nvcc: &Nvcc,
+    src: &Path,
+    include: &Path,
+    out_dir: &Path,
+    stem: &str,
+    archs: &[String],
+) -> Result<Compiled, String> {
     let mut cubins = Vec::new();
     let mut ptxas_log = String::new();
     let common = ["-std=c++17", "-O3", "-lineinfo"];
@@ -86,7 +93,11 @@ pub fn compile(nvcc: &Nvcc, src: &Path, include: &Path, out_dir: &Path, stem: &s
             .map_err(|e| format!("running {}: {e}", nvcc.path.display()))?;
         let log = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
-            return Err(format!("nvcc failed on {} for {arch}:\n{log}{}", src.display(), String::from_utf8_lossy(&output.stdout)));
+            return Err(format!(
+                "nvcc failed on {} for {arch}:\n{log}{}",
+                src.display(),
+                String::from_utf8_lossy(&output.stdout)
+            ));
         }
         ptxas_log.push_str(&log);
         cubins.push((arch.clone(), out));

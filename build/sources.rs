@@ -22,6 +22,7 @@ pub struct KernelSig {
     pub params: Vec<Param>,
 }
 
+#[allow(dead_code)] // c_type and name feed the emulator glue (build/emu.rs)
 pub struct Param {
     /// The C++ type as written, without the parameter name (`const float* __restrict__`).
     pub c_type: String,
@@ -126,7 +127,9 @@ pub fn parse_signatures(src: &str) -> Result<Vec<KernelSig>, String> {
         let params_src = &after_open[..close];
         let mut params = Vec::new();
         for p in params_src.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "void") {
-            let split = p.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).ok_or_else(|| format!("{name}: parameter '{p}' has no type"))?;
+            let split = p
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .ok_or_else(|| format!("{name}: parameter '{p}' has no type"))?;
             let c_type = p[..=split].trim().to_string();
             let pname = p[split + 1..].to_string();
             let kind = arg_kind(&c_type).ok_or_else(|| {

@@ -61,3 +61,22 @@ pub fn gpu_or_skip(test: &str) -> Option<CudaBackend<GpuDevice>> {
         }
     }
 }
+
+/// Runs `$body` once per CUDA target with `$b` bound to a `CudaBackend`: the SIMT emulator (feature
+/// `emu`) and the first GPU when one is present. Each target that is unavailable prints one
+/// `skipped:` line. One test body, every target (the CPU reference is the caller's expected value).
+#[macro_export]
+macro_rules! on_cuda_targets {
+    ($test:expr, |$b:ident| $body:block) => {{
+        #[cfg(feature = "emu")]
+        {
+            let $b = $crate::backend::cuda::CudaBackend::new($crate::backend::cuda::emu::EmuDevice::new());
+            $body
+        }
+        #[cfg(not(feature = "emu"))]
+        println!("skipped: {}: SIMT emulator not built (cargo test --features emu)", $test);
+        if let Some($b) = $crate::testing::gpu_or_skip($test) {
+            $body
+        }
+    }};
+}

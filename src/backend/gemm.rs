@@ -101,7 +101,9 @@ impl GemmSpec {
     pub fn validate(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
         let (ar, ac) = self.stored_a();
         let (br, bc) = self.stored_b();
-        for (name, ld, cols, rows) in [("A", self.lda, ac, ar), ("B", self.ldb, bc, br), ("C", self.ldc, self.n, self.m)] {
+        for (name, ld, cols, rows) in
+            [("A", self.lda, ac, ar), ("B", self.ldb, bc, br), ("C", self.ldc, self.n, self.m)]
+        {
             if rows > 0 && ld < cols {
                 return Err(Error::shape(format!("gemm {name} leading dimension"), format!(">= {cols}"), ld));
             }
@@ -195,7 +197,8 @@ impl ColMajorGemm {
 
     /// Element counts each operand must hold in column-major terms.
     pub fn required_lens(&self) -> (usize, usize, usize) {
-        let need = |rows: usize, cols: usize, ld: usize| if rows == 0 || cols == 0 { 0 } else { (cols - 1) * ld + rows };
+        let need =
+            |rows: usize, cols: usize, ld: usize| if rows == 0 || cols == 0 { 0 } else { (cols - 1) * ld + rows };
         let (ar, ac) = match self.trans_a {
             Transpose::No => (self.m, self.k),
             Transpose::Yes => (self.k, self.m),

@@ -12,9 +12,11 @@ pub mod arena;
 pub mod cpu;
 pub mod cuda;
 pub mod gemm;
+pub mod ops;
 
 pub use arena::Arena;
 pub use gemm::{GemmSpec, Transpose};
+pub use ops::SupernetOps;
 
 use crate::error::{Error, Result};
 
@@ -48,11 +50,9 @@ impl Tensor {
     pub fn slice(self, offset: usize, len: usize) -> Result<Tensor> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(Tensor { addr: self.addr + 4 * offset as u64, len }),
-            _ => Err(Error::shape(
-                "tensor slice",
-                format!("offset + len <= {}", self.len),
-                format!("{offset} + {len}"),
-            )),
+            _ => {
+                Err(Error::shape("tensor slice", format!("offset + len <= {}", self.len), format!("{offset} + {len}")))
+            }
         }
     }
 
@@ -71,8 +71,9 @@ pub trait DeviceMemory {
     fn tensor(&self) -> Tensor;
 }
 
-/// The ops the supernet needs, on one device. Every op is asynchronous on a GPU backend; `download`
-/// and `synchronize` wait.
+/// Memory and synchronisation on one device. The ops are per-family traits in [`ops`] (each family's
+/// trait, CPU impl and CUDA launcher in one file); [`SupernetOps`] gathers them. Every op is
+/// asynchronous on a GPU backend; `download` and `synchronize` wait.
 pub trait Backend {
     type Memory: DeviceMemory;
 
@@ -84,14 +85,6 @@ pub trait Backend {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
     fn download(&self, src: Tensor) -> Result<Vec<f32>>;
     fn synchronize(&self) -> Result<()>;
-
-    /// y = x * sigmoid(x), element-wise over `x.len()` elements.
-    fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()>;
-    /// dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the forward input.
-    fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()>;
-
-    /// Row-major GEMM on (possibly sliced) operands, see [`GemmSpec`].
-    fn gemm(&self, spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()>;
 }
 
 /// Allocates a tensor and fills it from the host.

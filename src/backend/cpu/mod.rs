@@ -4,7 +4,7 @@
 
 pub mod activation;
 
-use super::{Backend, DeviceMemory, GemmSpec, Tensor};
+use super::{Backend, DeviceMemory, Tensor};
 use crate::error::{Error, Result};
 
 /// Host memory for the CPU backend and the emulated device: a boxed f32 slice.
@@ -100,35 +100,6 @@ impl Backend for CpuBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        check_len("swish_fwd y", y, x.len())?;
-        check_disjoint("swish_fwd", x, y)?;
-        // SAFETY: live host tensors, checked disjoint above.
-        unsafe { activation::swish_fwd(host_slice(x), host_slice_mut(y)) };
-        Ok(())
-    }
-
-    fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        check_len("swish_bwd dy", dy, x.len())?;
-        check_len("swish_bwd dx", dx, x.len())?;
-        check_disjoint("swish_bwd (dx vs x)", x, dx)?;
-        check_disjoint("swish_bwd (dx vs dy)", dy, dx)?;
-        // SAFETY: live host tensors, output checked disjoint from both inputs.
-        unsafe { activation::swish_bwd(host_slice(x), host_slice(dy), host_slice_mut(dx)) };
-        Ok(())
-    }
-
-    fn gemm(&self, spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()> {
-        spec.validate(a.len(), b.len(), c.len())?;
-        check_disjoint("gemm (C vs A)", a, c)?;
-        check_disjoint("gemm (C vs B)", b, c)?;
-        let cm = spec.col_major();
-        // Column-major operands are (B, A): see backend::gemm.
-        // SAFETY: live host tensors; C checked disjoint from A and B; lengths validated.
-        unsafe { cm.run_host(host_slice(b), host_slice(a), host_slice_mut(c)) };
         Ok(())
     }
 }

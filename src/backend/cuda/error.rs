@@ -9,7 +9,9 @@ pub enum CudaError {
     NoDevice,
     #[error("CUDA device {ordinal} does not exist ({count} found); hint: pick cuda:0..cuda:{}", count.saturating_sub(1))]
     BadOrdinal { ordinal: usize, count: usize },
-    #[error("CUDA driver too old: it supports CUDA {found}, this build needs {needed}; hint: update the NVIDIA driver")]
+    #[error(
+        "CUDA driver too old: it supports CUDA {found}, this build needs {needed}; hint: update the NVIDIA driver"
+    )]
     DriverTooOld { found: String, needed: String },
     #[error("CUDA library {lib} does not match this build ({detail}); hint: install CUDA 13.0 libraries or put them first on LD_LIBRARY_PATH")]
     LibraryMismatch { lib: String, detail: String },
@@ -23,7 +25,9 @@ pub enum CudaError {
     ModuleLoad { module: String, detail: String },
     #[error("NVRTC failed to compile '{module}':\n{log}")]
     Nvrtc { module: String, log: String },
-    #[error("out of GPU memory: asked for {bytes} bytes ({what}); {free} of {total} bytes free; hint: lower the batch size")]
+    #[error(
+        "out of GPU memory: asked for {bytes} bytes ({what}); {free} of {total} bytes free; hint: lower the batch size"
+    )]
     OutOfMemory { what: String, bytes: usize, free: usize, total: usize },
     #[error("launch of {kernel}: {detail}")]
     Launch { kernel: String, detail: String },

@@ -54,7 +54,10 @@ impl GpuDevice {
             let name = ctx.name().map_err(|e| CudaError::driver("cuDeviceGetName", e))?;
             let cc = ctx.compute_capability().map_err(|e| CudaError::driver("compute capability", e))?;
             let registry = Registry::load(&ctx, cc)?;
-            let blas = guard("libcublas", || CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas { what: "cublasCreate".into(), detail: format!("{e:?}") }))?;
+            let blas = guard("libcublas", || {
+                CudaBlas::new(stream.clone())
+                    .map_err(|e| CudaError::Cublas { what: "cublasCreate".into(), detail: format!("{e:?}") })
+            })?;
             Ok(GpuDevice { ctx, stream, registry, blas, ordinal, name, compute_capability: cc })
         })
     }
@@ -102,7 +105,8 @@ impl KernelDevice for GpuDevice {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
         // SAFETY: dst is a live device tensor of src.len() elements (checked by the caller); the
         // copy is synchronous with respect to the host buffer because we synchronise right after.
-        unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }.map_err(|e| CudaError::driver("upload", e))?;
+        unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
+            .map_err(|e| CudaError::driver("upload", e))?;
         self.synchronize()
     }
 
@@ -110,7 +114,8 @@ impl KernelDevice for GpuDevice {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
         let mut out = vec![0f32; src.len()];
         // SAFETY: src is a live device tensor; out has its length; synchronised before returning.
-        unsafe { drv::memcpy_dtoh_async(&mut out, src.addr(), self.stream.cu_stream()) }.map_err(|e| CudaError::driver("download", e))?;
+        unsafe { drv::memcpy_dtoh_async(&mut out, src.addr(), self.stream.cu_stream()) }
+            .map_err(|e| CudaError::driver("download", e))?;
         self.synchronize()?;
         Ok(out)
     }
@@ -127,12 +132,16 @@ impl KernelDevice for GpuDevice {
         // pointer argument is a live device tensor cut from this context's memory; `values` outlives
         // the call, and cuLaunchKernel copies the parameters before returning.
         unsafe { drv::launch_kernel(f, dims.grid, dims.block, dims.shared_bytes, self.stream.cu_stream(), &mut params) }
-            .map_err(|e| CudaError::Launch { kernel: kernel.name().to_string(), detail: format!("{e:?} with {dims:?}") })
+            .map_err(|e| CudaError::Launch {
+                kernel: kernel.name().to_string(),
+                detail: format!("{e:?} with {dims:?}"),
+            })
     }
 
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {
         let int = |v: usize, what: &str| {
-            i32::try_from(v).map_err(|_| CudaError::Cublas { what: "sgemm".into(), detail: format!("{what} = {v} exceeds i32") })
+            i32::try_from(v)
+                .map_err(|_| CudaError::Cublas { what: "sgemm".into(), detail: format!("{what} = {v} exceeds i32") })
         };
         let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
         let (lda, ldb, ldc) = (int(g.lda.max(1), "lda")?, int(g.ldb.max(1), "ldb")?, int(g.ldc.max(1), "ldc")?);

@@ -73,7 +73,8 @@ pub fn version() -> Result<(i32, i32), CudaError> {
 fn missing() -> CudaError {
     CudaError::MissingLibrary {
         lib: "libnvrtc.so".into(),
-        hint: "set NVRTC_LIB (scripts/setup-cuda-wheels.sh prints it) or add the CUDA 13 lib folder to LD_LIBRARY_PATH".into(),
+        hint: "set NVRTC_LIB (scripts/setup-cuda-wheels.sh prints it) or add the CUDA 13 lib folder to LD_LIBRARY_PATH"
+            .into(),
     }
 }
 
@@ -100,8 +101,10 @@ pub fn compile(module: &str, source: &str, target: Target<'_>) -> Result<Compile
 
 fn compile_inner(module: &str, source: &str, target: Target<'_>) -> Result<Compiled, CudaError> {
     use cudarc::nvrtc::sys as nv;
-    let err = |what: &str, r: nv::nvrtcResult| CudaError::Nvrtc { module: module.to_string(), log: format!("{what}: {r:?}") };
-    let src = CString::new(source).map_err(|_| CudaError::Nvrtc { module: module.into(), log: "source contains NUL".into() })?;
+    let err =
+        |what: &str, r: nv::nvrtcResult| CudaError::Nvrtc { module: module.to_string(), log: format!("{what}: {r:?}") };
+    let src = CString::new(source)
+        .map_err(|_| CudaError::Nvrtc { module: module.into(), log: "source contains NUL".into() })?;
     let name = CString::new(format!("{module}.cu")).unwrap_or_default();
     let mut opts: Vec<String> = vec!["--std=c++17".into(), "-lineinfo".into()];
     match target {
@@ -119,7 +122,9 @@ fn compile_inner(module: &str, source: &str, target: Target<'_>) -> Result<Compi
 
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated strings that outlive the call; no in-memory headers.
-    let r = unsafe { nv::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()) };
+    let r = unsafe {
+        nv::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null())
+    };
     if r != nv::nvrtcResult::NVRTC_SUCCESS {
         return Err(err("nvrtcCreateProgram", r));
     }
@@ -135,7 +140,11 @@ fn compile_inner(module: &str, source: &str, target: Target<'_>) -> Result<Compi
                 // SAFETY: prog compiled successfully; size then buffer of that size.
                 let r = unsafe { nv::nvrtcGetPTXSize(prog, &mut size) };
                 let mut buf = vec![0u8; size];
-                let r2 = if r == nv::nvrtcResult::NVRTC_SUCCESS { unsafe { nv::nvrtcGetPTX(prog, buf.as_mut_ptr() as *mut c_char) } } else { r };
+                let r2 = if r == nv::nvrtcResult::NVRTC_SUCCESS {
+                    unsafe { nv::nvrtcGetPTX(prog, buf.as_mut_ptr() as *mut c_char) }
+                } else {
+                    r
+                };
                 if let Some(0) = buf.last() {
                     buf.pop();
                 }
@@ -145,7 +154,11 @@ fn compile_inner(module: &str, source: &str, target: Target<'_>) -> Result<Compi
                 // SAFETY: as above, for the cubin.
                 let r = unsafe { nv::nvrtcGetCUBINSize(prog, &mut size) };
                 let mut buf = vec![0u8; size];
-                let r2 = if r == nv::nvrtcResult::NVRTC_SUCCESS { unsafe { nv::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut c_char) } } else { r };
+                let r2 = if r == nv::nvrtcResult::NVRTC_SUCCESS {
+                    unsafe { nv::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut c_char) }
+                } else {
+                    r
+                };
                 (r2, buf)
             }
         };

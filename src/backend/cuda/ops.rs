@@ -1,10 +1,11 @@
-//! The CUDA launchers: argument order, grid geometry and GEMM mapping for every op, written once over
-//! [`KernelDevice`] so they run unchanged on a GPU and on the SIMT emulator.
+//! The CUDA backend over a [`KernelDevice`]. The per-op launchers (argument order, grid geometry,
+//! GEMM mapping) live with each op family in `backend::ops`, written once so they run unchanged on a
+//! GPU and on the SIMT emulator.
 
 use super::device::{check_args, KernelArg, KernelDevice, LaunchDims};
 use super::KernelFn;
-use crate::backend::cpu::{check_disjoint, check_len};
-use crate::backend::{Backend, GemmSpec, Tensor};
+use crate::backend::cpu::check_len;
+use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 
 /// Threads per block for element-wise kernels, and the cap on their grid (they grid-stride).
@@ -31,7 +32,8 @@ impl<D: KernelDevice> CudaBackend<D> {
         Ok(())
     }
 
-    fn elementwise(n: usize) -> LaunchDims {
+    /// Geometry for a 1-D grid-stride element-wise kernel over `n` elements.
+    pub fn elementwise(n: usize) -> LaunchDims {
         LaunchDims::linear(n, ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS)
     }
 }
@@ -58,42 +60,5 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
 
     fn synchronize(&self) -> Result<()> {
         Ok(self.device.synchronize()?)
-    }
-
-    fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        check_len("swish_fwd y", y, x.len())?;
-        check_disjoint("swish_fwd", x, y)?;
-        if x.is_empty() {
-            return Ok(());
-        }
-        // SAFETY (argument order): swish_fwd_f32(float* y, const float* x, long long n).
-        self.launch(KernelFn::SwishFwdF32, Self::elementwise(x.len()), &[y.into(), x.into(), KernelArg::I64(x.len() as i64)])
-    }
-
-    fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        check_len("swish_bwd dy", dy, x.len())?;
-        check_len("swish_bwd dx", dx, x.len())?;
-        check_disjoint("swish_bwd (dx vs x)", x, dx)?;
-        check_disjoint("swish_bwd (dx vs dy)", dy, dx)?;
-        if x.is_empty() {
-            return Ok(());
-        }
-        // SAFETY (argument order): swish_bwd_f32(float* dx, const float* x, const float* dy, long long n).
-        self.launch(
-            KernelFn::SwishBwdF32,
-            Self::elementwise(x.len()),
-            &[dx.into(), x.into(), dy.into(), KernelArg::I64(x.len() as i64)],
-        )
-    }
-
-    fn gemm(&self, spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()> {
-        spec.validate(a.len(), b.len(), c.len())?;
-        check_disjoint("gemm (C vs A)", a, c)?;
-        check_disjoint("gemm (C vs B)", b, c)?;
-        if spec.m == 0 || spec.n == 0 {
-            return Ok(());
-        }
-        // Column-major operands are (B, A): see backend::gemm.
-        Ok(self.device.gemm_col_major(&spec.col_major(), b.addr(), a.addr(), c.addr())?)
     }
 }

@@ -22,7 +22,9 @@ pub fn driver_version() -> Result<i32, CudaError> {
         }
         let mut v = 0;
         // SAFETY: out-pointer to a live local.
-        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result().map_err(|e| CudaError::driver("cuDriverGetVersion", e))?;
+        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }
+            .result()
+            .map_err(|e| CudaError::driver("cuDriverGetVersion", e))?;
         Ok(v)
     })
 }
@@ -35,7 +37,11 @@ pub fn device_count() -> Result<usize, CudaError> {
     }
     guard("libcuda", || {
         if let Err(e) = drv::init() {
-            return if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE { Err(CudaError::NoDevice) } else { Err(CudaError::driver("cuInit", e)) };
+            return if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE {
+                Err(CudaError::NoDevice)
+            } else {
+                Err(CudaError::driver("cuInit", e))
+            };
         }
         let n = drv::device::get_count().map_err(|e| CudaError::driver("cuDeviceGetCount", e))?;
         Ok(n.max(0) as usize)

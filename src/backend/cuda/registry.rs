@@ -24,7 +24,11 @@ pub struct Registry {
 }
 
 fn arch_number(arch: &str) -> u32 {
-    arch.trim_start_matches("sm_").trim_start_matches("compute_").trim_end_matches(['a', 'f']).parse().unwrap_or(u32::MAX)
+    arch.trim_start_matches("sm_")
+        .trim_start_matches("compute_")
+        .trim_end_matches(['a', 'f'])
+        .parse()
+        .unwrap_or(u32::MAX)
 }
 
 impl Registry {
@@ -45,9 +49,10 @@ impl Registry {
             } else {
                 Self::nvrtc(m.name, m.source, dev_arch)?
             };
-            let module = ctx
-                .load_module(ptx)
-                .map_err(|e| CudaError::ModuleLoad { module: m.name.to_string(), detail: format!("{e:?} (from {source:?})") })?;
+            let module = ctx.load_module(ptx).map_err(|e| CudaError::ModuleLoad {
+                module: m.name.to_string(),
+                detail: format!("{e:?} (from {source:?})"),
+            })?;
             modules.push(module);
             sources.push((m.name, source));
         }

@@ -1,0 +1,18 @@
+//! The supernet's ops, one file per family (dfdx style: everything about an op in one place). Each
+//! file holds the family's trait, its CPU impl (calling the reference functions in `backend::cpu`)
+//! and its CUDA impl (the launchers for `kernels/<family>.cu`, written over `KernelDevice`).
+//!
+//! Conventions: NHWC f32; every op validates lengths and returns `Error::Shape` before touching
+//! memory; outputs must not overlap inputs unless the op says so; active sizes and stored strides
+//! are run-time arguments, so one compiled kernel serves every subnet.
+
+pub mod activation;
+pub mod gemm;
+
+pub use activation::ActivationOps;
+pub use gemm::GemmOps;
+
+/// Every op the supernet needs; `nn/` is generic over this.
+pub trait SupernetOps: ActivationOps + GemmOps {}
+
+impl<T: ActivationOps + GemmOps> SupernetOps for T {}
