@@ -3,6 +3,9 @@
 //! handles into slices in one place ([`HostMemory::slices`]).
 
 pub mod activation;
+pub mod loss;
+pub mod optimizer;
+pub mod resize;
 
 use super::{Backend, DeviceMemory, Tensor};
 use crate::error::{Error, Result};

@@ -8,11 +8,17 @@
 
 pub mod activation;
 pub mod gemm;
+pub mod loss;
+pub mod optimizer;
+pub mod resize;
 
 pub use activation::ActivationOps;
 pub use gemm::GemmOps;
+pub use loss::LossOps;
+pub use optimizer::OptimizerOps;
+pub use resize::ResizeOps;
 
 /// Every op the supernet needs; `nn/` is generic over this.
-pub trait SupernetOps: ActivationOps + GemmOps {}
+pub trait SupernetOps: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps {}
 
-impl<T: ActivationOps + GemmOps> SupernetOps for T {}
+impl<T: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps> SupernetOps for T {}
