@@ -139,7 +139,8 @@ mod tests {
         let z = sample_rows(n, k, 7);
         let t = sample_rows(n, k, 8);
         let labels = [0.0f32, 12.0, 5.0];
-        let (z32, t32): (Vec<f32>, Vec<f32>) = (z.iter().map(|&v| v as f32).collect(), t.iter().map(|&v| v as f32).collect());
+        let (z32, t32): (Vec<f32>, Vec<f32>) =
+            (z.iter().map(|&v| v as f32).collect(), t.iter().map(|&v| v as f32).collect());
         let z = widen(&z32); // differentiate at the exact f32 point the analytic side sees
         let t = widen(&t32);
         let mut d_ls = vec![0.0f32; n * k];
@@ -154,7 +155,8 @@ mod tests {
                 let (mut plus, mut minus) = (row.to_vec(), row.to_vec());
                 plus[c] += h;
                 minus[c] -= h;
-                let fd_ls = (label_smoothing_ce_row(&plus, y, eps as f64) - label_smoothing_ce_row(&minus, y, eps as f64))
+                let fd_ls = (label_smoothing_ce_row(&plus, y, eps as f64)
+                    - label_smoothing_ce_row(&minus, y, eps as f64))
                     / (2.0 * h);
                 let fd_soft = (soft_ce_row(&plus, teach) - soft_ce_row(&minus, teach)) / (2.0 * h);
                 let an_ls = d_ls[i * k + c] as f64 * n as f64;

@@ -40,8 +40,14 @@ pub trait LossOps: Backend {
     ) -> Result<()>;
 
     /// dlogits (n, classes) = (softmax(z) - target) / n: the gradient of the batch-mean loss (overwritten).
-    fn label_smoothing_ce_bwd(&self, s: &LossShape, eps: f32, logits: Tensor, labels: Tensor, dlogits: Tensor)
-        -> Result<()>;
+    fn label_smoothing_ce_bwd(
+        &self,
+        s: &LossShape,
+        eps: f32,
+        logits: Tensor,
+        labels: Tensor,
+        dlogits: Tensor,
+    ) -> Result<()>;
 
     /// row_loss (n) = -sum_c softmax(teacher)_c log_softmax(z)_c; loss (1) = mean of row_loss.
     fn soft_ce_fwd(&self, s: &LossShape, logits: Tensor, teacher: Tensor, row_loss: Tensor, loss: Tensor)
@@ -52,8 +58,14 @@ pub trait LossOps: Backend {
 
     /// row_rank (n) = #{c : z_c > z_y} + #{c < y : z_c == z_y} (0 = top-1); counts (2) = [rows with
     /// rank < 1, rows with rank < 5] as exact small integers in f32.
-    fn topk_correct(&self, s: &LossShape, logits: Tensor, labels: Tensor, row_rank: Tensor, counts: Tensor)
-        -> Result<()>;
+    fn topk_correct(
+        &self,
+        s: &LossShape,
+        logits: Tensor,
+        labels: Tensor,
+        row_rank: Tensor,
+        counts: Tensor,
+    ) -> Result<()>;
 }
 
 fn check_shape(op: &str, s: &LossShape) -> Result<()> {
@@ -86,7 +98,14 @@ impl Target {
 
 /// Lengths of the inputs, the per-row output `(n)` and the batch output (`batch_len`), and that no
 /// output aliases an input or the other output.
-fn check_rows(op: &str, s: &LossShape, logits: Tensor, target: Target, rows: Tensor, batch: (Tensor, usize)) -> Result<()> {
+fn check_rows(
+    op: &str,
+    s: &LossShape,
+    logits: Tensor,
+    target: Target,
+    rows: Tensor,
+    batch: (Tensor, usize),
+) -> Result<()> {
     check_shape(op, s)?;
     check_len(&format!("{op} logits (n, classes)"), logits, s.logits_len())?;
     let (target_name, target) = target.check(op, s)?;
@@ -171,7 +190,14 @@ impl LossOps for CpuBackend {
         Ok(())
     }
 
-    fn soft_ce_fwd(&self, s: &LossShape, logits: Tensor, teacher: Tensor, row_loss: Tensor, loss: Tensor) -> Result<()> {
+    fn soft_ce_fwd(
+        &self,
+        s: &LossShape,
+        logits: Tensor,
+        teacher: Tensor,
+        row_loss: Tensor,
+        loss: Tensor,
+    ) -> Result<()> {
         check_rows("soft_ce_fwd", s, logits, Target::Teacher(teacher), row_loss, (loss, 1))?;
         // SAFETY: live host tensors of the checked lengths; outputs disjoint from inputs and each other.
         unsafe {
@@ -189,7 +215,14 @@ impl LossOps for CpuBackend {
         Ok(())
     }
 
-    fn topk_correct(&self, s: &LossShape, logits: Tensor, labels: Tensor, row_rank: Tensor, counts: Tensor) -> Result<()> {
+    fn topk_correct(
+        &self,
+        s: &LossShape,
+        logits: Tensor,
+        labels: Tensor,
+        row_rank: Tensor,
+        counts: Tensor,
+    ) -> Result<()> {
         let op = "topk_correct";
         check_rows(op, s, logits, Target::Labels(labels), row_rank, (counts, 2))?;
         // SAFETY: live host tensors of the checked lengths; outputs disjoint from inputs and each other.
@@ -274,7 +307,14 @@ impl<D: KernelDevice> LossOps for CudaBackend<D> {
         )
     }
 
-    fn soft_ce_fwd(&self, s: &LossShape, logits: Tensor, teacher: Tensor, row_loss: Tensor, loss: Tensor) -> Result<()> {
+    fn soft_ce_fwd(
+        &self,
+        s: &LossShape,
+        logits: Tensor,
+        teacher: Tensor,
+        row_loss: Tensor,
+        loss: Tensor,
+    ) -> Result<()> {
         check_rows("soft_ce_fwd", s, logits, Target::Teacher(teacher), row_loss, (loss, 1))?;
         // SAFETY (argument order): soft_ce_fwd_f32(float* row_loss, const float* logits, const float* teacher,
         // int k).
@@ -303,7 +343,14 @@ impl<D: KernelDevice> LossOps for CudaBackend<D> {
         )
     }
 
-    fn topk_correct(&self, s: &LossShape, logits: Tensor, labels: Tensor, row_rank: Tensor, counts: Tensor) -> Result<()> {
+    fn topk_correct(
+        &self,
+        s: &LossShape,
+        logits: Tensor,
+        labels: Tensor,
+        row_rank: Tensor,
+        counts: Tensor,
+    ) -> Result<()> {
         check_rows("topk_correct", s, logits, Target::Labels(labels), row_rank, (counts, 2))?;
         // SAFETY (argument order): topk_rank_fwd_f32(float* row_rank, const float* logits, const float* labels,
         // int k).
@@ -313,6 +360,10 @@ impl<D: KernelDevice> LossOps for CudaBackend<D> {
             &[row_rank.into(), logits.into(), labels.into(), KernelArg::I32(s.classes as i32)],
         )?;
         // SAFETY (argument order): topk_count_fwd_f32(float* counts, const float* row_rank, int n).
-        self.launch(KernelFn::TopkCountFwdF32, single_block(), &[counts.into(), row_rank.into(), KernelArg::I32(s.n as i32)])
+        self.launch(
+            KernelFn::TopkCountFwdF32,
+            single_block(),
+            &[counts.into(), row_rank.into(), KernelArg::I32(s.n as i32)],
+        )
     }
 }

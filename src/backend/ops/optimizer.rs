@@ -59,8 +59,16 @@ fn check(step: &SgdStep, groups: &[ParamGroup]) -> Result<()> {
             for (what, a, b) in [("params", g.params, other.params), ("momentum", g.momentum, other.momentum)] {
                 check_disjoint(&format!("sgd_nesterov_step {what} of groups {j} and {i}"), a, b)?;
             }
-            check_disjoint(&format!("sgd_nesterov_step params of group {i} vs momentum of group {j}"), g.params, other.momentum)?;
-            check_disjoint(&format!("sgd_nesterov_step momentum of group {i} vs params of group {j}"), g.momentum, other.params)?;
+            check_disjoint(
+                &format!("sgd_nesterov_step params of group {i} vs momentum of group {j}"),
+                g.params,
+                other.momentum,
+            )?;
+            check_disjoint(
+                &format!("sgd_nesterov_step momentum of group {i} vs params of group {j}"),
+                g.momentum,
+                other.params,
+            )?;
         }
     }
     Ok(())
@@ -130,7 +138,9 @@ pub fn scaled_base_lr(global_batch: usize) -> f64 {
 impl WarmupCosineLr {
     pub fn new(base_lr: f64, warmup_iters: u64, total_iters: u64) -> Result<Self> {
         if !(base_lr.is_finite() && base_lr >= 0.0) {
-            return Err(Error::usage(format!("learning rate schedule: base_lr must be finite and >= 0, got {base_lr}")));
+            return Err(Error::usage(format!(
+                "learning rate schedule: base_lr must be finite and >= 0, got {base_lr}"
+            )));
         }
         if total_iters == 0 || warmup_iters > total_iters {
             return Err(Error::usage(format!(
