@@ -104,7 +104,8 @@ fn pointwise_conv_forms_on_a_sliced_weight() {
     let dy = random_vec(9, p * co, -1.0, 1.0);
     let fwd = GemmSpec { trans_b: Transpose::Yes, lda: ci, ldb: ci_max, ldc: co, ..GemmSpec::new(p, co, ci) };
     let bwd_in = GemmSpec { lda: co, ldb: ci_max, ldc: ci, ..GemmSpec::new(p, ci, co) };
-    let bwd_w = GemmSpec { trans_a: Transpose::Yes, lda: co, ldb: ci, ldc: ci_max, beta: 1.0, ..GemmSpec::new(co, ci, p) };
+    let bwd_w =
+        GemmSpec { trans_a: Transpose::Yes, lda: co, ldb: ci, ldc: ci_max, beta: 1.0, ..GemmSpec::new(co, ci, p) };
     let dw0 = random_vec(10, co_max * ci_max, -1.0, 1.0);
 
     let check = |name: &str, got_y: &[f32], got_dx: &[f32], got_dw: &[f32]| {
@@ -120,12 +121,24 @@ fn pointwise_conv_forms_on_a_sliced_weight() {
         for r in 0..co_max {
             for c in 0..ci_max {
                 if r >= co || c >= ci {
-                    assert_eq!(got_dw[r * ci_max + c], dw0[r * ci_max + c], "{name}: dW[{r},{c}] outside the slice changed");
+                    assert_eq!(
+                        got_dw[r * ci_max + c],
+                        dw0[r * ci_max + c],
+                        "{name}: dW[{r},{c}] outside the slice changed"
+                    );
                 }
             }
         }
     };
-    fn forms<B: GemmOps>(b: &B, specs: [&GemmSpec; 3], w: &[f32], x: &[f32], dy: &[f32], dw0: &[f32], p: usize) -> [Vec<f32>; 3] {
+    fn forms<B: GemmOps>(
+        b: &B,
+        specs: [&GemmSpec; 3],
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dw0: &[f32],
+        p: usize,
+    ) -> [Vec<f32>; 3] {
         let y = run(b, specs[0], x, w, &vec![f32::NAN; p * specs[0].n]); // beta 0 must ignore NaN in C
         let dx = run(b, specs[1], dy, w, &vec![0.0; p * specs[1].n]);
         let dw = run(b, specs[2], dy, x, dw0);

@@ -63,8 +63,10 @@ fn every_kernel_builds_sm90a_sass_without_spills() {
             );
         }
         for line in out.log.lines().filter(|l| l.contains("spill stores")) {
-            let nonzero =
-                line.split(',').filter(|p| p.contains("spill")).any(|p| p.split_whitespace().next().is_some_and(|n| n != "0"));
+            let nonzero = line
+                .split(',')
+                .filter(|p| p.contains("spill"))
+                .any(|p| p.split_whitespace().next().is_some_and(|n| n != "0"));
             if nonzero {
                 spills.push(format!("{}: {}", m.name, line.trim()));
             }
