@@ -151,6 +151,11 @@ fn kernel_matches_reference() {
             let got = resize(&b, &s, &x);
             assert_close(&format!("{} {s:?}", b.name()), &got, &want, KERNEL_ABS, KERNEL_REL);
         }
+        // n * h_out = 70,000 rows > the 65,535 cap on grid.y: the kernel's row grid-stride loop runs twice
+        let tall = ResizeShape { n: 2, c: 1, h_in: 5, w_in: 2, h_out: 35_000, w_out: 1 };
+        let x = random_vec(99, tall.input_len(), -1.0, 1.0);
+        let want = resize(&CpuBackend::new(), &tall, &x);
+        assert_close(&format!("{} {tall:?}", b.name()), &resize(&b, &tall, &x), &want, KERNEL_ABS, KERNEL_REL);
         check_hand_derived(&b);
         // the two small OpenCV cases run emulated in well under a second
         for case in &OPENCV_CASES[3..] {
