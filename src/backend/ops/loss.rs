@@ -68,11 +68,15 @@ pub trait LossOps: Backend {
     ) -> Result<()>;
 }
 
+/// Labels, ranks and counts are integers held in f32: exact up to 2^24.
+pub const MAX_EXACT_F32_INT: usize = 1 << 24;
+
 fn check_shape(op: &str, s: &LossShape) -> Result<()> {
-    // the kernels take int sizes and launch one block per row (grid.x <= 2^31 - 1)
+    // also keeps the kernels' int sizes and the one-block-per-row grid (grid.x <= 2^31 - 1) in range;
+    // row offsets are 64-bit in the kernels
     for (name, v) in [("n", s.n), ("classes", s.classes)] {
-        if v == 0 || v > i32::MAX as usize {
-            return Err(Error::shape(format!("{op} {name}"), "1 ..= i32::MAX", v));
+        if v == 0 || v > MAX_EXACT_F32_INT {
+            return Err(Error::shape(format!("{op} {name}"), "1 ..= 2^24 (integers exact in f32)", v));
         }
     }
     Ok(())
@@ -96,8 +100,8 @@ impl Target {
     }
 }
 
-/// Lengths of the inputs, the per-row output `(n)` and the batch output (`batch_len`), and that no
-/// output aliases an input or the other output.
+/// Lengths of the inputs, the per-row output `(n)` and the batch output (`batch` = tensor and expected
+/// length), and that no output aliases an input or the other output.
 fn check_rows(
     op: &str,
     s: &LossShape,
