@@ -147,6 +147,9 @@ impl Space {
     pub fn resolve(name_or_path: &str) -> Result<Space> {
         match name_or_path {
             "attentivenas" | "tiny" => Space::builtin(name_or_path),
+            path if !Path::new(path).is_file() => Err(Error::usage(format!(
+                "space config '{path}' is not a file; give a YAML file or a built-in space: attentivenas, tiny"
+            ))),
             path => Space::load(Path::new(path)),
         }
     }
