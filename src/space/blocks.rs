@@ -108,6 +108,11 @@ impl Space {
     /// The head shape of `arch` (needs the final feature size, so it walks the blocks).
     pub fn head_shape(&self, arch: &Arch) -> HeadShape {
         let size = self.active_blocks(arch).last().map_or(self.stem_size(arch.resolution), |b| b.size_out);
+        self.head_shape_at(arch, size)
+    }
+
+    /// The head shape of `arch` given the final feature size `size`.
+    pub fn head_shape_at(&self, arch: &Arch, size: usize) -> HeadShape {
         let c_in = arch.width[self.num_stages()];
         HeadShape {
             c_in,

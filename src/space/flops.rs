@@ -97,7 +97,9 @@ pub fn visit_layers(space: &Space, arch: &Arch, mut f: impl FnMut(Layer)) {
         macs: conv(cin0, c0, k0, s0, 1),
         params: w + bn(c0),
     });
+    let mut size = s0;
     for b in space.active_blocks(arch) {
+        size = b.size_out;
         let block = Some((b.stage, b.index));
         let layer = |part, c_in, c_out, kernel, size_out, macs, params| Layer {
             part,
@@ -128,7 +130,8 @@ pub fn visit_layers(space: &Space, arch: &Arch, mut f: impl FnMut(Layer)) {
             f(layer(Part::Shortcut, b.c_in, b.c_out, 1, b.size_out, m, (b.c_in * b.c_out) as u64));
         }
     }
-    let h = space.head_shape(arch);
+    // The head's input size is the last block's output (walking the blocks again would double the cost).
+    let h = space.head_shape_at(arch, size);
     let head = |part, c_in, c_out, size_out, macs, params| Layer {
         part,
         block: None,
