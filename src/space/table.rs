@@ -60,7 +60,8 @@ pub fn parse_table(space: &Space, text: &str, origin: &str) -> Result<Vec<TableE
             continue;
         }
         let err = |msg: String| Error::input(origin, i + 1, msg);
-        let (arch, f) = Arch::parse(line).map_err(err)?;
+        // The parser sees one line, so its "at line 1 column N" is only the column.
+        let (arch, f) = Arch::parse(line).map_err(|e| err(e.replace(" at line 1 column ", " at column ")))?;
         let mflops = f.ok_or_else(|| err("flops: missing (every table line records its MFLOPs)".into()))?;
         if !mflops.is_finite() || mflops < 0.0 {
             return Err(err(format!("flops: {mflops} is not a non-negative number")));
