@@ -131,3 +131,49 @@ fn per_layer_rows_sum_to_totals_and_stay_within_stored_sizes() {
         }
     }
 }
+
+/// A second, direct transcription of the counting rules of spec 1.2/5.3 (AttentiveNAS's
+/// compute_active_subnet_flops shape: running size and channels, no block iterator), for
+/// differential checks over random archs of both spaces.
+fn direct_macs(s: &Space, a: &attnas::space::Arch) -> u64 {
+    let md = |v: usize| attnas::space::make_divisible(v, s.channel_divisor);
+    let mut size = a.resolution.div_ceil(s.stem.stride);
+    let mut total = s.in_channels * a.width[0] * s.stem.kernel * s.stem.kernel * size * size;
+    let mut c_in = a.width[0];
+    for (i, st) in s.stages.iter().enumerate() {
+        for blk in 0..a.depth[i] {
+            let c_out = a.width[i + 1];
+            let mid = md(c_in * a.expand[i]);
+            if st.expand.iter().max().unwrap() > &1 {
+                total += c_in * mid * size * size;
+            }
+            if blk == 0 && st.stride == 2 {
+                size = if size % 2 == 0 { size / 2 } else { (size + 1) / 2 };
+            }
+            total += mid * a.kernel[i] * a.kernel[i] * size * size;
+            total += mid * c_out * size * size;
+            if st.se {
+                total += 2 * mid * md(mid / s.se_reduction);
+            }
+            if c_in != c_out {
+                total += c_in * c_out * size * size;
+            }
+            c_in = c_out;
+        }
+    }
+    let e = c_in * s.head.expand_ratio;
+    let w = a.width[s.num_stages() + 1];
+    (total + c_in * e * size * size + e * w + w * s.num_classes) as u64
+}
+
+#[test]
+fn flops_agree_with_a_direct_formula_for_random_archs() {
+    for name in ["attentivenas", "tiny"] {
+        let s = Space::builtin(name).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        for _ in 0..2000 {
+            let a = sampler::uniform(&s, &mut rng);
+            assert_eq!(flops::cost(&s, &a).macs, direct_macs(&s, &a), "{name}: {}", a.to_json());
+        }
+    }
+}

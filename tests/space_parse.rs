@@ -157,3 +157,15 @@ fn tiny_space_is_well_formed() {
         }
     }
 }
+
+#[test]
+fn attentivenas_map_lines_in_any_key_order_are_read() {
+    let s = space();
+    // As a Python generator would print a sampled cfg with flops added last.
+    let text = "{'resolution': 192, 'width': [16, 16, 24, 32, 64, 112, 192, 216, 1792], 'kernel_size': [3, 3, 3, 3, 3, 3, 3], 'expand_ratio': [1, 4, 4, 4, 4, 6, 6], 'depth': [1, 3, 3, 3, 3, 3, 1], 'flops': 203.389568}\n\
+{'flops': 709.007232, 'resolution': 288, 'width': [16, 16, 24, 32, 64, 112, 216, 224, 1984], 'depth': [1, 3, 3, 4, 4, 6, 1], 'kernel_size': [3, 3, 3, 3, 3, 5, 3], 'expand_ratio': [1, 4, 6, 5, 4, 6, 6]}\n";
+    let t = table::parse_table(&s, text, "flops_archs_off_table.map").unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].arch.clone(), t[0].mflops), (s.named_arch("a0").unwrap(), 203.389568));
+    assert_eq!((t[1].arch.clone(), t[1].mflops), (s.named_arch("a6").unwrap(), 709.007232));
+}
