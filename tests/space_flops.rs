@@ -147,6 +147,7 @@ fn direct_macs(s: &Space, a: &attnas::space::Arch) -> u64 {
             if st.expand.iter().max().unwrap() > &1 {
                 total += c_in * mid * size * size;
             }
+            #[allow(clippy::manual_div_ceil)] // written as AttentiveNAS's odd-size rule, on purpose
             if blk == 0 && st.stride == 2 {
                 size = if size % 2 == 0 { size / 2 } else { (size + 1) / 2 };
             }
