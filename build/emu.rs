@@ -15,24 +15,12 @@
 // - EMU_SANITIZE=address|thread builds all of it with -fsanitize and links the runtime into every test
 //   and binary of the crate (use a separate CARGO_TARGET_DIR per sanitizer; scripts/emu-sanitize.sh).
 
+#[path = "emu_classify.rs"]
+mod classify;
+
 use crate::sources::{load_all, KernelSource};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-
-/// Tokens that let the threads of a block cooperate. A module whose files name none of them is
-/// "independent threads": the runtime may run its blocks serially (KERNEL_INDEPENDENT_THREADS).
-const COOPERATIVE_TOKENS: &[&str] = &[
-    "__shared__",
-    "__syncthreads",
-    "__syncwarp",
-    "__shfl",
-    "__ballot_sync",
-    "__any_sync",
-    "__all_sync",
-    "__activemask",
-    "__reduce_",
-    "__match_",
-];
 
 pub fn build(root: &Path, kdir: &Path, srcs: &[KernelSource], out_dir: &Path) -> Result<(), String> {
     let emu_dir = out_dir.join("emu");
@@ -173,8 +161,8 @@ fn module_glue(
     }
 
     let flat = strip_comments_and_strings(&s.flat);
-    let independent = !COOPERATIVE_TOKENS.iter().any(|t| flat.contains(t));
-    let flags = if independent { "simt::KERNEL_INDEPENDENT_THREADS" } else { "0" };
+    let names: Vec<String> = s.kernels.iter().map(|k| k.name.clone()).collect();
+    let cooperative = classify::cooperative_kernels(&flat, &names);
     g.push_str("namespace {\n");
     for k in &s.kernels {
         let _ = writeln!(g, "void simt_run_{}(void** a) {{", k.name);
@@ -195,6 +183,7 @@ fn module_glue(
             call.push(expr);
         }
         let _ = writeln!(g, "    {}({});\n}}", k.name, call.join(", "));
+        let flags = if cooperative.contains(&k.name) { "0" } else { "simt::KERNEL_INDEPENDENT_THREADS" };
         let _ = writeln!(
             g,
             "}}  // namespace\nextern const simt::KernelEntry simt_entry_{prefix}_{0} = {{\"{0}\", \"{kinds}\", &simt_run_{0}, {flags}}};\nnamespace {{",

@@ -230,3 +230,37 @@ fn launch_checks_match_a_gpu() {
     .unwrap();
     assert!(EmuDevice::with_shared_limit(300 * 1024).is_err());
 }
+
+#[test]
+fn kernels_are_classified_by_what_they_call() {
+    use attnas::backend::cuda::emu::runs_cooperatively;
+    // independent: element-wise through the GRID_STRIDE_LOOP macro, atomics only, plain indexing
+    for k in ["swish_fwd_f32", "swish_bwd_f32", "emu_atomics", "emu_index_3d_i32", "planted_oob_write_f32"] {
+        assert_eq!(runs_cooperatively(k), Some(false), "{k}");
+    }
+    // cooperative: static or dynamic shared memory, barriers, warp intrinsics
+    for k in [
+        "emu_block_reverse_f32",
+        "emu_block_sum_dyn_f32",
+        "emu_warp_ops_i32",
+        "emu_warp_sum_f32",
+        "planted_barrier_two_sites_f32",
+    ] {
+        assert_eq!(runs_cooperatively(k), Some(true), "{k}");
+    }
+    assert_eq!(runs_cooperatively("no_such_kernel"), None);
+}
+
+#[test]
+fn failed_device_assert_fails_the_launch() {
+    let dev = EmuDevice::new();
+    let out = dev.alloc(64).unwrap();
+    let d = dims((2, 1, 1), (32, 1, 1), 0);
+    dev.launch_test_kernel("emu_assert_i32", d, &[out.tensor().into(), KernelArg::I32(-1)]).unwrap();
+    let e = dev.launch_test_kernel("emu_assert_i32", d, &[out.tensor().into(), KernelArg::I32(40)]).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("emu_assert_i32") && e.contains("assert(t != bad) failed") && e.contains("emu_selftest.cu:"),
+        "{e}"
+    );
+}

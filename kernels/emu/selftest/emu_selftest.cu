@@ -72,12 +72,18 @@ extern "C" __global__ void emu_warp_ops_i32(int* out, const int* in) {
     o[9] = threadIdx.x % 32;
 }
 
+// Butterfly sum over the 32 lanes of a warp. A helper on purpose: the kernel below names no warp
+// intrinsic itself, so it tests that build/emu_classify.rs follows calls.
+__device__ __forceinline__ float emu_warp_reduce_sum(float v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
 // Warp-shuffle sum reduction in floats, the pattern the reduction kernels use: out[warp] = sum of the
 // warp's 32 inputs (blockDim.x a multiple of 32).
 extern "C" __global__ void emu_warp_sum_f32(float* out, const float* in) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
-    float v = in[t];
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    float v = emu_warp_reduce_sum(in[t]);
     if (threadIdx.x % 32 == 0) out[t / 32] = v;
 }
 
@@ -98,4 +104,11 @@ extern "C" __global__ void emu_atomics(int* ints, float* fsum, const float* in, 
         } while (old != assumed);
         atomicAdd(&fsum[0], x);
     }
+}
+
+// A device assert that fails for element `bad` (tests that it fails the launch with the condition).
+extern "C" __global__ void emu_assert_i32(int* out, int bad) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    assert(t != bad);
+    out[t] = t;
 }

@@ -98,6 +98,19 @@ pub fn sanitizer() -> &'static str {
     unsafe { CStr::from_ptr(simt_sanitizer()) }.to_str().unwrap_or("none")
 }
 
+/// Whether the emulator runs `kernel` (a production or test kernel name) with one host thread per CUDA
+/// thread (`Some(true)`: it uses shared memory, barriers or warp intrinsics) or its threads one after
+/// another (`Some(false)`); `None` for an unknown name.
+pub fn runs_cooperatively(kernel: &str) -> Option<bool> {
+    production().iter().chain(test_kernels()).find(|e| e.name == kernel).map(|e| {
+        // SAFETY: e.ptr points into the static generated table.
+        unsafe { (*e.ptr).flags & INDEPENDENT_THREADS == 0 }
+    })
+}
+
+/// `simt::KERNEL_INDEPENDENT_THREADS`.
+const INDEPENDENT_THREADS: c_uint = 1;
+
 fn kind_letter(k: KernelArgKind) -> char {
     match k {
         KernelArgKind::Ptr => 'p',
