@@ -4,7 +4,7 @@
 use std::process::Command;
 
 fn attnas(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_attnas")).args(args).output().expect("run attnas");
+    let out = Command::new(attnas_bin()).args(args).output().expect("run attnas");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
@@ -97,4 +97,9 @@ fn bad_input_exits_2_with_one_line() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The binary under test: `ATTNAS_BIN` (set by the GPU bundle's run.sh) or the one cargo built.
+fn attnas_bin() -> String {
+    std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string())
 }
