@@ -13,7 +13,8 @@
 //   and the planted bugs the sanitizer tests must catch (kernels/emu/planted/*.cu). Those are compiled
 //   only here, never by nvcc.
 // - EMU_SANITIZE=address|thread builds all of it with -fsanitize and links the runtime into every test
-//   and binary of the crate (use a separate CARGO_TARGET_DIR per sanitizer; scripts/emu-sanitize.sh).
+//   and binary of the crate (libasan/libtsan first among its shared libraries; use a separate
+//   CARGO_TARGET_DIR per sanitizer, as scripts/emu-sanitize.sh does).
 
 #[path = "emu_classify.rs"]
 mod classify;
@@ -110,7 +111,11 @@ fn compile(kdir: &Path, src_dir: &Path, files: &[PathBuf]) -> Result<(), String>
         }
         "address" | "thread" => {
             b.opt_level(1).flag(format!("-fsanitize={sanitize}")).flag("-fno-omit-frame-pointer");
-            println!("cargo:rustc-link-arg=-fsanitize={sanitize}");
+            // rustc links with -nodefaultlibs, so -fsanitize at link time would not pull the runtime in:
+            // name it, before the kernel library, so it comes first among the shared libraries and its
+            // malloc/pthread interceptors win over libc's
+            let runtime = if sanitize == "address" { "asan" } else { "tsan" };
+            println!("cargo:rustc-link-lib=dylib={runtime}");
             println!("cargo:rustc-cfg=emu_sanitize=\"{sanitize}\"");
         }
         other => return Err(format!("EMU_SANITIZE={other}: expected address or thread (or unset)")),
