@@ -12,7 +12,7 @@
 //   `simt_test_table` for the test-only kernels: the emulator's self-tests (kernels/emu/selftest/*.cu)
 //   and the planted bugs the sanitizer tests must catch (kernels/emu/planted/*.cu). Those are compiled
 //   only here, never by nvcc.
-// - EMU_SANITIZE=address|thread builds all of it with -fsanitize and links the runtime into every test
+// - EMU_SANITIZE=address|thread builds all of it with -fsanitize (address adds the alignment check) and links the runtime into every test
 //   and binary of the crate (libasan/libtsan first among its shared libraries; use a separate
 //   CARGO_TARGET_DIR per sanitizer, as scripts/emu-sanitize.sh does).
 
@@ -111,11 +111,18 @@ fn compile(kdir: &Path, src_dir: &Path, files: &[PathBuf]) -> Result<(), String>
         }
         "address" | "thread" => {
             b.opt_level(1).flag(format!("-fsanitize={sanitize}")).flag("-fno-omit-frame-pointer");
+            if sanitize == "address" {
+                // a misaligned vector access faults on a GPU: make it fatal here too
+                b.flag("-fsanitize=alignment").flag("-fno-sanitize-recover=alignment");
+            }
             // rustc links with -nodefaultlibs, so -fsanitize at link time would not pull the runtime in:
             // name it, before the kernel library, so it comes first among the shared libraries and its
             // malloc/pthread interceptors win over libc's
             let runtime = if sanitize == "address" { "asan" } else { "tsan" };
             println!("cargo:rustc-link-lib=dylib={runtime}");
+            if sanitize == "address" {
+                println!("cargo:rustc-link-lib=dylib=ubsan");
+            }
             println!("cargo:rustc-cfg=emu_sanitize=\"{sanitize}\"");
         }
         other => return Err(format!("EMU_SANITIZE={other}: expected address or thread (or unset)")),
