@@ -92,7 +92,7 @@ fn split_definitions(code: &str) -> Option<(HashMap<String, Vec<String>>, String
         let head = rest[seg_start..i].trim_end();
         // `namespace x {` and `extern "C" {` are transparent
         let last_words: Vec<&str> = head.rsplit(|c: char| c.is_whitespace()).take(2).collect();
-        if last_words.iter().any(|w| *w == "namespace") || head.ends_with("extern \" \"") || head.ends_with("extern") {
+        if last_words.contains(&"namespace") || head.ends_with("extern \" \"") || head.ends_with("extern") {
             outside.push_str(&rest[seg_start..=i]);
             i += 1;
             seg_start = i;
