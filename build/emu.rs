@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 pub fn build(root: &Path, kdir: &Path, srcs: &[KernelSource], out_dir: &Path) -> Result<(), String> {
     let emu_dir = out_dir.join("emu");
     let src_dir = emu_dir.join("src");
+    // start clean: a copy of a header deleted from kernels/ must not linger and be included
+    if emu_dir.exists() {
+        std::fs::remove_dir_all(&emu_dir).map_err(|e| format!("{}: {e}", emu_dir.display()))?;
+    }
     std::fs::create_dir_all(&src_dir).map_err(|e| format!("{}: {e}", src_dir.display()))?;
 
     let test_dirs = [kdir.join("emu").join("selftest"), kdir.join("emu").join("planted")];
