@@ -16,10 +16,11 @@
 //   and binary of the crate (libasan/libtsan first among its shared libraries; use a separate
 //   CARGO_TARGET_DIR per sanitizer, as scripts/emu-sanitize.sh does).
 
-#[path = "emu_classify.rs"]
-mod classify;
+#[path = "emu_source.rs"]
+mod source;
 
 use crate::sources::{load_all, KernelSource};
+use source::{cooperative_kernels, rewrite_extern_shared, strip_comments_and_strings, ExternShared};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -144,13 +145,6 @@ fn copy_path(kdir: &Path, src_dir: &Path, f: &Path) -> Result<PathBuf, String> {
     Ok(src_dir.join(rel))
 }
 
-/// A namespace-scope `extern __shared__ T name[];`: a thread_local pointer the glue sets before each
-/// emulated thread runs.
-struct ExternShared {
-    ty: String,
-    name: String,
-}
-
 /// The per-module translation unit: the rewritten source plus a `run` function and an entry per kernel.
 fn module_glue(
     kdir: &Path,
@@ -178,7 +172,7 @@ fn module_glue(
 
     let flat = strip_comments_and_strings(&s.flat);
     let names: Vec<String> = s.kernels.iter().map(|k| k.name.clone()).collect();
-    let cooperative = classify::cooperative_kernels(&flat, &names);
+    let cooperative = cooperative_kernels(&flat, &names);
     g.push_str("namespace {\n");
     for k in &s.kernels {
         let _ = writeln!(g, "void simt_run_{}(void** a) {{", k.name);
@@ -208,131 +202,4 @@ fn module_glue(
     }
     g.push_str("}  // namespace\n");
     Ok(g)
-}
-
-/// Replaces every `extern __shared__ T name[];` (outside comments and strings) with a pointer into the
-/// dynamic arena, keeping the line count. Returns the new text and the namespace-scope declarations.
-fn rewrite_extern_shared(text: &str) -> Result<(String, Vec<ExternShared>), String> {
-    let code = strip_comments_and_strings(text); // same length and line breaks as `text`
-    let mut out = String::with_capacity(text.len());
-    let mut globals = Vec::new();
-    let mut depth = 0i32;
-    let mut last = 0;
-    let bytes = code.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            b'e' if code[i..].starts_with("extern") && (i == 0 || !is_ident(bytes[i - 1])) => {
-                let after = code[i + "extern".len()..].trim_start();
-                if let Some(rest) = after.strip_prefix("__shared__") {
-                    let start_decl = code.len() - rest.len();
-                    let semi = code[start_decl..].find(';').ok_or("extern __shared__ without ';'")? + start_decl;
-                    let (ty, name) = parse_unsized_array(&code[start_decl..semi])?;
-                    let newlines = "\n".repeat(code[i..semi].matches('\n').count());
-                    out.push_str(&text[last..i]);
-                    if depth == 0 {
-                        let _ = write!(out, "static thread_local {ty}* {name};{newlines}");
-                        globals.push(ExternShared { ty, name });
-                    } else {
-                        let _ = write!(
-                            out,
-                            "{ty}* const {name} = reinterpret_cast<{ty}*>(::simt::dynamic_shared());{newlines}"
-                        );
-                    }
-                    last = semi + 1;
-                    i = semi + 1;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out.push_str(&text[last..]);
-    Ok((out, globals))
-}
-
-/// `__align__(16) float smem[]` -> ("float", "smem").
-fn parse_unsized_array(decl: &str) -> Result<(String, String), String> {
-    let d = decl.trim();
-    let body = d
-        .strip_suffix(']')
-        .and_then(|s| s.trim_end().strip_suffix('['))
-        .ok_or_else(|| format!("extern __shared__ '{d}' is not an unsized array `T name[]`"))?
-        .trim_end();
-    let split = body.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).ok_or_else(|| format!("'{d}' has no type"))?;
-    let name = body[split + 1..].to_string();
-    let mut ty = body[..=split].to_string();
-    for attr in ["__align__", "alignas", "__attribute__"] {
-        while let Some(p) = ty.find(attr) {
-            let open = ty[p..].find('(').map(|o| o + p).ok_or_else(|| format!("'{d}': {attr} without '('"))?;
-            let mut level = 0;
-            let mut end = open;
-            for (j, c) in ty[open..].char_indices() {
-                match c {
-                    '(' => level += 1,
-                    ')' => {
-                        level -= 1;
-                        if level == 0 {
-                            end = open + j;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            ty.replace_range(p..=end, "");
-        }
-    }
-    let ty = ty.split_whitespace().collect::<Vec<_>>().join(" ");
-    if ty.is_empty() || name.is_empty() {
-        return Err(format!("extern __shared__ '{d}': cannot find the element type and name"));
-    }
-    Ok((ty, name))
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// Comments and string/char literal contents replaced by spaces (line breaks kept), so offsets and line
-/// numbers match the input.
-fn strip_comments_and_strings(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = b.to_vec();
-    let mut i = 0;
-    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
-        for c in &mut out[from..to] {
-            if *c != b'\n' {
-                *c = b' ';
-            }
-        }
-    };
-    while i < b.len() {
-        if b[i] == b'/' && b.get(i + 1) == Some(&b'/') {
-            let end = s[i..].find('\n').map_or(b.len(), |e| e + i);
-            blank(&mut out, i, end);
-            i = end;
-        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            let end = s[i + 2..].find("*/").map_or(b.len(), |e| e + i + 4);
-            blank(&mut out, i, end);
-            i = end;
-        } else if b[i] == b'"' || b[i] == b'\'' {
-            let q = b[i];
-            let mut j = i + 1;
-            while j < b.len() && b[j] != q && b[j] != b'\n' {
-                j += if b[j] == b'\\' { 2 } else { 1 };
-            }
-            let end = (j + 1).min(b.len());
-            blank(&mut out, i + 1, end.saturating_sub(1).max(i + 1));
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    // only ASCII bytes were replaced by ASCII spaces inside comments/strings; multi-byte characters
-    // there become several spaces, which keeps byte offsets
-    String::from_utf8(out).unwrap_or_default()
 }
