@@ -144,6 +144,17 @@ struct Trap {
     std::string what;
 };
 
+// A kernel that never returns (an infinite loop, or a spin-wait on another block, which never runs
+// concurrently here) would hang CI silently: after SIMT_LAUNCH_TIMEOUT_S seconds (default 300) the
+// process stops with the kernel's name instead.
+std::chrono::seconds launch_timeout() {
+    const char* v = std::getenv("SIMT_LAUNCH_TIMEOUT_S");
+    long s = v ? std::strtol(v, nullptr, 10) : 0;
+    return std::chrono::seconds(s > 0 ? s : 300);
+}
+
+[[noreturn]] void stuck();  // reports the running kernel and aborts
+
 // A fixed set of host threads; run(n, job) runs job(0..n) on workers 0..n and waits for all of them.
 // Synchronisation is only launcher -> worker (per-worker mutex) and worker -> launcher (a release
 // countdown the launcher acquires), never worker -> worker: so inside a block the only happens-before
@@ -168,7 +179,7 @@ class Pool {
             w.cv.notify_one();
         }
         std::unique_lock<std::mutex> lk(done_mu_);
-        done_cv_.wait(lk, [&] { return done_; });
+        if (!done_cv_.wait_for(lk, launch_timeout(), [&] { return done_; })) stuck();
         // acquire every worker's release: what the job wrote is visible to the launcher
         (void)remaining_.load(std::memory_order_acquire);
     }
@@ -246,6 +257,17 @@ uint3 block_index(uint64_t b) {
 
 std::string where(const uint3& bi) {
     return "block (" + std::to_string(bi.x) + "," + std::to_string(bi.y) + "," + std::to_string(bi.z) + ")";
+}
+
+void stuck() {
+    const Launch& L = g_launch;
+    std::fprintf(stderr,
+                 "simt: kernel %s is still running after %lld s (block %u,%u,%u): an infinite loop, or a wait on "
+                 "another block (blocks never run concurrently in the emulator); stopping the process\n",
+                 L.kernel ? L.kernel->name : "?", (long long)launch_timeout().count(), L.block_idx.x, L.block_idx.y,
+                 L.block_idx.z);
+    std::fflush(stderr);
+    std::abort();
 }
 
 // Cooperative mode: pool worker `i` is thread i of the current block.

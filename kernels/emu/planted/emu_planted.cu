@@ -80,3 +80,15 @@ extern "C" __global__ void planted_misaligned_float4_f32(float* y, const float* 
         y[i] = v.x + v.y + v.z + v.w;
     }
 }
+
+// Waits for a later block: block 0 spins until block 1 sets the flag. Blocks of a grid have no
+// forward-progress guarantee on a GPU; in the emulator (blocks in sequence) it never returns, and the
+// launch watchdog (SIMT_LAUNCH_TIMEOUT_S) stops the process naming the kernel.
+extern "C" __global__ void planted_wait_for_later_block_i32(int* flag) {
+    if (blockIdx.x == 1) {
+        atomicExch(flag, 1);
+        return;
+    }
+    while (atomicAdd(flag, 0) == 0) {
+    }
+}
