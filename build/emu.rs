@@ -128,11 +128,9 @@ fn compile(kdir: &Path, src_dir: &Path, files: &[PathBuf]) -> Result<(), String>
             if sanitize == "address" {
                 println!("cargo:rustc-link-lib=dylib=ubsan");
             }
-            println!("cargo:rustc-cfg=emu_sanitize=\"{sanitize}\"");
         }
         other => return Err(format!("EMU_SANITIZE={other}: expected address or thread (or unset)")),
     }
-    println!("cargo:rustc-check-cfg=cfg(emu_sanitize, values(\"address\", \"thread\"))");
     for f in files {
         b.file(f);
     }

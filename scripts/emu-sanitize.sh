@@ -6,7 +6,9 @@
 #      CI (like racecheck). Kernels without __shared__/barriers/warp intrinsics run their blocks serially
 #      (races between blocks are still seen); SIMT_FORCE_THREADS=1 makes them cooperative too.
 # Each sanitizer builds in its own CARGO_TARGET_DIR (target/emu-asan, target/emu-tsan) so the normal
-# build cache is untouched. The planted-bug tests (tests/emu_sanitize.rs) prove each sanitizer fires.
+# build cache is untouched. Only the kernels are instrumented (the Rust code is not), so the
+# dependencies are the same in every build: EMU_SANITIZE_TARGET_DIR=DIR makes both sanitizers share DIR
+# (one dependency build; the crate itself is rebuilt, about a minute, whenever the sanitizer changes). The planted-bug tests (tests/emu_sanitize.rs) prove each sanitizer fires.
 #
 #   scripts/emu-sanitize.sh            # both
 #   scripts/emu-sanitize.sh address    # one
@@ -20,9 +22,12 @@ run() {  # sanitizer, then extra cargo test args
   local san="$1"; shift
   echo "== emulated tests under ${san} sanitizer =="
   local start=$SECONDS
-  CARGO_TARGET_DIR="$ROOT/target/emu-${san:0:1}san" EMU_SANITIZE="$san" \
-    cargo test --no-fail-fast --features emu --tests "$@"
-  echo "== ${san}: $((SECONDS - start)) s =="
+  if ! CARGO_TARGET_DIR="${EMU_SANITIZE_TARGET_DIR:-$ROOT/target/emu-${san:0:1}san}" EMU_SANITIZE="$san" \
+    cargo test --no-fail-fast --features emu --tests "$@"; then
+    echo "== ${san}: FAILED after $((SECONDS - start)) s =="
+    return 1
+  fi
+  echo "== ${san}: passed in $((SECONDS - start)) s =="
 }
 
 # Defaults (leak checking off, the suppression of Rust-only TSan reports) are compiled into
@@ -31,6 +36,6 @@ run() {  # sanitizer, then extra cargo test args
 case "$WHICH" in
   address) run address ;;
   thread) run thread ;;
-  both) run address; run thread ;;
+  both) rc=0; run address || rc=1; run thread || rc=1; exit $rc ;;
   *) echo "usage: $0 [address|thread|both]" >&2; exit 2 ;;
 esac
