@@ -12,19 +12,25 @@
 //   `simt_test_table` for the test-only kernels: the emulator's self-tests (kernels/emu/selftest/*.cu)
 //   and the planted bugs the sanitizer tests must catch (kernels/emu/planted/*.cu). Those are compiled
 //   only here, never by nvcc.
-// - EMU_SANITIZE=address|thread builds all of it with -fsanitize and links the runtime into every test
-//   and binary of the crate (use a separate CARGO_TARGET_DIR per sanitizer; scripts/emu-sanitize.sh).
+// - EMU_SANITIZE=address|thread builds all of it with -fsanitize (address adds the alignment check) and links the runtime into every test
+//   and binary of the crate (libasan/libtsan first among its shared libraries; use a separate
+//   CARGO_TARGET_DIR per sanitizer, as scripts/emu-sanitize.sh does).
 
-#[path = "emu_classify.rs"]
-mod classify;
+#[path = "emu_source.rs"]
+mod source;
 
 use crate::sources::{load_all, KernelSource};
+use source::{cooperative_kernels, rewrite_extern_shared, strip_comments_and_strings, ExternShared};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 pub fn build(root: &Path, kdir: &Path, srcs: &[KernelSource], out_dir: &Path) -> Result<(), String> {
     let emu_dir = out_dir.join("emu");
     let src_dir = emu_dir.join("src");
+    // start clean: a copy of a header deleted from kernels/ must not linger and be included
+    if emu_dir.exists() {
+        std::fs::remove_dir_all(&emu_dir).map_err(|e| format!("{}: {e}", emu_dir.display()))?;
+    }
     std::fs::create_dir_all(&src_dir).map_err(|e| format!("{}: {e}", src_dir.display()))?;
 
     let test_dirs = [kdir.join("emu").join("selftest"), kdir.join("emu").join("planted")];
@@ -110,12 +116,21 @@ fn compile(kdir: &Path, src_dir: &Path, files: &[PathBuf]) -> Result<(), String>
         }
         "address" | "thread" => {
             b.opt_level(1).flag(format!("-fsanitize={sanitize}")).flag("-fno-omit-frame-pointer");
-            println!("cargo:rustc-link-arg=-fsanitize={sanitize}");
-            println!("cargo:rustc-cfg=emu_sanitize=\"{sanitize}\"");
+            if sanitize == "address" {
+                // a misaligned vector access faults on a GPU: make it fatal here too
+                b.flag("-fsanitize=alignment").flag("-fno-sanitize-recover=alignment");
+            }
+            // rustc links with -nodefaultlibs, so -fsanitize at link time would not pull the runtime in:
+            // name it, before the kernel library, so it comes first among the shared libraries and its
+            // malloc/pthread interceptors win over libc's
+            let runtime = if sanitize == "address" { "asan" } else { "tsan" };
+            println!("cargo:rustc-link-lib=dylib={runtime}");
+            if sanitize == "address" {
+                println!("cargo:rustc-link-lib=dylib=ubsan");
+            }
         }
         other => return Err(format!("EMU_SANITIZE={other}: expected address or thread (or unset)")),
     }
-    println!("cargo:rustc-check-cfg=cfg(emu_sanitize, values(\"address\", \"thread\"))");
     for f in files {
         b.file(f);
     }
@@ -126,13 +141,6 @@ fn compile(kdir: &Path, src_dir: &Path, files: &[PathBuf]) -> Result<(), String>
 fn copy_path(kdir: &Path, src_dir: &Path, f: &Path) -> Result<PathBuf, String> {
     let rel = f.strip_prefix(kdir).map_err(|_| format!("{} is not under {}", f.display(), kdir.display()))?;
     Ok(src_dir.join(rel))
-}
-
-/// A namespace-scope `extern __shared__ T name[];`: a thread_local pointer the glue sets before each
-/// emulated thread runs.
-struct ExternShared {
-    ty: String,
-    name: String,
 }
 
 /// The per-module translation unit: the rewritten source plus a `run` function and an entry per kernel.
@@ -162,7 +170,7 @@ fn module_glue(
 
     let flat = strip_comments_and_strings(&s.flat);
     let names: Vec<String> = s.kernels.iter().map(|k| k.name.clone()).collect();
-    let cooperative = classify::cooperative_kernels(&flat, &names);
+    let cooperative = cooperative_kernels(&flat, &names);
     g.push_str("namespace {\n");
     for k in &s.kernels {
         let _ = writeln!(g, "void simt_run_{}(void** a) {{", k.name);
@@ -192,131 +200,4 @@ fn module_glue(
     }
     g.push_str("}  // namespace\n");
     Ok(g)
-}
-
-/// Replaces every `extern __shared__ T name[];` (outside comments and strings) with a pointer into the
-/// dynamic arena, keeping the line count. Returns the new text and the namespace-scope declarations.
-fn rewrite_extern_shared(text: &str) -> Result<(String, Vec<ExternShared>), String> {
-    let code = strip_comments_and_strings(text); // same length and line breaks as `text`
-    let mut out = String::with_capacity(text.len());
-    let mut globals = Vec::new();
-    let mut depth = 0i32;
-    let mut last = 0;
-    let bytes = code.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            b'e' if code[i..].starts_with("extern") && (i == 0 || !is_ident(bytes[i - 1])) => {
-                let after = code[i + "extern".len()..].trim_start();
-                if let Some(rest) = after.strip_prefix("__shared__") {
-                    let start_decl = code.len() - rest.len();
-                    let semi = code[start_decl..].find(';').ok_or("extern __shared__ without ';'")? + start_decl;
-                    let (ty, name) = parse_unsized_array(&code[start_decl..semi])?;
-                    let newlines = "\n".repeat(code[i..semi].matches('\n').count());
-                    out.push_str(&text[last..i]);
-                    if depth == 0 {
-                        let _ = write!(out, "static thread_local {ty}* {name};{newlines}");
-                        globals.push(ExternShared { ty, name });
-                    } else {
-                        let _ = write!(
-                            out,
-                            "{ty}* const {name} = reinterpret_cast<{ty}*>(::simt::dynamic_shared());{newlines}"
-                        );
-                    }
-                    last = semi + 1;
-                    i = semi + 1;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out.push_str(&text[last..]);
-    Ok((out, globals))
-}
-
-/// `__align__(16) float smem[]` -> ("float", "smem").
-fn parse_unsized_array(decl: &str) -> Result<(String, String), String> {
-    let d = decl.trim();
-    let body = d
-        .strip_suffix(']')
-        .and_then(|s| s.trim_end().strip_suffix('['))
-        .ok_or_else(|| format!("extern __shared__ '{d}' is not an unsized array `T name[]`"))?
-        .trim_end();
-    let split = body.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).ok_or_else(|| format!("'{d}' has no type"))?;
-    let name = body[split + 1..].to_string();
-    let mut ty = body[..=split].to_string();
-    for attr in ["__align__", "alignas", "__attribute__"] {
-        while let Some(p) = ty.find(attr) {
-            let open = ty[p..].find('(').map(|o| o + p).ok_or_else(|| format!("'{d}': {attr} without '('"))?;
-            let mut level = 0;
-            let mut end = open;
-            for (j, c) in ty[open..].char_indices() {
-                match c {
-                    '(' => level += 1,
-                    ')' => {
-                        level -= 1;
-                        if level == 0 {
-                            end = open + j;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            ty.replace_range(p..=end, "");
-        }
-    }
-    let ty = ty.split_whitespace().collect::<Vec<_>>().join(" ");
-    if ty.is_empty() || name.is_empty() {
-        return Err(format!("extern __shared__ '{d}': cannot find the element type and name"));
-    }
-    Ok((ty, name))
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// Comments and string/char literal contents replaced by spaces (line breaks kept), so offsets and line
-/// numbers match the input.
-fn strip_comments_and_strings(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = b.to_vec();
-    let mut i = 0;
-    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
-        for c in &mut out[from..to] {
-            if *c != b'\n' {
-                *c = b' ';
-            }
-        }
-    };
-    while i < b.len() {
-        if b[i] == b'/' && b.get(i + 1) == Some(&b'/') {
-            let end = s[i..].find('\n').map_or(b.len(), |e| e + i);
-            blank(&mut out, i, end);
-            i = end;
-        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            let end = s[i + 2..].find("*/").map_or(b.len(), |e| e + i + 4);
-            blank(&mut out, i, end);
-            i = end;
-        } else if b[i] == b'"' || b[i] == b'\'' {
-            let q = b[i];
-            let mut j = i + 1;
-            while j < b.len() && b[j] != q && b[j] != b'\n' {
-                j += if b[j] == b'\\' { 2 } else { 1 };
-            }
-            let end = (j + 1).min(b.len());
-            blank(&mut out, i + 1, end.saturating_sub(1).max(i + 1));
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    // only ASCII bytes were replaced by ASCII spaces inside comments/strings; multi-byte characters
-    // there become several spaces, which keeps byte offsets
-    String::from_utf8(out).unwrap_or_default()
 }

@@ -1,6 +1,7 @@
 //! The sanitizer builds catch the planted bugs (kernels/emu/planted/emu_planted.cu): AddressSanitizer an
 //! off-by-one write to global memory, to a static `__shared__` array and to the dynamic shared arena
-//! (like compute-sanitizer memcheck); ThreadSanitizer a shared-memory race from a missing
+//! (like compute-sanitizer memcheck), and a misaligned float4 load (the alignment check the ASan build
+//! adds; a GPU faults on it); ThreadSanitizer a shared-memory race from a missing
 //! `__syncthreads` (like racecheck), and not the same kernel with its barrier. Each planted kernel runs
 //! in a child process (this test binary, filtered to the ignored `child_runs_planted_kernel`), since
 //! ASan aborts it; the parent asserts on the child's stderr. Without the matching `EMU_SANITIZE` build
@@ -13,7 +14,7 @@ use attnas::backend::DeviceMemory;
 use std::process::Command;
 
 const CHILD_ENV: &str = "ATTNAS_EMU_PLANTED_CHILD";
-const N: usize = 512;
+const N: usize = 500; // not a multiple of the block: the off-by-one thread exists
 const BLOCK: u32 = 256;
 
 /// Launches test kernel `name` over N elements with 256-thread blocks (dynamic shared: one float per
@@ -22,7 +23,8 @@ fn run_kernel(name: &str) {
     let dev = EmuDevice::new();
     let (x, y) = (dev.alloc(N).unwrap(), dev.alloc(N).unwrap());
     dev.upload(x.tensor(), &vec![1.0; N]).unwrap();
-    let dims = LaunchDims { grid: (N as u32 / BLOCK, 1, 1), block: (BLOCK, 1, 1), shared_bytes: BLOCK * 4 };
+    let dims =
+        LaunchDims { grid: (N.div_ceil(BLOCK as usize) as u32, 1, 1), block: (BLOCK, 1, 1), shared_bytes: BLOCK * 4 };
     let r = dev.launch_test_kernel(name, dims, &[y.tensor().into(), x.tensor().into(), KernelArg::I32(N as i32)]);
     eprintln!("child: {name} returned {r:?}");
 }
@@ -41,6 +43,7 @@ fn in_child(kernel: &str) -> (bool, String) {
     let out = Command::new(exe)
         .args(["--ignored", "--exact", "child_runs_planted_kernel", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, kernel)
+        .env("UBSAN_OPTIONS", "print_stacktrace=1") // so the alignment report names the kernel
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -55,12 +58,16 @@ fn needs(build: &str, test: &str) -> bool {
     true
 }
 
-fn assert_asan_reports(kernel: &str, kind: &str) {
+fn assert_child_reports(kernel: &str, needles: &[&str]) {
     let (ok, err) = in_child(kernel);
-    assert!(!ok, "{kernel}: the child should have been stopped by AddressSanitizer:\n{err}");
-    for needle in ["ERROR: AddressSanitizer: ", kind, "WRITE of size 4", kernel, "kernels/emu/planted/emu_planted.cu"] {
-        assert!(err.contains(needle), "{kernel}: AddressSanitizer report lacks '{needle}':\n{err}");
+    assert!(!ok, "{kernel}: the child should have been stopped by the sanitizer:\n{err}");
+    for needle in needles.iter().chain(&[kernel, "kernels/emu/planted/emu_planted.cu:"]) {
+        assert!(err.contains(needle), "{kernel}: the sanitizer report lacks '{needle}':\n{err}");
     }
+}
+
+fn assert_asan_reports(kernel: &str, kind: &str) {
+    assert_child_reports(kernel, &["ERROR: AddressSanitizer: ", kind, "WRITE of size 4"]);
 }
 
 #[test]
@@ -81,6 +88,13 @@ fn asan_reports_off_by_one_static_shared_write() {
 fn asan_reports_off_by_one_dynamic_shared_write() {
     if needs("address", "asan_reports_off_by_one_dynamic_shared_write") {
         assert_asan_reports("planted_dyn_shared_oob_f32", "heap-buffer-overflow");
+    }
+}
+
+#[test]
+fn asan_build_reports_misaligned_vector_load() {
+    if needs("address", "asan_build_reports_misaligned_vector_load") {
+        assert_child_reports("planted_misaligned_float4_f32", &["misaligned address", "float4"]);
     }
 }
 

@@ -131,6 +131,7 @@ struct Launch {
     uint64_t blocks = 0;
     unsigned serial_workers = 0;
     std::mutex error_mu;  // independent mode: first trap wins
+    std::atomic<bool> failed{false};
     std::string error;
 };
 
@@ -143,30 +144,56 @@ struct Trap {
     std::string what;
 };
 
+// A kernel that never returns (an infinite loop, or a spin-wait on another block, which never runs
+// concurrently here) would hang CI silently: after SIMT_LAUNCH_TIMEOUT_S seconds (default 300) the
+// process stops with the kernel's name instead.
+std::chrono::seconds launch_timeout() {
+    const char* v = std::getenv("SIMT_LAUNCH_TIMEOUT_S");
+    long s = v ? std::strtol(v, nullptr, 10) : 0;
+    return std::chrono::seconds(s > 0 ? s : 300);
+}
+
+[[noreturn]] void stuck();  // reports the running kernel and aborts
+
 // A fixed set of host threads; run(n, job) runs job(0..n) on workers 0..n and waits for all of them.
+// Synchronisation is only launcher -> worker (per-worker mutex) and worker -> launcher (a release
+// countdown the launcher acquires), never worker -> worker: so inside a block the only happens-before
+// edges between emulated threads are the kernel's own barriers, warp collectives and atomics, and
+// ThreadSanitizer reports a missing barrier even when the host ran the threads one after another.
 class Pool {
   public:
     void run(unsigned n, void (*job)(unsigned)) {
-        std::unique_lock<std::mutex> lk(mu_);
-        while (workers_.size() < n) spawn_locked();
+        while (workers_.size() < n) spawn();
         job_ = job;
-        remaining_ = n;
-        for (unsigned i = 0; i < n; ++i) {
-            workers_[i]->has_job = true;
-            workers_[i]->cv.notify_one();
+        remaining_.store(n, std::memory_order_relaxed);
+        {
+            std::lock_guard<std::mutex> lk(done_mu_);
+            done_ = false;
         }
-        done_cv_.wait(lk, [&] { return remaining_ == 0; });
+        for (unsigned i = 0; i < n; ++i) {
+            Worker& w = *workers_[i];
+            {
+                std::lock_guard<std::mutex> lk(w.mu);
+                w.has_job = true;
+            }
+            w.cv.notify_one();
+        }
+        std::unique_lock<std::mutex> lk(done_mu_);
+        if (!done_cv_.wait_for(lk, launch_timeout(), [&] { return done_; })) stuck();
+        // acquire every worker's release: what the job wrote is visible to the launcher
+        (void)remaining_.load(std::memory_order_acquire);
     }
 
   private:
     struct Worker {
         Pool* pool;
         unsigned index;
-        bool has_job = false;
+        std::mutex mu;
         std::condition_variable cv;
+        bool has_job = false;
     };
 
-    void spawn_locked() {
+    void spawn() {
         auto* w = new Worker{this, (unsigned)workers_.size()};
         workers_.emplace_back(w);
         pthread_attr_t attr;
@@ -184,24 +211,29 @@ class Pool {
     static void* main(void* arg) {
         auto* w = static_cast<Worker*>(arg);
         Pool& p = *w->pool;
-        std::unique_lock<std::mutex> lk(p.mu_);
         for (;;) {
-            w->cv.wait(lk, [&] { return w->has_job; });
-            w->has_job = false;
-            void (*job)(unsigned) = p.job_;
-            lk.unlock();
-            job(w->index);
-            lk.lock();
-            if (--p.remaining_ == 0) p.done_cv_.notify_one();
+            {
+                std::unique_lock<std::mutex> lk(w->mu);
+                w->cv.wait(lk, [&] { return w->has_job; });
+                w->has_job = false;
+            }
+            p.job_(w->index);
+            if (p.remaining_.fetch_sub(1, std::memory_order_release) == 1) {
+                std::lock_guard<std::mutex> lk(p.done_mu_);
+                p.done_ = true;
+                p.done_cv_.notify_one();
+            }
         }
         return nullptr;
     }
 
-    std::mutex mu_;
-    std::condition_variable done_cv_;
+    // only the launcher (under the launch lock) touches workers_ and job_ outside a worker's mutex
     std::vector<std::unique_ptr<Worker>> workers_;
     void (*job_)(unsigned) = nullptr;
-    unsigned remaining_ = 0;
+    std::atomic<unsigned> remaining_{0};
+    std::mutex done_mu_;
+    std::condition_variable done_cv_;
+    bool done_ = false;
 };
 
 Pool& pool() {
@@ -221,6 +253,21 @@ uint3 block_index(uint64_t b) {
     const Launch& L = g_launch;
     return uint3{(unsigned)(b % L.grid.x), (unsigned)((b / L.grid.x) % L.grid.y),
                  (unsigned)(b / ((uint64_t)L.grid.x * L.grid.y))};
+}
+
+std::string where(const uint3& bi) {
+    return "block (" + std::to_string(bi.x) + "," + std::to_string(bi.y) + "," + std::to_string(bi.z) + ")";
+}
+
+void stuck() {
+    const Launch& L = g_launch;
+    std::fprintf(stderr,
+                 "simt: kernel %s is still running after %lld s (block %u,%u,%u): an infinite loop, or a wait on "
+                 "another block (blocks never run concurrently in the emulator); stopping the process\n",
+                 L.kernel ? L.kernel->name : "?", (long long)launch_timeout().count(), L.block_idx.x, L.block_idx.y,
+                 L.block_idx.z);
+    std::fflush(stderr);
+    std::abort();
 }
 
 // Cooperative mode: pool worker `i` is thread i of the current block.
@@ -245,12 +292,13 @@ void cooperative_thread(unsigned i) {
     b.check_deadlock_locked();
 }
 
-// Independent mode: worker `w` runs blocks w, w + W, ... thread by thread.
+// Independent mode: worker `w` runs blocks w, w + W, ... thread by thread. Workers share no lock
+// (a trap sets an atomic flag), so ThreadSanitizer still sees races between blocks.
 void serial_blocks(unsigned w) {
     Launch& L = g_launch;
     tls_block = nullptr;
     unsigned threads = L.block.x * L.block.y * L.block.z;
-    for (uint64_t b = w; b < L.blocks; b += L.serial_workers) {
+    for (uint64_t b = w; b < L.blocks && !L.failed.load(std::memory_order_relaxed); b += L.serial_workers) {
         tls_block_idx = block_index(b);
         for (unsigned t = 0; t < threads; ++t) {
             set_thread(t);
@@ -258,22 +306,17 @@ void serial_blocks(unsigned w) {
                 L.kernel->run(L.args);
             } catch (const Trap& e) {
                 std::lock_guard<std::mutex> lk(L.error_mu);
-                if (L.error.empty()) L.error = e.what;
+                if (L.error.empty()) L.error = where(tls_block_idx) + ": " + e.what;
+                L.failed.store(true, std::memory_order_relaxed);
                 return;
             }
         }
-        std::lock_guard<std::mutex> lk(L.error_mu);
-        if (!L.error.empty()) return;
     }
 }
 
 bool force_cooperative() {
     const char* v = std::getenv("SIMT_FORCE_THREADS");
     return v && v[0] == '1';
-}
-
-std::string where(const uint3& bi) {
-    return "block (" + std::to_string(bi.x) + "," + std::to_string(bi.y) + "," + std::to_string(bi.z) + ")";
 }
 
 Block& current_block(const char* what, const char* site) {
@@ -373,6 +416,20 @@ long long clock64() {
         .count();
 }
 
+// Sanitizer defaults, compiled in so `EMU_SANITIZE=... cargo test` needs no environment (the
+// ASAN_OPTIONS / TSAN_OPTIONS variables still override them).
+#if defined(__SANITIZE_ADDRESS__)
+// Leaks: the Rust test harness and the process-lived worker pool are not kernel bugs.
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
+#endif
+#if defined(__SANITIZE_THREAD__)
+// The Rust code is not instrumented: its own synchronisation (futexes, atomics) is invisible to TSan,
+// so the memcpy/calloc/free calls it makes (intercepted) look racy between Rust threads. A race in a
+// kernel has no Rust frame (worker threads run only C++), so suppress reports with a Rust (v0-mangled,
+// `_R...`) frame.
+extern "C" const char* __tsan_default_suppressions() { return "race:^_R\n"; }
+#endif
+
 // The sanitizer this library was built with (EMU_SANITIZE), for tests that assert its reports.
 extern "C" const char* simt_sanitizer() {
 #if defined(__SANITIZE_ADDRESS__)
@@ -407,6 +464,7 @@ extern "C" int simt_launch(const simt::KernelEntry* kernel, const unsigned grid[
     L.block = dim3(block[0], block[1], block[2]);
     L.blocks = blocks;
     L.error.clear();
+    L.failed.store(false, std::memory_order_relaxed);
     // exactly shared_bytes, so AddressSanitizer reports any access past the launch's dynamic size
     std::unique_ptr<unsigned char, void (*)(void*)> dyn(static_cast<unsigned char*>(std::malloc(shared_bytes)),
                                                         &std::free);

@@ -70,3 +70,25 @@ extern "C" __global__ void planted_shuffle_after_exit_f32(float* y, const float*
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     if (i < n) y[i] = v;
 }
+
+// Misaligned vector load: reads x + 1 as float4. A GPU faults ("misaligned address"); the ASan build's
+// alignment check (-fsanitize=alignment) reports it.
+extern "C" __global__ void planted_misaligned_float4_f32(float* y, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (4 * i + 4 < n) {
+        float4 v = reinterpret_cast<const float4*>(x + 1)[i];
+        y[i] = v.x + v.y + v.z + v.w;
+    }
+}
+
+// Waits for a later block: block 0 spins until block 1 sets the flag. Blocks of a grid have no
+// forward-progress guarantee on a GPU; in the emulator (blocks in sequence) it never returns, and the
+// launch watchdog (SIMT_LAUNCH_TIMEOUT_S) stops the process naming the kernel.
+extern "C" __global__ void planted_wait_for_later_block_i32(int* flag) {
+    if (blockIdx.x == 1) {
+        atomicExch(flag, 1);
+        return;
+    }
+    while (atomicAdd(flag, 0) == 0) {
+    }
+}

@@ -200,13 +200,6 @@ impl EmuDevice {
             kernel: name.to_string(),
             detail: "no such test kernel in kernels/emu/selftest/ or kernels/emu/planted/".into(),
         })?;
-        let got: String = args.iter().map(|a| kind_letter(a.kind())).collect();
-        if got != entry.kinds {
-            return Err(CudaError::Launch {
-                kernel: name.to_string(),
-                detail: format!("argument kinds '{got}' do not match the .cu signature '{}'", entry.kinds),
-            });
-        }
         self.run(*entry, 0, dims, args)
     }
 
@@ -246,6 +239,14 @@ impl EmuDevice {
 
     fn run(&self, entry: Entry, static_smem: usize, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
         self.check_dims(entry.name, static_smem, dims)?;
+        // the glue reads each parameter as its declared type: the kinds must match exactly
+        let got: String = args.iter().map(|a| kind_letter(a.kind())).collect();
+        if got != entry.kinds {
+            return Err(CudaError::Launch {
+                kernel: entry.name.to_string(),
+                detail: format!("argument kinds '{got}' do not match the .cu signature '{}'", entry.kinds),
+            });
+        }
         let mut values: Vec<KernelArg> = args.to_vec();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(KernelArg::as_param_ptr).collect();
         let grid = [dims.grid.0, dims.grid.1, dims.grid.2];
