@@ -14,6 +14,10 @@ struct Cli {
 enum Command {
     /// Version, how kernels were built, CUDA libraries and GPUs found, CPU threads.
     Info(cli::info::InfoArgs),
+    /// ImageNet-style folder or IDX files -> packed, memory-mappable dataset.
+    Prepare(cli::data_cmds::PrepareArgs),
+    /// Packed dataset tools (inspect).
+    Data(cli::data_cmds::DataArgs),
 }
 
 fn main() {
@@ -27,6 +31,8 @@ fn main() {
     };
     let result = match &cli.command {
         Command::Info(a) => cli::info::run(a),
+        Command::Prepare(a) => cli::data_cmds::run_prepare(a),
+        Command::Data(a) => cli::data_cmds::run_data(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,0 +1,86 @@
+//! Data pipeline throughput: images/s for decode + RandomResizedCrop (bicubic) + flip + AutoAugment from
+//! a packed file of the real ImageNet sample, on all cores and on one, reported per core. Not a timed test.
+//!
+//! `cargo bench --bench data` (ATTNAS_BENCH_IMAGES=N limits the images per run, default 2000;
+//! ATTNAS_BENCH_PACK=FILE uses an existing packed file instead of preparing the sample).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use attnas::data::loader::{Loader, LoaderConfig};
+use attnas::data::prepare::{prepare, PayloadMode, PrepareOptions};
+use attnas::data::PackedDataset;
+
+fn packed_file() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("ATTNAS_BENCH_PACK") {
+        return Some(PathBuf::from(p));
+    }
+    let Some(src) = attnas::data::shared_data_dir().map(|d| d.join("imagenet-sample-1000")) else {
+        println!("skipped: data bench: ../shared/data/imagenet-sample-1000 not found");
+        return None;
+    };
+    let out = std::env::temp_dir().join("attnas-bench-data");
+    let opts = PrepareOptions { payload: PayloadMode::Original, progress: false, ..Default::default() };
+    match prepare(&src, &out, &opts) {
+        Ok(_) => Some(out.join("train.pack")),
+        Err(e) => {
+            println!("skipped: data bench: prepare failed: {e}");
+            None
+        }
+    }
+}
+
+fn run(ds: &Arc<PackedDataset>, threads: usize, images: usize, label: &str, mut cfg: LoaderConfig) {
+    cfg.threads = threads;
+    cfg.drop_last = false;
+    let loader = match Loader::new(ds.clone(), cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("{label}: loader: {e}");
+            return;
+        }
+    };
+    let threads = if threads == 0 { rayon::current_num_threads() } else { threads };
+    // Warm-up (page cache, allocator), then timed epochs until `images` are done.
+    let _ = loader.epoch(0).take(1).count();
+    let start = Instant::now();
+    let mut done = 0usize;
+    let mut epoch = 1;
+    while done < images {
+        let it = loader.epoch(epoch);
+        for b in it {
+            done += b.len();
+            if done >= images {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    let s = start.elapsed().as_secs_f64();
+    let rate = done as f64 / s;
+    println!("{label:<44} {threads:>3} threads: {rate:>8.1} images/s, {:>7.1} images/s per core", rate / threads as f64);
+}
+
+fn main() {
+    let Some(path) = packed_file() else { return };
+    let ds = match PackedDataset::open(&path) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            println!("skipped: data bench: {e}");
+            return;
+        }
+    };
+    let images: usize = std::env::var("ATTNAS_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("data bench: {} ({} images), {images} images per run, {cores} cores", path.display(), ds.len());
+    let train = LoaderConfig::train(64, 224, 0);
+    let mut no_aa = train.clone();
+    no_aa.transform.autoaugment = false;
+    let eval = LoaderConfig::eval(64, 224);
+    for threads in [1, cores] {
+        run(&ds, threads, images / if threads == 1 { 4 } else { 1 }, "train 224: decode+RRC+flip+AutoAugment", train.clone());
+        run(&ds, threads, images / if threads == 1 { 4 } else { 1 }, "train 224: decode+RRC+flip (no AutoAugment)", no_aa.clone());
+        run(&ds, threads, images / if threads == 1 { 4 } else { 1 }, "eval 224: decode+resize 256+centre crop", eval.clone());
+    }
+}

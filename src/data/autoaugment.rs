@@ -1,0 +1,332 @@
+//! AutoAugment "v0" (the TPU EfficientNet ImageNet policy), as AttentiveNAS's `auto_augment_tf.py`
+//! applies it (spec 3.5): one of 25 sub-policies uniformly, each of its two ops fires with its own
+//! probability, the magnitude is drawn from N(m, 0.5) clipped to [0, 10], geometric ops fill with
+//! (124, 116, 104) and resample with nearest, bilinear or bicubic chosen at random.
+//!
+//! Each op reproduces the PIL function the original calls, on 8-bit RGB HWC:
+//! - point ops (Invert, Solarize, SolarizeAdd, Posterize, AutoContrast, Equalize) are per-channel lookup
+//!   tables built exactly as `ImageOps` builds them (LUT entries clipped to 255 as `Image.point` does);
+//! - Color / Contrast / Brightness are `ImageEnhance` blends: `trunc(degenerate + f * (img - degenerate))`
+//!   clipped to [0, 255] in float, with PIL's grey `L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`;
+//! - Rotate / Shear / Translate are `Image.transform(AFFINE)`: output pixel centre (x + .5, y + .5) maps
+//!   through the inverse matrix; outside the source -> fill; nearest takes floor, bilinear and bicubic
+//!   sample around (sx - .5, sy - .5) with edge clamping, bicubic with PIL's a = -1 cubic.
+
+use rand::RngExt;
+
+use super::rng::{normal, SampleRng};
+
+/// Fill colour for pixels that geometric ops bring in from outside the image.
+pub const FILL: [u8; 3] = [124, 116, 104];
+/// Magnitudes live on [0, MAX_LEVEL].
+pub const MAX_LEVEL: f64 = 10.0;
+/// Standard deviation of the magnitude noise.
+pub const MAGNITUDE_STD: f64 = 0.5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    AutoContrast,
+    Equalize,
+    Invert,
+    Rotate,
+    Posterize,
+    Solarize,
+    SolarizeAdd,
+    Color,
+    Contrast,
+    Brightness,
+    ShearX,
+    ShearY,
+    TranslateYRel,
+}
+
+/// Resampling for geometric ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resample {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+/// One (op, probability, magnitude) entry of a sub-policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolicyOp {
+    pub op: Op,
+    pub prob: f64,
+    pub magnitude: f64,
+}
+
+const fn p(op: Op, prob: f64, magnitude: f64) -> PolicyOp {
+    PolicyOp { op, prob, magnitude }
+}
+
+use Op::*;
+/// The 25 sub-policies of v0 (spec 3.5), in order.
+pub const POLICY_V0: [[PolicyOp; 2]; 25] = [
+    [p(Equalize, 0.8, 1.0), p(ShearY, 0.8, 4.0)],
+    [p(Color, 0.4, 9.0), p(Equalize, 0.6, 3.0)],
+    [p(Color, 0.4, 1.0), p(Rotate, 0.6, 8.0)],
+    [p(Solarize, 0.8, 3.0), p(Equalize, 0.4, 7.0)],
+    [p(Solarize, 0.4, 2.0), p(Solarize, 0.6, 2.0)],
+    [p(Color, 0.2, 0.0), p(Equalize, 0.8, 8.0)],
+    [p(Equalize, 0.4, 8.0), p(SolarizeAdd, 0.8, 3.0)],
+    [p(ShearX, 0.2, 9.0), p(Rotate, 0.6, 8.0)],
+    [p(Color, 0.6, 1.0), p(Equalize, 1.0, 2.0)],
+    [p(Invert, 0.4, 9.0), p(Rotate, 0.6, 0.0)],
+    [p(Equalize, 1.0, 9.0), p(ShearY, 0.6, 3.0)],
+    [p(Color, 0.4, 7.0), p(Equalize, 0.6, 0.0)],
+    [p(Posterize, 0.4, 6.0), p(AutoContrast, 0.4, 7.0)],
+    [p(Solarize, 0.6, 8.0), p(Color, 0.6, 9.0)],
+    [p(Solarize, 0.2, 4.0), p(Rotate, 0.8, 9.0)],
+    [p(Rotate, 1.0, 7.0), p(TranslateYRel, 0.8, 9.0)],
+    [p(ShearX, 0.0, 0.0), p(Solarize, 0.8, 4.0)],
+    [p(ShearY, 0.8, 0.0), p(Color, 0.6, 4.0)],
+    [p(Color, 1.0, 0.0), p(Rotate, 0.6, 2.0)],
+    [p(Equalize, 0.8, 4.0), p(Equalize, 0.0, 8.0)],
+    [p(Equalize, 1.0, 4.0), p(AutoContrast, 0.6, 2.0)],
+    [p(ShearY, 0.4, 7.0), p(SolarizeAdd, 0.6, 7.0)],
+    [p(Posterize, 0.8, 2.0), p(Solarize, 0.6, 10.0)],
+    [p(Solarize, 0.6, 8.0), p(Equalize, 0.6, 1.0)],
+    [p(Color, 0.8, 6.0), p(Rotate, 0.4, 5.0)],
+];
+
+/// Level -> argument of an op (before the random sign of geometric ops).
+pub fn level_to_arg(op: Op, m: f64) -> f64 {
+    let l = m / MAX_LEVEL;
+    match op {
+        Rotate => 30.0 * l,
+        ShearX | ShearY => 0.3 * l,
+        TranslateYRel => 0.45 * l,
+        Color | Contrast | Brightness => 0.1 + 1.8 * l,
+        Solarize => (256.0 * l).trunc(),
+        SolarizeAdd => (110.0 * l).trunc(),
+        Posterize => (4.0 * l).trunc() + 4.0,
+        AutoContrast | Equalize | Invert => 0.0,
+    }
+}
+
+fn is_geometric(op: Op) -> bool {
+    matches!(op, Rotate | ShearX | ShearY | TranslateYRel)
+}
+
+/// Applies a random v0 sub-policy to `img` (HWC RGB, `w x h`) in place.
+pub fn apply_v0(img: &mut [u8], w: u32, h: u32, rng: &mut SampleRng) {
+    let sub = &POLICY_V0[rng.random_range(0..POLICY_V0.len())];
+    for po in sub {
+        if po.prob < 1.0 && rng.random::<f64>() > po.prob {
+            continue;
+        }
+        let m = normal(rng, po.magnitude, MAGNITUDE_STD).clamp(0.0, MAX_LEVEL);
+        let mut arg = level_to_arg(po.op, m);
+        let mut resample = Resample::Nearest;
+        if is_geometric(po.op) {
+            if rng.random::<f64>() > 0.5 {
+                arg = -arg;
+            }
+            resample = [Resample::Nearest, Resample::Bilinear, Resample::Bicubic][rng.random_range(0..3)];
+        }
+        apply_op(img, w, h, po.op, arg, resample);
+    }
+}
+
+/// Applies one op with its argument (degrees, shear factor, fraction of height, enhance factor, threshold,
+/// addend or bits, as [`level_to_arg`] gives them, sign included).
+pub fn apply_op(img: &mut [u8], w: u32, h: u32, op: Op, arg: f64, resample: Resample) {
+    match op {
+        Invert => apply_lut_all(img, &std::array::from_fn(|i| 255 - i as u8)),
+        Solarize => apply_lut_all(img, &solarize_lut(arg as i64)),
+        SolarizeAdd => apply_lut_all(img, &solarize_add_lut(arg as i64, 128)),
+        Posterize => {
+            let bits = arg as u32;
+            if bits < 8 {
+                let mask = !((1u32 << (8 - bits)) - 1) as u8;
+                apply_lut_all(img, &std::array::from_fn(|i| i as u8 & mask));
+            }
+        }
+        AutoContrast => per_channel_lut(img, autocontrast_lut),
+        Equalize => per_channel_lut(img, equalize_lut),
+        Color => {
+            for px in img.chunks_exact_mut(3) {
+                let g = grey(px);
+                for v in px.iter_mut() {
+                    *v = blend(g, *v, arg as f32);
+                }
+            }
+        }
+        Contrast => {
+            let n = (img.len() / 3).max(1) as f64;
+            let mean = img.chunks_exact(3).map(|px| grey(px) as f64).sum::<f64>() / n;
+            let mean = (mean + 0.5) as u8;
+            for v in img.iter_mut() {
+                *v = blend(mean, *v, arg as f32);
+            }
+        }
+        Brightness => {
+            for v in img.iter_mut() {
+                *v = blend(0, *v, arg as f32);
+            }
+        }
+        Rotate => {
+            let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+            let t = -arg.to_radians();
+            let round15 = |v: f64| (v * 1e15).round() / 1e15;
+            let (a, b, d, e) = (round15(t.cos()), round15(t.sin()), round15(-t.sin()), round15(t.cos()));
+            let c = a * -cx + b * -cy + cx;
+            let f = d * -cx + e * -cy + cy;
+            affine(img, w, h, [a, b, c, d, e, f], resample);
+        }
+        ShearX => affine(img, w, h, [1.0, arg, 0.0, 0.0, 1.0, 0.0], resample),
+        ShearY => affine(img, w, h, [1.0, 0.0, 0.0, arg, 1.0, 0.0], resample),
+        TranslateYRel => affine(img, w, h, [1.0, 0.0, 0.0, 0.0, 1.0, arg * h as f64], resample),
+    }
+}
+
+/// PIL's `convert("L")` of one RGB pixel.
+fn grey(px: &[u8]) -> u8 {
+    ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// PIL's `Image.blend(degenerate, image, factor)` for one 8-bit value.
+fn blend(degenerate: u8, v: u8, factor: f32) -> u8 {
+    let t = degenerate as f32 + factor * (v as f32 - degenerate as f32);
+    if t <= 0.0 {
+        0
+    } else if t >= 255.0 {
+        255
+    } else {
+        t as u8
+    }
+}
+
+fn apply_lut_all(img: &mut [u8], lut: &[u8; 256]) {
+    for v in img.iter_mut() {
+        *v = lut[*v as usize];
+    }
+}
+
+fn per_channel_lut(img: &mut [u8], make: fn(&[u64; 256]) -> [u8; 256]) {
+    for c in 0..3 {
+        let mut hist = [0u64; 256];
+        for px in img.chunks_exact(3) {
+            hist[px[c] as usize] += 1;
+        }
+        let lut = make(&hist);
+        for px in img.chunks_exact_mut(3) {
+            px[c] = lut[px[c] as usize];
+        }
+    }
+}
+
+/// `ImageOps.solarize`: values at or above the threshold are inverted.
+pub fn solarize_lut(threshold: i64) -> [u8; 256] {
+    std::array::from_fn(|i| if (i as i64) < threshold { i as u8 } else { 255 - i as u8 })
+}
+
+/// timm's `solarize_add`: values below the threshold get `add`, clipped to 255.
+pub fn solarize_add_lut(add: i64, threshold: i64) -> [u8; 256] {
+    std::array::from_fn(|i| if (i as i64) < threshold { (i as i64 + add).clamp(0, 255) as u8 } else { i as u8 })
+}
+
+/// `ImageOps.autocontrast` (cutoff 0) for one channel's histogram.
+pub fn autocontrast_lut(hist: &[u64; 256]) -> [u8; 256] {
+    let lo = hist.iter().position(|&n| n > 0);
+    let hi = hist.iter().rposition(|&n| n > 0);
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if hi > lo => {
+            let scale = 255.0 / (hi - lo) as f64;
+            let offset = -(lo as f64) * scale;
+            std::array::from_fn(|i| ((i as f64 * scale + offset) as i64).clamp(0, 255) as u8)
+        }
+        _ => std::array::from_fn(|i| i as u8),
+    }
+}
+
+/// `ImageOps.equalize` for one channel's histogram.
+pub fn equalize_lut(hist: &[u64; 256]) -> [u8; 256] {
+    let nonzero: Vec<u64> = hist.iter().copied().filter(|&n| n > 0).collect();
+    let identity = std::array::from_fn(|i| i as u8);
+    if nonzero.len() <= 1 {
+        return identity;
+    }
+    let step = (nonzero.iter().sum::<u64>() - nonzero[nonzero.len() - 1]) / 255;
+    if step == 0 {
+        return identity;
+    }
+    let mut n = step / 2;
+    std::array::from_fn(|i| {
+        let v = (n / step).min(255) as u8;
+        n += hist[i];
+        v
+    })
+}
+
+/// `Image.transform(size, AFFINE, (a, b, c, d, e, f), resample, fillcolor=FILL)`.
+pub fn affine(img: &mut [u8], w: u32, h: u32, m: [f64; 6], resample: Resample) {
+    let src = img.to_vec();
+    let (wi, hi) = (w as i64, h as i64);
+    let (wf, hf) = (w as f64, h as f64);
+    let at = |x: i64, y: i64, c: usize| -> f64 {
+        let (x, y) = (x.clamp(0, wi - 1), y.clamp(0, hi - 1));
+        src[((y * wi + x) * 3) as usize + c] as f64
+    };
+    for y in 0..hi {
+        for x in 0..wi {
+            let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+            let sx = m[0] * xo + m[1] * yo + m[2];
+            let sy = m[3] * xo + m[4] * yo + m[5];
+            let out = &mut img[((y * wi + x) * 3) as usize..][..3];
+            if !(sx >= 0.0 && sx < wf && sy >= 0.0 && sy < hf) {
+                out.copy_from_slice(&FILL);
+                continue;
+            }
+            match resample {
+                Resample::Nearest => {
+                    let (ix, iy) = (sx as i64, sy as i64);
+                    for (c, v) in out.iter_mut().enumerate() {
+                        *v = at(ix, iy, c) as u8;
+                    }
+                }
+                Resample::Bilinear => {
+                    let (xs, ys) = (sx - 0.5, sy - 0.5);
+                    let (x0, y0) = (xs.floor() as i64, ys.floor() as i64);
+                    let (dx, dy) = (xs - x0 as f64, ys - y0 as f64);
+                    for (c, v) in out.iter_mut().enumerate() {
+                        let top = at(x0, y0, c) + (at(x0 + 1, y0, c) - at(x0, y0, c)) * dx;
+                        let bot = at(x0, y0 + 1, c) + (at(x0 + 1, y0 + 1, c) - at(x0, y0 + 1, c)) * dx;
+                        *v = clip_trunc(top + (bot - top) * dy);
+                    }
+                }
+                Resample::Bicubic => {
+                    let (xs, ys) = (sx - 0.5, sy - 0.5);
+                    let (x0, y0) = (xs.floor() as i64, ys.floor() as i64);
+                    let (dx, dy) = (xs - x0 as f64, ys - y0 as f64);
+                    for (c, v) in out.iter_mut().enumerate() {
+                        let row = |yy: i64| {
+                            cubic(at(x0 - 1, yy, c), at(x0, yy, c), at(x0 + 1, yy, c), at(x0 + 2, yy, c), dx)
+                        };
+                        *v = clip_trunc(cubic(row(y0 - 1), row(y0), row(y0 + 1), row(y0 + 2), dy));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// PIL geometry's cubic through four samples at offsets -1, 0, 1, 2 (a = -1), evaluated at `d` in [0, 1).
+fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
+    let p1 = v2;
+    let p2 = -v1 + v3;
+    let p3 = 2.0 * (v1 - v2) + v3 - v4;
+    let p4 = -v1 + v2 - v3 + v4;
+    p1 + d * (p2 + d * (p3 + d * p4))
+}
+
+fn clip_trunc(v: f64) -> u8 {
+    if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
