@@ -55,7 +55,12 @@ fn random_resized_crop_stays_in_range() {
 #[test]
 fn random_resized_crop_fallback_is_centered() {
     // A 1000x10 strip: no try can fit (ratio range far from 100), so the fallback: height 10, width 13.
-    let b = random_resized_crop(1000, 10, &RandomCropParams { scale: (0.9, 1.0), ..Default::default() }, &mut sample_rng(0, 0, 0));
+    let b = random_resized_crop(
+        1000,
+        10,
+        &RandomCropParams { scale: (0.9, 1.0), ..Default::default() },
+        &mut sample_rng(0, 0, 0),
+    );
     assert_eq!(b, CropBox { left: 493.0, top: 0.0, width: 13.0, height: 10.0 });
 }
 
@@ -77,7 +82,11 @@ fn eval_crop_matches_torchvision() {
 }
 
 fn ramp(w: u32, h: u32) -> RgbImage {
-    RgbImage::new(w, h, (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 7 % 256) as u8, (y * 5 % 256) as u8, 77])).collect())
+    RgbImage::new(
+        w,
+        h,
+        (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 7 % 256) as u8, (y * 5 % 256) as u8, 77])).collect(),
+    )
 }
 
 #[test]
@@ -101,7 +110,8 @@ fn resize_identity_constant_and_mirror() {
         // A constant image stays constant at any scale (filter weights sum to one).
         let c = RgbImage::new(50, 30, [9u8, 200, 31].repeat(1500));
         let mut out = vec![0u8; 17 * 41 * 3];
-        resize_crop_into(&mut rs, &c, CropBox { left: 3.5, top: 1.25, width: 40.0, height: 27.0 }, f, &mut out, 17, 41).unwrap();
+        resize_crop_into(&mut rs, &c, CropBox { left: 3.5, top: 1.25, width: 40.0, height: 27.0 }, f, &mut out, 17, 41)
+            .unwrap();
         assert!(out.chunks_exact(3).all(|p| p == [9, 200, 31]), "{f:?}");
     }
     // Resizing a mirrored source equals mirroring the resized image.

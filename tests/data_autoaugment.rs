@@ -71,7 +71,7 @@ fn enhance_ops_match_pil() {
     assert_eq!(color(1.0), [200, 100, 50]);
     assert_eq!(color(0.5), [162, 112, 87]); // 124 + .5 * (200 - 124) = 162, 112, 87
     assert_eq!(color(1.9), [255, 78, 0]); // 268.4 -> 255, 78.4 -> 78, -16.6 -> 0
-    // contrast: mean grey of (124, 0) = 62; factor 0 gives the mean everywhere, 2 doubles the distance.
+                                          // contrast: mean grey of (124, 0) = 62; factor 0 gives the mean everywhere, 2 doubles the distance.
     let mut img = vec![200, 100, 50, 0, 0, 0];
     apply_op(&mut img, 2, 1, Op::Contrast, 0.0, Resample::Nearest);
     assert_eq!(img, [62; 6]);

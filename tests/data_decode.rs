@@ -16,7 +16,14 @@ fn max_err(a: &[u8], b: &[u8]) -> i32 {
     a.iter().zip(b).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap_or(0)
 }
 
-fn encode(data: &[u8], w: u16, h: u16, color: jpeg_encoder::ColorType, progressive: bool, exif: Option<&[u8]>) -> Vec<u8> {
+fn encode(
+    data: &[u8],
+    w: u16,
+    h: u16,
+    color: jpeg_encoder::ColorType,
+    progressive: bool,
+    exif: Option<&[u8]>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, 95);
     enc.set_progressive(progressive);

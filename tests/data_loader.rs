@@ -64,7 +64,8 @@ fn eval_batches_have_shape_labels_and_pixels() {
     let order: Vec<u32> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     assert_eq!(order, (0..10).collect::<Vec<_>>());
     // drop_last drops the short batch.
-    let loader = Loader::new(loader.dataset_arc(), LoaderConfig { drop_last: true, ..LoaderConfig::eval(4, 8) }).unwrap();
+    let loader =
+        Loader::new(loader.dataset_arc(), LoaderConfig { drop_last: true, ..LoaderConfig::eval(4, 8) }).unwrap();
     assert_eq!(loader.epoch(0).count(), 2);
 }
 
@@ -74,7 +75,11 @@ fn train_batches_are_deterministic_across_threads_and_prefetch() {
     let dir = scratch("loader-real");
     let src = dir.join("src");
     copy_sample_classes(&sample, &src, 10);
-    let opts = PrepareOptions { payload: PayloadMode::Reencode { max_side: 160, quality: 90 }, progress: false, ..Default::default() };
+    let opts = PrepareOptions {
+        payload: PayloadMode::Reencode { max_side: 160, quality: 90 },
+        progress: false,
+        ..Default::default()
+    };
     let s = prepare(&src, &dir.join("out"), &opts).unwrap();
     let ds = Arc::new(PackedDataset::open(&s[0].path).unwrap());
     let mk = |threads: usize, seed: u64| {

@@ -99,9 +99,10 @@ fn reencode_and_raw_payloads() {
     let classes = copy_sample_classes(&sample, &src, 3);
     let s = prepare(&src, &dir.join("re"), &quiet(PayloadMode::Reencode { max_side: 96, quality: 90 })).unwrap();
     let ds = PackedDataset::open(&s[0].path).unwrap();
-    for i in 0..ds.len() {
+    assert_eq!(ds.len(), classes.len());
+    for (i, class) in classes.iter().enumerate() {
         let r = ds.get(i).unwrap();
-        let orig = decode_jpeg(&fs::read(sample_file(&sample, &classes[i])).unwrap(), true).unwrap();
+        let orig = decode_jpeg(&fs::read(sample_file(&sample, class)).unwrap(), true).unwrap();
         assert_eq!(r.width.max(r.height), 96.min(orig.width.max(orig.height)));
         let img = decode_record(&r, ds.encoding(), 3).unwrap();
         assert_eq!((img.width, img.height), (r.width, r.height));

@@ -263,48 +263,64 @@ pub fn equalize_lut(hist: &[u64; 256]) -> [u8; 256] {
 /// `Image.transform(size, AFFINE, (a, b, c, d, e, f), resample, fillcolor=FILL)`.
 pub fn affine(img: &mut [u8], w: u32, h: u32, m: [f64; 6], resample: Resample) {
     let src = img.to_vec();
-    let (wi, hi) = (w as i64, h as i64);
+    let (wu, hu) = (w as usize, h as usize);
     let (wf, hf) = (w as f64, h as f64);
-    let at = |x: i64, y: i64, c: usize| -> f64 {
-        let (x, y) = (x.clamp(0, wi - 1), y.clamp(0, hi - 1));
-        src[((y * wi + x) * 3) as usize + c] as f64
-    };
-    for y in 0..hi {
-        for x in 0..wi {
-            let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+    let clamp_x = |x: i64| x.clamp(0, wu as i64 - 1) as usize * 3;
+    let clamp_y = |y: i64| y.clamp(0, hu as i64 - 1) as usize * wu * 3;
+    for y in 0..hu {
+        let yo = y as f64 + 0.5;
+        for x in 0..wu {
+            let xo = x as f64 + 0.5;
+            // PIL's order of operations: a * x + b * y + c.
             let sx = m[0] * xo + m[1] * yo + m[2];
             let sy = m[3] * xo + m[4] * yo + m[5];
-            let out = &mut img[((y * wi + x) * 3) as usize..][..3];
+            let out = &mut img[(y * wu + x) * 3..][..3];
             if !(sx >= 0.0 && sx < wf && sy >= 0.0 && sy < hf) {
                 out.copy_from_slice(&FILL);
                 continue;
             }
             match resample {
                 Resample::Nearest => {
-                    let (ix, iy) = (sx as i64, sy as i64);
-                    for (c, v) in out.iter_mut().enumerate() {
-                        *v = at(ix, iy, c) as u8;
-                    }
+                    let at = (sy as usize * wu + sx as usize) * 3;
+                    out.copy_from_slice(&src[at..at + 3]);
                 }
                 Resample::Bilinear => {
                     let (xs, ys) = (sx - 0.5, sy - 0.5);
-                    let (x0, y0) = (xs.floor() as i64, ys.floor() as i64);
-                    let (dx, dy) = (xs - x0 as f64, ys - y0 as f64);
-                    for (c, v) in out.iter_mut().enumerate() {
-                        let top = at(x0, y0, c) + (at(x0 + 1, y0, c) - at(x0, y0, c)) * dx;
-                        let bot = at(x0, y0 + 1, c) + (at(x0 + 1, y0 + 1, c) - at(x0, y0 + 1, c)) * dx;
-                        *v = clip_trunc(top + (bot - top) * dy);
+                    let (x0, y0) = (floor_from_half(xs), floor_from_half(ys));
+                    let (dx, dy) = ((xs - x0) as f32, (ys - y0) as f32);
+                    let (x0, y0) = (x0 as i64, y0 as i64);
+                    let (c0, c1) = (clamp_x(x0), clamp_x(x0 + 1));
+                    let (r0, r1) = (clamp_y(y0), clamp_y(y0 + 1));
+                    let px = |at: usize| -> [f32; 3] { [src[at] as f32, src[at + 1] as f32, src[at + 2] as f32] };
+                    let (a, b, c, d) = (px(r0 + c0), px(r0 + c1), px(r1 + c0), px(r1 + c1));
+                    for (ch, v) in out.iter_mut().enumerate() {
+                        let top = a[ch] + (b[ch] - a[ch]) * dx;
+                        let bot = c[ch] + (d[ch] - c[ch]) * dx;
+                        *v = clip_trunc((top + (bot - top) * dy) as f64);
                     }
                 }
                 Resample::Bicubic => {
                     let (xs, ys) = (sx - 0.5, sy - 0.5);
-                    let (x0, y0) = (xs.floor() as i64, ys.floor() as i64);
-                    let (dx, dy) = (xs - x0 as f64, ys - y0 as f64);
-                    for (c, v) in out.iter_mut().enumerate() {
-                        let row = |yy: i64| {
-                            cubic(at(x0 - 1, yy, c), at(x0, yy, c), at(x0 + 1, yy, c), at(x0 + 2, yy, c), dx)
-                        };
-                        *v = clip_trunc(cubic(row(y0 - 1), row(y0), row(y0 + 1), row(y0 + 2), dy));
+                    let (x0, y0) = (floor_from_half(xs), floor_from_half(ys));
+                    let (wx, wy) = (cubic_weights((xs - x0) as f32), cubic_weights((ys - y0) as f32));
+                    let (x0, y0) = (x0 as i64, y0 as i64);
+                    let cols = [clamp_x(x0 - 1), clamp_x(x0), clamp_x(x0 + 1), clamp_x(x0 + 2)];
+                    let mut acc = [0f32; 3];
+                    for (j, wr) in wy.iter().enumerate() {
+                        let row = &src[clamp_y(y0 - 1 + j as i64)..];
+                        let mut hsum = [0f32; 3];
+                        for (col, wc) in cols.iter().zip(wx) {
+                            let p = &row[*col..*col + 3];
+                            hsum[0] += wc * p[0] as f32;
+                            hsum[1] += wc * p[1] as f32;
+                            hsum[2] += wc * p[2] as f32;
+                        }
+                        for ch in 0..3 {
+                            acc[ch] += wr * hsum[ch];
+                        }
+                    }
+                    for (v, a) in out.iter_mut().zip(acc) {
+                        *v = clip_trunc(a as f64);
                     }
                 }
             }
@@ -312,13 +328,23 @@ pub fn affine(img: &mut [u8], w: u32, h: u32, m: [f64; 6], resample: Resample) {
     }
 }
 
-/// PIL geometry's cubic through four samples at offsets -1, 0, 1, 2 (a = -1), evaluated at `d` in [0, 1).
-fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
-    let p1 = v2;
-    let p2 = -v1 + v3;
-    let p3 = 2.0 * (v1 - v2) + v3 - v4;
-    let p4 = -v1 + v2 - v3 + v4;
-    p1 + d * (p2 + d * (p3 + d * p4))
+/// `v.floor()` for `v >= -0.5` (sample positions are inside the image before the half-pixel shift)
+/// without a libm call: baseline x86-64 has no SSE4.1 `roundsd`, and `floor` per pixel dominated.
+fn floor_from_half(v: f64) -> f64 {
+    if v < 0.0 {
+        -1.0
+    } else {
+        (v as i64) as f64
+    }
+}
+
+/// Weights of PIL geometry's cubic (a = -1) for samples at offsets -1, 0, 1, 2 and fraction `d` in
+/// [0, 1): its `p1 + d (p2 + d (p3 + d p4))` written per sample. They sum to one, so constant regions
+/// stay exact. We sum in f32 and in another order than PIL's doubles, which can move a value sitting
+/// within rounding of an integer by one level (bilinear likewise runs in f32).
+fn cubic_weights(d: f32) -> [f32; 4] {
+    let (d2, d3) = (d * d, d * d * d);
+    [-d + 2.0 * d2 - d3, 1.0 - 2.0 * d2 + d3, d + d2 - d3, -d2 + d3]
 }
 
 fn clip_trunc(v: f64) -> u8 {

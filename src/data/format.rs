@@ -132,10 +132,9 @@ impl fmt::Display for FormatError {
                 "file is {found} bytes but its header describes {expected} bytes ({})",
                 if found < expected { "truncated" } else { "trailing bytes" }
             ),
-            FormatError::IndexSize { records, index_len } => write!(
-                f,
-                "index is {index_len} bytes, expected {records} records x {INDEX_ENTRY_LEN} bytes"
-            ),
+            FormatError::IndexSize { records, index_len } => {
+                write!(f, "index is {index_len} bytes, expected {records} records x {INDEX_ENTRY_LEN} bytes")
+            }
             FormatError::ClassNames { msg } => write!(f, "class names: {msg}"),
             FormatError::Record { index, msg } => write!(f, "record {index}: {msg}"),
         }
@@ -227,9 +226,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
     for (name, s) in named {
         match s.end() {
             Some(end) if s.offset >= HEADER_LEN as u64 && end <= file_len => {}
-            _ => {
-                return Err(FormatError::SectionOutOfBounds { section: name, offset: s.offset, len: s.len, file_len })
-            }
+            _ => return Err(FormatError::SectionOutOfBounds { section: name, offset: s.offset, len: s.len, file_len }),
         }
     }
     for pair in named.windows(2) {

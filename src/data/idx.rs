@@ -40,7 +40,8 @@ pub fn parse_idx_u8(bytes: &[u8], path: &Path, want_dims: usize) -> Result<(Vec<
     let dims: Vec<usize> = (0..ndim)
         .map(|d| u32::from_be_bytes([bytes[4 + 4 * d], bytes[5 + 4 * d], bytes[6 + 4 * d], bytes[7 + 4 * d]]) as usize)
         .collect();
-    let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("size overflows".into()))?;
+    let count =
+        dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("size overflows".into()))?;
     if bytes.len() - header != count {
         return Err(bad(format!("dimensions {dims:?} need {count} data bytes, the file has {}", bytes.len() - header)));
     }
@@ -73,7 +74,11 @@ pub fn load_pair(images: &Path, labels: &Path) -> Result<IdxSet> {
     let (dims, pixels) = parse_idx_u8(&read_maybe_gz(images)?, images, 3)?;
     let (ldims, labels_data) = parse_idx_u8(&read_maybe_gz(labels)?, labels, 1)?;
     if dims[0] != ldims[0] {
-        return Err(Error::input(labels, 0, format!("{} labels for {} images in {}", ldims[0], dims[0], images.display())));
+        return Err(Error::input(
+            labels,
+            0,
+            format!("{} labels for {} images in {}", ldims[0], dims[0], images.display()),
+        ));
     }
     if dims[1] == 0 || dims[2] == 0 {
         return Err(Error::input(images, 0, format!("empty {}x{} images", dims[1], dims[2])));

@@ -53,7 +53,12 @@ impl LoaderConfig {
         }
     }
     pub fn eval(batch_size: usize, crop: u32) -> Self {
-        LoaderConfig { transform: TransformConfig::eval(crop), shuffle: false, drop_last: false, ..Self::train(batch_size, crop, 0) }
+        LoaderConfig {
+            transform: TransformConfig::eval(crop),
+            shuffle: false,
+            drop_last: false,
+            ..Self::train(batch_size, crop, 0)
+        }
     }
 }
 

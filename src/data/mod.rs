@@ -23,7 +23,12 @@ pub fn shared_data_dir() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ATTNAS_SHARED_DATA") {
         return Some(PathBuf::from(p)).filter(|p| p.is_dir());
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().skip(1).take(3).map(|a| a.join("shared/data")).find(|p| p.is_dir())
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|a| a.join("shared/data"))
+        .find(|p| p.is_dir())
 }
 
 /// Where Debian's `dataset-fashion-mnist` puts its IDX files, when installed.

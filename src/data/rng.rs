@@ -20,7 +20,7 @@ pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> SampleRng {
 
 /// The random stream that orders one epoch.
 pub fn epoch_rng(seed: u64, epoch: u64) -> SampleRng {
-    SampleRng::seed_from_u64(mix64(mix64(seed ^ 0x5EED_0F_E90C) ^ epoch))
+    SampleRng::seed_from_u64(mix64(mix64(seed ^ 0x005E_ED0F_E90C) ^ epoch))
 }
 
 /// One draw from N(mean, std) (Box-Muller; uses two uniforms).
