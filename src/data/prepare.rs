@@ -431,9 +431,12 @@ fn prepare_split(split: &str, source: SplitSource, out: &Path, opts: &PrepareOpt
         SplitSource::Idx { set, classes } => {
             let mut w = PackWriter::create(&dest, Encoding::Raw, 1, &classes)?;
             let pb = progress_bar(set.len() as u64, split, opts.progress);
-            for i in 0..set.len() {
+            for (i, &label) in set.labels.iter().enumerate() {
                 let rec = Encoded { bytes: set.image(i).to_vec(), width: set.cols, height: set.rows };
-                w.push(&rec, set.labels[i] as u32)?;
+                w.push(&rec, label as u32)?;
+                if i % 4096 == 4095 {
+                    pb.inc(4096);
+                }
             }
             pb.finish_and_clear();
             (set.len() as u64, w.finish()?, classes.len())
