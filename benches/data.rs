@@ -43,12 +43,12 @@ fn run(ds: &Arc<PackedDataset>, threads: usize, images: usize, label: &str, mut 
     };
     let threads = if threads == 0 { rayon::current_num_threads() } else { threads };
     // Warm-up (page cache, allocator), then timed epochs until `images` are done.
-    let _ = loader.epoch(0).take(1).count();
+    let _ = loader.epoch(0).unwrap().take(1).count();
     let start = Instant::now();
     let mut done = 0usize;
     let mut epoch = 1;
     while done < images {
-        let it = loader.epoch(epoch);
+        let it = loader.epoch(epoch).unwrap();
         for b in it {
             done += b.len();
             if done >= images {

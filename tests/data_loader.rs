@@ -49,7 +49,7 @@ fn eval_batches_have_shape_labels_and_pixels() {
     let cfg = LoaderConfig { threads: 2, ..LoaderConfig::eval(4, 8) };
     let loader = Loader::new(ds, cfg).unwrap();
     assert_eq!(loader.batches_per_epoch(), 3);
-    let batches: Vec<_> = loader.epoch(0).collect();
+    let batches: Vec<_> = loader.epoch(0).unwrap().collect();
     assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [4, 4, 2]);
     for b in &batches {
         assert_eq!(b.images.len(), b.len() * 8 * 8 * 3);
@@ -66,7 +66,7 @@ fn eval_batches_have_shape_labels_and_pixels() {
     // drop_last drops the short batch.
     let loader =
         Loader::new(loader.dataset_arc(), LoaderConfig { drop_last: true, ..LoaderConfig::eval(4, 8) }).unwrap();
-    assert_eq!(loader.epoch(0).count(), 2);
+    assert_eq!(loader.epoch(0).unwrap().count(), 2);
 }
 
 #[test]
@@ -88,8 +88,8 @@ fn train_batches_are_deterministic_across_threads_and_prefetch() {
     };
     let one = mk(1, 11);
     let two = mk(2, 11);
-    let a: Vec<_> = one.epoch(3).collect();
-    let b: Vec<_> = two.epoch(3).collect();
+    let a: Vec<_> = one.epoch(3).unwrap().collect();
+    let b: Vec<_> = two.epoch(3).unwrap().collect();
     assert_eq!(a.len(), 2); // 10 images, batch 4, drop_last
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.indices, y.indices);
@@ -101,12 +101,12 @@ fn train_batches_are_deterministic_across_threads_and_prefetch() {
     let direct = one.load_into(3, &a[1].indices, Vec::new());
     assert_eq!(direct.images, a[1].images);
     // Another epoch or seed changes order and pixels.
-    let c: Vec<_> = mk(2, 11).epoch(4).collect();
+    let c: Vec<_> = mk(2, 11).epoch(4).unwrap().collect();
     assert_ne!(c[0].images, a[0].images);
-    let d: Vec<_> = mk(2, 12).epoch(3).collect();
+    let d: Vec<_> = mk(2, 12).epoch(3).unwrap().collect();
     assert_ne!(d[0].images, a[0].images);
     // Recycled buffers are reused and give identical batches.
-    let mut it = one.epoch(3);
+    let mut it = one.epoch(3).unwrap();
     let mut again = Vec::new();
     while let Some(batch) = it.next() {
         again.push(batch.images.clone());
@@ -114,6 +114,6 @@ fn train_batches_are_deterministic_across_threads_and_prefetch() {
     }
     assert_eq!(again, a.iter().map(|b| b.images.clone()).collect::<Vec<_>>());
     // Stopping early does not hang.
-    let first = mk(2, 11).epoch(0).next().unwrap();
+    let first = mk(2, 11).epoch(0).unwrap().next().unwrap();
     assert_eq!(first.len(), 4);
 }

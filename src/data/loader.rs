@@ -139,7 +139,7 @@ impl Loader {
     }
 
     /// Starts the producer for `epoch`: an iterator of batches, `prefetch` of them decoded ahead.
-    pub fn epoch(&self, epoch: u64) -> EpochIter {
+    pub fn epoch(&self, epoch: u64) -> Result<EpochIter> {
         let order = self.epoch_indices(epoch);
         let (tx, rx) = mpsc::sync_channel::<Batch>(self.cfg.prefetch.max(1));
         let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
@@ -147,8 +147,8 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("attnas-loader".into())
             .spawn(move || produce(data, cfg, pool, epoch, order, tx, free_rx))
-            .ok();
-        EpochIter { rx: Some(rx), free: free_tx, handle }
+            .map_err(|e| Error::Other(format!("loader: cannot start the producer thread: {e}")))?;
+        Ok(EpochIter { rx: Some(rx), free: free_tx, handle: Some(handle) })
     }
 }
 
