@@ -100,6 +100,50 @@ fn autoaugment_ops() {
     println!("{line}");
 }
 
+/// Median time per image of each stage on one thread (robust to a busy machine): decode, crop+resize+flip,
+/// AutoAugment. Their sum bounds the per-core rate: images/s per core <= 1e6 / total_us.
+fn stage_breakdown(ds: &PackedDataset) {
+    use attnas::data::augment::{transform_into, TransformConfig};
+    use attnas::data::autoaugment::apply_v0;
+    use attnas::data::decode::decode_record;
+    use attnas::data::rng::sample_rng;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut resizer = fast_image_resize::Resizer::new();
+    let cfg = TransformConfig { autoaugment: false, ..TransformConfig::train(224) };
+    let mut out = vec![0u8; 224 * 224 * 3];
+    let (mut dec, mut crop, mut aa) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..ds.len().min(300) {
+        let Ok(rec) = ds.get(i) else { continue };
+        let t0 = Instant::now();
+        let Ok(img) = decode_record(&rec, ds.encoding(), ds.channels()) else { continue };
+        let t1 = Instant::now();
+        let mut rng = sample_rng(0, 0, i as u64);
+        if transform_into(&mut resizer, &img, &cfg, &mut rng, &mut out).is_err() {
+            continue;
+        }
+        let t2 = Instant::now();
+        apply_v0(&mut out, 224, 224, &mut rng);
+        let t3 = Instant::now();
+        dec.push((t1 - t0).as_secs_f64() * 1e6);
+        crop.push((t2 - t1).as_secs_f64() * 1e6);
+        aa.push((t3 - t2).as_secs_f64() * 1e6);
+    }
+    if dec.is_empty() {
+        return;
+    }
+    let mean_aa = aa.iter().sum::<f64>() / aa.len() as f64;
+    let (d, c, a) = (median(&mut dec), median(&mut crop), median(&mut aa));
+    println!(
+        "stages, 1 thread, median us per image over {}: decode {d:.0}, crop+resize+flip {c:.0}, AutoAugment {a:.0} \
+         (mean {mean_aa:.0}); bound {:.0} images/s per core",
+        dec.len(),
+        1e6 / (d + c + mean_aa)
+    );
+}
+
 fn main() {
     autoaugment_ops();
     let Some(path) = packed_file() else { return };
@@ -113,6 +157,7 @@ fn main() {
     let images: usize = std::env::var("ATTNAS_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("data bench: {} ({} images), {images} images per run, {cores} cores", path.display(), ds.len());
+    stage_breakdown(&ds);
     let train = LoaderConfig::train(64, 224, 0);
     let mut no_aa = train.clone();
     no_aa.transform.autoaugment = false;

@@ -304,19 +304,32 @@ pub fn affine(img: &mut [u8], w: u32, h: u32, m: [f64; 6], resample: Resample) {
                     let (x0, y0) = (floor_from_half(xs), floor_from_half(ys));
                     let (wx, wy) = (cubic_weights((xs - x0) as f32), cubic_weights((ys - y0) as f32));
                     let (x0, y0) = (x0 as i64, y0 as i64);
-                    let cols = [clamp_x(x0 - 1), clamp_x(x0), clamp_x(x0 + 1), clamp_x(x0 + 2)];
+                    let stride = wu * 3;
                     let mut acc = [0f32; 3];
-                    for (j, wr) in wy.iter().enumerate() {
-                        let row = &src[clamp_y(y0 - 1 + j as i64)..];
-                        let mut hsum = [0f32; 3];
-                        for (col, wc) in cols.iter().zip(wx) {
-                            let p = &row[*col..*col + 3];
-                            hsum[0] += wc * p[0] as f32;
-                            hsum[1] += wc * p[1] as f32;
-                            hsum[2] += wc * p[2] as f32;
+                    if x0 >= 1 && y0 >= 1 && x0 + 2 < wu as i64 && y0 + 2 < hu as i64 {
+                        // Interior: the 4x4 window without clamping, one slice (bounds check) per row.
+                        let base = (y0 as usize - 1) * stride + (x0 as usize - 1) * 3;
+                        for (j, wr) in wy.iter().enumerate() {
+                            let r = &src[base + j * stride..base + j * stride + 12];
+                            for ch in 0..3 {
+                                let h = wx[0] * r[ch] as f32
+                                    + wx[1] * r[3 + ch] as f32
+                                    + wx[2] * r[6 + ch] as f32
+                                    + wx[3] * r[9 + ch] as f32;
+                                acc[ch] += wr * h;
+                            }
                         }
-                        for ch in 0..3 {
-                            acc[ch] += wr * hsum[ch];
+                    } else {
+                        let cols = [clamp_x(x0 - 1), clamp_x(x0), clamp_x(x0 + 1), clamp_x(x0 + 2)];
+                        for (j, wr) in wy.iter().enumerate() {
+                            let row = &src[clamp_y(y0 - 1 + j as i64)..];
+                            for ch in 0..3 {
+                                let h = wx[0] * row[cols[0] + ch] as f32
+                                    + wx[1] * row[cols[1] + ch] as f32
+                                    + wx[2] * row[cols[2] + ch] as f32
+                                    + wx[3] * row[cols[3] + ch] as f32;
+                                acc[ch] += wr * h;
+                            }
                         }
                     }
                     for (v, a) in out.iter_mut().zip(acc) {
