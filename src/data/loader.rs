@@ -4,6 +4,11 @@
 //! ready so decoding overlaps the training step. Batches are uint8 NHWC `(N, S, S, 3)`; their buffers
 //! can be handed back ([`EpochIter::recycle`]) so the steady state allocates nothing.
 //!
+//! Pinned memory: the loader does not allocate it itself (it has no CUDA context). A recycled buffer
+//! is refilled in place (same allocation, never shrunk or grown for a fixed batch size), so the trainer
+//! can page-lock each new buffer once (cuMemHostRegister) and keep it registered while it circulates;
+//! after `prefetch + 2` batches no new buffers appear.
+//!
 //! A sample's augmentation depends only on (seed, epoch, dataset index), so batches are identical for
 //! any thread count. A record that fails to decode (cannot happen for files `prepare` wrote, but the
 //! loader must not end a run) becomes a fill-colour image and is listed in [`Batch::failed`].
