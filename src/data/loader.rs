@@ -7,7 +7,7 @@
 //! Pinned memory: the loader does not allocate it itself (it has no CUDA context). A recycled buffer
 //! is refilled in place (same allocation, never shrunk or grown for a fixed batch size), so the trainer
 //! can page-lock each new buffer once (cuMemHostRegister) and keep it registered while it circulates;
-//! after `prefetch + 2` batches no new buffers appear.
+//! only as many distinct buffers exist as were ever in flight at once (a few more than `prefetch`).
 //!
 //! A sample's augmentation depends only on (seed, epoch, dataset index), so batches are identical for
 //! any thread count. A record that fails to decode (cannot happen for files `prepare` wrote, but the
