@@ -20,6 +20,10 @@ enum Command {
     Space(cli::space_cmds::SpaceArgs),
     /// Write a FLOPs lookup table (.map) for the attentive sampler.
     FlopsTable(cli::space_cmds::FlopsTableArgs),
+    /// ImageNet-style folder or IDX files -> packed, memory-mappable dataset.
+    Prepare(cli::data_cmds::PrepareArgs),
+    /// Packed dataset tools (inspect).
+    Data(cli::data_cmds::DataArgs),
 }
 
 fn main() {
@@ -36,6 +40,8 @@ fn main() {
         Command::Flops(a) => cli::space_cmds::run_flops(a),
         Command::Space(a) => cli::space_cmds::run_space(a),
         Command::FlopsTable(a) => cli::space_cmds::run_flops_table(a),
+        Command::Prepare(a) => cli::data_cmds::run_prepare(a),
+        Command::Data(a) => cli::data_cmds::run_data(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,4 +1,5 @@
 //! The subcommands' argument structs and bodies; `src/main.rs` parses and dispatches.
 
+pub mod data_cmds;
 pub mod info;
 pub mod space_cmds;
