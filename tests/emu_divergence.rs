@@ -24,7 +24,9 @@ fn expect_divergence(kernel: &str, block: u32, needles: &[&str]) {
         .to_string();
     let took = start.elapsed();
     println!("{kernel}: {err} (after {took:?})");
-    assert!(took < Duration::from_secs(5), "{kernel}: detected after {took:?}");
+    // Detection is deterministic (every live thread waiting), not a timeout; the bound only tells it apart
+    // from the 300 s watchdog, with room for a loaded 2-core CI machine.
+    assert!(took < Duration::from_secs(60), "{kernel}: detected after {took:?}");
     assert!(err.contains(kernel), "error must name the kernel: {err}");
     for needle in needles {
         assert!(err.contains(needle), "{kernel}: error lacks '{needle}': {err}");

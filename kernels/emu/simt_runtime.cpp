@@ -426,8 +426,9 @@ extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 // The Rust code is not instrumented: its own synchronisation (futexes, atomics) is invisible to TSan,
 // so the memcpy/calloc/free calls it makes (intercepted) look racy between Rust threads. A race in a
 // kernel has no Rust frame (worker threads run only C++), so suppress reports with a Rust (v0-mangled,
-// `_R...`) frame.
-extern "C" const char* __tsan_default_suppressions() { return "race:^_R\n"; }
+// `_R...`) frame, and reports inside rayon / crossbeam (the CPU references' thread pool, whose frames
+// are symbolised demangled from debug info, e.g. `execute<rayon_core::latch::LatchRef<...>>`).
+extern "C" const char* __tsan_default_suppressions() { return "race:^_R\nrace:rayon_core\nrace:crossbeam\n"; }
 #endif
 
 // The sanitizer this library was built with (EMU_SANITIZE), for tests that assert its reports.
