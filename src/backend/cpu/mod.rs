@@ -3,6 +3,8 @@
 //! handles into slices in one place ([`HostMemory::slices`]).
 
 pub mod activation;
+pub mod depthwise;
+pub mod stem_conv;
 
 use super::{Backend, DeviceMemory, Tensor};
 use crate::error::{Error, Result};

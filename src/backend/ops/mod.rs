@@ -7,12 +7,16 @@
 //! are run-time arguments, so one compiled kernel serves every subnet.
 
 pub mod activation;
+pub mod depthwise;
 pub mod gemm;
+pub mod stem_conv;
 
 pub use activation::ActivationOps;
+pub use depthwise::DepthwiseOps;
 pub use gemm::GemmOps;
+pub use stem_conv::StemConvOps;
 
 /// Every op the supernet needs; `nn/` is generic over this.
-pub trait SupernetOps: ActivationOps + GemmOps {}
+pub trait SupernetOps: ActivationOps + GemmOps + DepthwiseOps + StemConvOps {}
 
-impl<T: ActivationOps + GemmOps> SupernetOps for T {}
+impl<T: ActivationOps + GemmOps + DepthwiseOps + StemConvOps> SupernetOps for T {}
