@@ -12,8 +12,9 @@
 //! FLOPs = 2 k^2 N OH OW C (depthwise), 2 * 27 N OH OW C (stem), printed as well.
 //! Roof: on a GPU the HBM bandwidth of the card (H100 SXM 3.35 TB/s, H200 4.8 TB/s); on the CPU a
 //! memcpy bandwidth measured once here. The CPU runs the f64 reference at a small batch
-//! (ATTNAS_BENCH_CPU_BATCH, default 2) with one representative layer per stage and one repeat, so it
-//! takes seconds; the GPU runs batch 64, every distinct layer, 3 warm-ups and 20 timed repeats.
+//! (ATTNAS_BENCH_CPU_BATCH, default 2) with one representative layer per stage, one warm-up (first-touch
+//! page faults) and two repeats, so it takes seconds; small layers fit in cache and can exceed the memcpy
+//! roof. The GPU runs batch 64, every distinct layer, 3 warm-ups and 20 timed repeats.
 
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::depthwise::{DepthwiseOps, DepthwiseShape};
@@ -170,7 +171,7 @@ fn main() {
     let roof = cpu_memcpy_roof();
     println!("cpu roof: memcpy {:.1} GB/s (read + write)", roof / 1e9);
     let cpu = CpuBackend::new();
-    let cpu_timer = Timer { warmup: 0, repeats: 1 };
+    let cpu_timer = Timer { warmup: 1, repeats: 2 };
     for net in subnets().iter().filter(|n| (n.name == "max") == (n.resolution == 288)) {
         bench_subnet(&cpu, net, batch, &cpu_timer, roof, false);
     }
