@@ -42,7 +42,8 @@
 // Launch geometry (src/backend/ops/depthwise.rs, module geometry):
 //   fwd:        grid (ceil(OW/R), ceil(OH/TH), N*chunks), block (lanes, TH), TH = min(16 | 8, OH)
 //   bwd_input:  grid (ceil(W/8), ceil(H/TH), N*chunks), block (lanes, TH), TH = min(16, H rounded to s)
-//   wgrad:      grid (parts, chunks), block (lanes, k, groups <= 4, <= 256 threads); then reduce: 1-D grid-stride over k*k*c
+//   wgrad:      grid (parts, chunks), block (lanes, k, groups <= 4; <= 256 threads);
+//               then reduce: 1-D grid-stride over k*k*c
 //   dynamic shared memory as computed there (<= 48 KiB).
 
 #include "common.cuh"

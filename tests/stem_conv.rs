@@ -4,7 +4,8 @@
 //! path, more than one 32-channel chunk, and c_out_active < c_out_stored.
 //!
 //! Tolerances: forward sums 27 products of values in [-1, 1] in f32 (bound 27 * 2^-24 * 27 ~ 4e-5):
-//! abs 5e-5 + rel 1e-5. Grad-weight sums N*OH*OW (<= 72 here) products per element in f32 within a block, f64 across blocks: abs 1e-4 + rel 1e-4. Channels >= c_out_active
+//! abs 5e-5 + rel 1e-5. Grad-weight sums N*OH*OW (<= 72 here) products per element, in f32 within a
+//! block and f64 across blocks: abs 1e-4 + rel 1e-4. Channels >= c_out_active
 //! of the stored gradient must be bit-identical to their initial values.
 
 use attnas::backend::cpu::CpuBackend;
