@@ -4,6 +4,9 @@
 
 pub mod activation;
 pub mod depthwise;
+pub mod loss;
+pub mod optimizer;
+pub mod resize;
 pub mod stem_conv;
 
 use super::{Backend, DeviceMemory, Tensor};

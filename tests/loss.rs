@@ -1,0 +1,183 @@
+//! Losses and metrics (`LossOps`): every CUDA target (SIMT emulator, GPU when present) against the f64
+//! CPU reference on random logits, plus the batch semantics the reference alone cannot show (mean of the
+//! rows, determinism, invalid labels). The gradient checks by finite differences are unit tests of the
+//! reference (`backend::cpu::loss`).
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::ops::loss::{LossOps, LossShape};
+use attnas::backend::{upload_new, Backend, DeviceMemory};
+use attnas::testing::{assert_close, random_vec};
+
+/// Everything the five ops produce for one input.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    ls_rows: Vec<f32>,
+    ls_loss: Vec<f32>,
+    ls_grad: Vec<f32>,
+    soft_rows: Vec<f32>,
+    soft_loss: Vec<f32>,
+    soft_grad: Vec<f32>,
+    ranks: Vec<f32>,
+    counts: Vec<f32>,
+}
+
+fn run<B: LossOps>(b: &B, s: &LossShape, eps: f32, logits: &[f32], labels: &[f32], teacher: &[f32]) -> Outputs {
+    let (z, y, t) = (upload_new(b, logits).unwrap(), upload_new(b, labels).unwrap(), upload_new(b, teacher).unwrap());
+    let (z, y, t) = (z.tensor(), y.tensor(), t.tensor());
+    let alloc = |len: usize| b.alloc(len).unwrap();
+    let (rows, batch, grad, ranks, counts) = (alloc(s.n), alloc(1), alloc(s.logits_len()), alloc(s.n), alloc(2));
+    let get = |m: &B::Memory| b.download(m.tensor()).unwrap();
+    b.label_smoothing_ce_fwd(s, eps, z, y, rows.tensor(), batch.tensor()).unwrap();
+    b.label_smoothing_ce_bwd(s, eps, z, y, grad.tensor()).unwrap();
+    let (ls_rows, ls_loss, ls_grad) = (get(&rows), get(&batch), get(&grad));
+    b.soft_ce_fwd(s, z, t, rows.tensor(), batch.tensor()).unwrap();
+    b.soft_ce_bwd(s, z, t, grad.tensor()).unwrap();
+    let (soft_rows, soft_loss, soft_grad) = (get(&rows), get(&batch), get(&grad));
+    b.topk_correct(s, z, y, ranks.tensor(), counts.tensor()).unwrap();
+    Outputs { ls_rows, ls_loss, ls_grad, soft_rows, soft_loss, soft_grad, ranks: get(&ranks), counts: get(&counts) }
+}
+
+/// Random logits in [-6, 6) plus `offset`, teacher logits in [-4, 4), labels spread over the classes
+/// (first and last class included).
+fn inputs(s: &LossShape, seed: u64, offset: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let logits: Vec<f32> = random_vec(seed, s.logits_len(), -6.0, 6.0).iter().map(|v| v + offset).collect();
+    let teacher = random_vec(seed + 1, s.logits_len(), -4.0, 4.0);
+    let labels = (0..s.n).map(|i| ((i * 7919 + (i % 2) * (s.classes - 1)) % s.classes) as f32).collect();
+    (logits, labels, teacher)
+}
+
+/// Kernel vs f64 reference. Losses: abs 1e-5 + rel 1e-5 (f32 expf/logf within 2 ulp and f32 sums of at
+/// most 1000 bounded terms give errors near 1e-6 on losses of ~1-7). Gradients: abs 2e-6 / n + rel 1e-5
+/// (softmax p within a few ulp relative, so the absolute error of (p - target) / n is below 1e-6 / n even
+/// where the difference cancels). Ranks and counts are integers: exact.
+fn compare(what: &str, s: &LossShape, got: &Outputs, want: &Outputs) {
+    let grad_abs = 2e-6 / s.n as f32;
+    assert_close(&format!("{what} label-smoothing rows"), &got.ls_rows, &want.ls_rows, 1e-5, 1e-5);
+    assert_close(&format!("{what} label-smoothing mean"), &got.ls_loss, &want.ls_loss, 1e-5, 1e-5);
+    assert_close(&format!("{what} label-smoothing dlogits"), &got.ls_grad, &want.ls_grad, grad_abs, 1e-5);
+    assert_close(&format!("{what} soft CE rows"), &got.soft_rows, &want.soft_rows, 1e-5, 1e-5);
+    assert_close(&format!("{what} soft CE mean"), &got.soft_loss, &want.soft_loss, 1e-5, 1e-5);
+    assert_close(&format!("{what} soft CE dlogits"), &got.soft_grad, &want.soft_grad, grad_abs, 1e-5);
+    assert_eq!(got.ranks, want.ranks, "{what} ranks");
+    assert_eq!(got.counts, want.counts, "{what} counts");
+}
+
+/// (n, classes): k = 1000 (ImageNet, 4 per thread), k = 10, k not a multiple of 32 below and above one
+/// 256-thread block, k = 1 (a single class: loss 0), batch sizes not multiples of anything. Kept small:
+/// the emulator runs every thread of a block as a host thread through each barrier.
+const SHAPES: &[(usize, usize)] = &[(3, 1000), (4, 10), (5, 37), (2, 300), (2, 1), (3, 33)];
+
+#[test]
+fn kernels_match_reference() {
+    attnas::on_cuda_targets!("loss kernels_match_reference", |b| {
+        for (i, &(n, classes)) in SHAPES.iter().enumerate() {
+            let s = LossShape { n, classes };
+            // offset 1000: exp(z) overflows f32 without the max subtraction; eps 0 and 1 are the ends of
+            // the smoothing range (plain CE, uniform target)
+            let variants: &[(f32, f32)] =
+                if classes == 300 { &[(0.0, 0.1), (1000.0, 0.0), (-50.0, 1.0)] } else { &[(0.0, 0.1)] };
+            for &(offset, eps) in variants {
+                let (logits, labels, teacher) = inputs(&s, 10 + i as u64, offset);
+                let want = run(&CpuBackend::new(), &s, eps, &logits, &labels, &teacher);
+                let got = run(&b, &s, eps, &logits, &labels, &teacher);
+                assert!(got.ls_rows.iter().chain(&got.soft_rows).all(|v| v.is_finite()), "{s:?} offset {offset}");
+                compare(&format!("{} {s:?} offset {offset} eps {eps}", b.name()), &s, &got, &want);
+            }
+        }
+    });
+}
+
+/// Logits on a coarse grid (multiples of 0.5 in [-2, 2], 9 values over 40 classes) so ties with the
+/// true class are frequent: the tie rule (lower class index ranks first) must agree exactly between
+/// kernel and reference. Labels: rows 0 mod 4 take the first class holding the row maximum (rank 0),
+/// rows 2 mod 4 the last one (rank = the number of tied maxima before it), odd rows a spread of classes.
+#[test]
+fn topk_ties_match_reference() {
+    attnas::on_cuda_targets!("loss topk_ties_match_reference", |b| {
+        let s = LossShape { n: 12, classes: 40 };
+        let logits: Vec<f32> =
+            random_vec(3, s.logits_len(), -2.0, 2.0).iter().map(|v| (v * 2.0).round() / 2.0).collect();
+        let labels: Vec<f32> = (0..s.n)
+            .map(|i| {
+                let row = &logits[i * s.classes..][..s.classes];
+                let max = row.iter().copied().fold(f32::MIN, f32::max);
+                let first_max = row.iter().position(|&v| v == max).unwrap_or(0);
+                let last_max = row.iter().rposition(|&v| v == max).unwrap_or(0);
+                (match i % 4 {
+                    0 => first_max,
+                    2 => last_max,
+                    _ => (i * 13) % s.classes,
+                }) as f32
+            })
+            .collect();
+        let want = run(&CpuBackend::new(), &s, 0.1, &logits, &labels, &logits);
+        let got = run(&b, &s, 0.1, &logits, &labels, &logits);
+        assert_eq!(got.ranks, want.ranks, "{}", b.name());
+        assert_eq!(got.counts, want.counts, "{}", b.name());
+        let (top1, top5) = (want.counts[0], want.counts[1]);
+        assert!(top1 > 0.0 && top5 > top1 && top5 < s.n as f32, "the test should hit both counts: {top1} {top5}");
+    });
+}
+
+/// Same inputs, same bits: the per-row losses and their batch reduction have a fixed order.
+#[test]
+fn kernels_are_deterministic() {
+    attnas::on_cuda_targets!("loss kernels_are_deterministic", |b| {
+        let s = LossShape { n: 3, classes: 1000 };
+        let (logits, labels, teacher) = inputs(&s, 77, 0.0);
+        let first = run(&b, &s, 0.1, &logits, &labels, &teacher);
+        let second = run(&b, &s, 0.1, &logits, &labels, &teacher);
+        assert_eq!(first, second, "{}", b.name());
+    });
+}
+
+/// A kernel cannot return an error: an invalid label makes that row (and the counts) NaN, the other rows
+/// stay exact.
+#[test]
+fn kernels_mark_invalid_labels_nan() {
+    attnas::on_cuda_targets!("loss kernels_mark_invalid_labels_nan", |b| {
+        let s = LossShape { n: 3, classes: 10 };
+        let (logits, mut labels, teacher) = inputs(&s, 4, 0.0);
+        let want = run(&CpuBackend::new(), &s, 0.1, &logits, &labels, &teacher);
+        labels[1] = 10.0;
+        let got = run(&b, &s, 0.1, &logits, &labels, &teacher);
+        assert!(got.ls_rows[1].is_nan() && got.ls_loss[0].is_nan() && got.ranks[1].is_nan(), "{got:?}");
+        assert!(got.ls_grad[10..20].iter().all(|v| v.is_nan()), "{:?}", &got.ls_grad[10..20]);
+        assert!(got.counts.iter().all(|v| v.is_nan()), "{:?}", got.counts);
+        assert_close("valid rows", &[got.ls_rows[0], got.ls_rows[2]], &[want.ls_rows[0], want.ls_rows[2]], 1e-5, 1e-5);
+    });
+}
+
+/// The CPU backend rejects an invalid label with an error naming the row and value.
+#[test]
+fn cpu_rejects_invalid_labels_and_shapes() {
+    let b = CpuBackend::new();
+    let s = LossShape { n: 2, classes: 5 };
+    let z = upload_new(&b, &[0.0; 10]).unwrap();
+    let y = upload_new(&b, &[1.0, 2.5]).unwrap();
+    let (rows, out, grad) = (b.alloc(2).unwrap(), b.alloc(1).unwrap(), b.alloc(10).unwrap());
+    let err = b.label_smoothing_ce_fwd(&s, 0.1, z.tensor(), y.tensor(), rows.tensor(), out.tensor()).unwrap_err();
+    assert!(err.to_string().contains("labels[1]") && err.to_string().contains("2.5"), "{err}");
+    let short = b.alloc(9).unwrap();
+    let err = b.soft_ce_bwd(&s, z.tensor(), short.tensor(), grad.tensor()).unwrap_err();
+    assert!(err.to_string().contains("teacher"), "{err}");
+    let err = b.label_smoothing_ce_bwd(&s, 1.5, z.tensor(), y.tensor(), grad.tensor()).unwrap_err();
+    assert!(err.to_string().contains("eps"), "{err}");
+}
+
+/// The batch loss is the mean of the row losses, and uniform logits give log k for both losses (an
+/// anchor independent of the reference's own arithmetic).
+#[test]
+fn batch_loss_is_row_mean_and_uniform_is_log_k() {
+    let b = CpuBackend::new();
+    let s = LossShape { n: 6, classes: 1000 };
+    let (logits, labels, teacher) = inputs(&s, 21, 0.0);
+    let out = run(&b, &s, 0.1, &logits, &labels, &teacher);
+    let mean = out.ls_rows.iter().map(|&v| v as f64).sum::<f64>() / s.n as f64;
+    assert!((out.ls_loss[0] as f64 - mean).abs() < 1e-6, "{} vs {mean}", out.ls_loss[0]);
+    let flat = vec![0.3f32; s.logits_len()];
+    let out = run(&b, &s, 0.1, &flat, &labels, &teacher);
+    let log_k = (1000f32).ln();
+    assert!(out.ls_rows.iter().all(|v| (v - log_k).abs() < 1e-5), "{:?}", out.ls_rows);
+    assert!(out.soft_rows.iter().all(|v| (v - log_k).abs() < 1e-5), "{:?}", out.soft_rows);
+}
