@@ -3,9 +3,11 @@
 //! handles into slices in one place ([`HostMemory::slices`]).
 
 pub mod activation;
+pub mod depthwise;
 pub mod loss;
 pub mod optimizer;
 pub mod resize;
+pub mod stem_conv;
 
 use super::{Backend, DeviceMemory, Tensor};
 use crate::error::{Error, Result};

@@ -7,18 +7,25 @@
 //! are run-time arguments, so one compiled kernel serves every subnet.
 
 pub mod activation;
+pub mod depthwise;
 pub mod gemm;
 pub mod loss;
 pub mod optimizer;
 pub mod resize;
+pub mod stem_conv;
 
 pub use activation::ActivationOps;
+pub use depthwise::DepthwiseOps;
 pub use gemm::GemmOps;
 pub use loss::LossOps;
 pub use optimizer::OptimizerOps;
 pub use resize::ResizeOps;
+pub use stem_conv::StemConvOps;
 
 /// Every op the supernet needs; `nn/` is generic over this.
-pub trait SupernetOps: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps {}
+pub trait SupernetOps:
+    ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps + DepthwiseOps + StemConvOps
+{
+}
 
-impl<T: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps> SupernetOps for T {}
+impl<T: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps + DepthwiseOps + StemConvOps> SupernetOps for T {}
