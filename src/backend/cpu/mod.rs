@@ -3,6 +3,12 @@
 //! handles into slices in one place ([`HostMemory::slices`]).
 
 pub mod activation;
+pub mod batchnorm;
+pub mod bias;
+pub mod linear;
+pub mod pool;
+pub mod regularize;
+pub mod se;
 
 use super::{Backend, DeviceMemory, Tensor};
 use crate::error::{Error, Result};
