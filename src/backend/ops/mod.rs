@@ -7,12 +7,14 @@
 //! are run-time arguments, so one compiled kernel serves every subnet.
 
 pub mod activation;
+pub mod batchnorm;
 pub mod gemm;
 
 pub use activation::ActivationOps;
+pub use batchnorm::BatchNormOps;
 pub use gemm::GemmOps;
 
 /// Every op the supernet needs; `nn/` is generic over this.
-pub trait SupernetOps: ActivationOps + GemmOps {}
+pub trait SupernetOps: ActivationOps + BatchNormOps + GemmOps {}
 
-impl<T: ActivationOps + GemmOps> SupernetOps for T {}
+impl<T: ActivationOps + BatchNormOps + GemmOps> SupernetOps for T {}
