@@ -53,3 +53,27 @@ impl<M: DeviceMemory> Arena<M> {
         self.memory.tensor()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn arena_aligns_bumps_resets_and_reports_overflow() {
+        let cpu = CpuBackend::new();
+        let mut arena = Arena::new(&cpu, "activations", 200).unwrap();
+        let a = arena.alloc(10).unwrap();
+        let b = arena.alloc(5).unwrap();
+        assert_eq!(a.addr() % 4, 0);
+        assert_eq!(
+            b.addr() - a.addr(),
+            4 * ARENA_ALIGN_ELEMS as u64,
+            "second tensor starts at the next aligned offset"
+        );
+        let err = arena.alloc(150).unwrap_err().to_string();
+        assert!(err.contains("activations") && err.contains("150"), "{err}");
+        arena.reset();
+        assert_eq!(arena.alloc(10).unwrap(), a, "reset hands out the same memory again");
+    }
+}

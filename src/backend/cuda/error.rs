@@ -58,3 +58,38 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, CudaError>) -> Result<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_cudarc_panics_into_typed_errors() {
+        let missing_symbol =
+            guard::<()>("libnvrtc", || panic!("Missing symbol nvrtcGetBundledHeadersInfo: dlsym failed"));
+        assert!(matches!(missing_symbol, Err(CudaError::LibraryMismatch { .. })), "{missing_symbol:?}");
+        let no_lib = guard::<()>("libcuda", || panic!("Unable to dynamically load the \"cuda\" shared library"));
+        match no_lib {
+            Err(CudaError::MissingLibrary { lib, hint }) => {
+                assert_eq!(lib, "libcuda");
+                assert!(hint.contains("Unable to dynamically load"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(guard("x", || Ok(7)).ok(), Some(7));
+    }
+
+    #[test]
+    fn errors_carry_a_hint() {
+        for e in [
+            CudaError::NoDriverLibrary,
+            CudaError::NoDevice,
+            CudaError::DriverTooOld { found: "12.4".into(), needed: "13.0".into() },
+            CudaError::OutOfMemory { what: "activations".into(), bytes: 1 << 30, free: 1 << 20, total: 1 << 34 },
+        ] {
+            let text = e.to_string();
+            assert!(text.contains("hint:"), "{text}");
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! grid sizes, argument order and GEMM mapping that run on a GPU are the ones the tests check on CI.
 
 pub mod device;
+#[cfg(feature = "emu")]
+pub mod emu;
 pub mod error;
 pub mod gpu;
 pub mod nvrtc;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build everything a GPU machine needs into one folder (default out/gpu-bundle): the release binary, every
+# test and bench executable (release, nvcc cubins embedded, symbols stripped), and run.sh. The GPU machine
+# has no Rust and no registry; it needs only the NVIDIA driver and cuBLAS (NVRTC only for archs without a
+# cubin). Prints the bundle size, which must stay under 64 MiB (the device tool's carry limit).
+#
+#   scripts/gpu-bundle.sh [DIR]          then on the GPU machine:  DIR/run.sh   (logs under $OUT when set)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DEST="${1:-out/gpu-bundle}"
+# shellcheck disable=SC1090
+source <(scripts/setup-cuda-wheels.sh)
+export KERNELS_REQUIRE_NVCC=1 KERNEL_ARCHS="${KERNEL_ARCHS:-90a}"
+
+rm -rf "$DEST"; mkdir -p "$DEST/tests" "$DEST/benches"
+cargo build --release
+cp target/release/attnas "$DEST/attnas"
+
+# test and bench executables: cargo prints their paths as JSON artifacts
+list_executables() {
+  cargo "$@" --release --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import sys, json
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
+        print(m["target"]["name"], m["target"]["kind"][0], m["executable"])'
+}
+list_executables test --tests | while read -r name kind exe; do
+  [ "$kind" = lib ] && name="lib-$name"
+  cp "$exe" "$DEST/tests/$name"
+done
+list_executables bench --benches | while read -r name _kind exe; do
+  cp "$exe" "$DEST/benches/$name"
+done
+strip "$DEST/attnas" "$DEST"/tests/* "$DEST"/benches/* 2>/dev/null || true
+
+cat > "$DEST/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs on the GPU machine: device report, every test (GPU targets included), every bench. Logs go to $OUT
+# (or ./logs); a summary line per executable goes to stdout and $OUT/summary.txt.
+set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
+LOGS="${OUT:-$HERE/logs}"; mkdir -p "$LOGS"
+cd "$HERE"
+export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the build-machine path
+{
+  echo "== date: $(date -u)"; echo "== nvidia-smi"; nvidia-smi || true
+  echo "== CUDA libraries visible to the loader"
+  ldconfig -p | grep -E 'libcuda\.so|libcublas|libcublasLt|libnvrtc' || true
+  ls /usr/local/cuda/lib64 2>/dev/null | grep -E 'cublas|nvrtc' | head || true
+  echo "== attnas info"; ./attnas info --ptxas
+} 2>&1 | tee "$LOGS/device.log"
+: > "$LOGS/summary.txt"
+for t in tests/*; do
+  n=$(basename "$t")
+  if timeout 600 "$t" --test-threads=1 > "$LOGS/test-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+  line="test $n: $s $(grep -E '^test result' "$LOGS/test-$n.log" | tail -1)"
+  echo "$line" | tee -a "$LOGS/summary.txt"
+done
+for b in benches/*; do
+  n=$(basename "$b")
+  if timeout 600 "$b" > "$LOGS/bench-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+  echo "bench $n: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/bench-$n.log"
+done
+grep -c FAIL "$LOGS/summary.txt" >/dev/null && echo "some runs FAILED (see $LOGS)" || echo "all runs passed"
+RUN
+chmod +x "$DEST/run.sh"
+size=$(du -sb "$DEST" | cut -f1)
+echo "gpu bundle: $DEST, $(( size / 1048576 )) MiB ($size bytes), $(ls "$DEST/tests" | wc -l) test and $(ls "$DEST/benches" | wc -l) bench executables"
+if [ "$size" -ge $(( 64 * 1048576 )) ]; then echo "gpu bundle is over 64 MiB" >&2; exit 1; fi

@@ -1,0 +1,345 @@
+//! The SIMT emulator as a [`KernelDevice`] (feature `emu`): the kernels in `kernels/*.cu`, compiled as
+//! host C++ against `kernels/emu/simt.h` by `build/emu.rs`, run on host threads with host memory, and
+//! cuBLAS is replaced by the host GEMM with the same column-major contract. The CUDA launchers in
+//! `backend::ops` run unchanged against it, so CI checks their grid sizes and argument order too.
+//!
+//! Launches are synchronous. Every launch is checked like a GPU would check it (block and grid limits,
+//! shared memory against the 48 KiB default, argument kinds against the `.cu` signature) and any
+//! failure inside the emulator (a divergent `__syncthreads`, a warp collective that cannot complete,
+//! `__trap`) comes back as [`CudaError::Launch`] naming the kernel. `docs/testing.md` says what the
+//! emulator proves and what it cannot.
+
+use super::device::{KernelArg, KernelArgKind, KernelDevice, LaunchDims};
+use super::{kernels, CudaError, KernelFn};
+use crate::backend::cpu::{host_slice, host_slice_mut, HostMemory};
+use crate::backend::gemm::ColMajorGemm;
+use crate::backend::Tensor;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::OnceLock;
+
+/// Shared memory a block may use without the opt-in attribute (static + dynamic), as on every GPU
+/// since sm_70.
+pub const DEFAULT_SHARED_LIMIT: usize = 48 * 1024;
+/// The most a block may use with `cudaFuncAttributeMaxDynamicSharedMemorySize` on sm_90.
+pub const OPT_IN_SHARED_LIMIT: usize = 227 * 1024;
+pub const MAX_THREADS_PER_BLOCK: u64 = 1024;
+const MAX_BLOCK: (u32, u32, u32) = (1024, 1024, 64);
+const MAX_GRID: (u32, u32, u32) = (i32::MAX as u32, 65535, 65535);
+
+/// `simt::KernelEntry` in kernels/emu/simt.h.
+#[repr(C)]
+struct KernelEntry {
+    name: *const c_char,
+    kinds: *const c_char,
+    run: *const c_void,
+    flags: c_uint,
+}
+
+extern "C" {
+    fn simt_kernel_table(n: *mut usize) -> *const *const KernelEntry;
+    fn simt_planted_table(n: *mut usize) -> *const *const KernelEntry;
+    fn simt_launch(
+        kernel: *const KernelEntry,
+        grid: *const c_uint,
+        block: *const c_uint,
+        shared_bytes: usize,
+        args: *mut *mut c_void,
+        err: *mut c_char,
+        err_cap: usize,
+    ) -> c_int;
+}
+
+/// One kernel the emulator can run: its C name, parameter kinds and table entry.
+#[derive(Clone, Copy)]
+struct Entry {
+    name: &'static str,
+    kinds: &'static str,
+    ptr: *const KernelEntry,
+}
+
+// SAFETY: the entries point at immutable static tables in the linked emulator library.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
+fn read_table(table: unsafe extern "C" fn(*mut usize) -> *const *const KernelEntry) -> Vec<Entry> {
+    let mut n = 0usize;
+    // SAFETY: the generated function returns a static array of `n` valid entry pointers whose strings
+    // are static, NUL-terminated literals.
+    unsafe {
+        let t = table(&mut n);
+        (0..n)
+            .map(|i| {
+                let e = *t.add(i);
+                Entry {
+                    name: CStr::from_ptr((*e).name).to_str().unwrap_or("?"),
+                    kinds: CStr::from_ptr((*e).kinds).to_str().unwrap_or("?"),
+                    ptr: e,
+                }
+            })
+            .collect()
+    }
+}
+
+fn production() -> &'static [Entry] {
+    static T: OnceLock<Vec<Entry>> = OnceLock::new();
+    T.get_or_init(|| read_table(simt_kernel_table))
+}
+
+fn planted() -> &'static [Entry] {
+    static T: OnceLock<Vec<Entry>> = OnceLock::new();
+    T.get_or_init(|| read_table(simt_planted_table))
+}
+
+fn kind_letter(k: KernelArgKind) -> char {
+    match k {
+        KernelArgKind::Ptr => 'p',
+        KernelArgKind::I32 => 'i',
+        KernelArgKind::U32 => 'u',
+        KernelArgKind::F32 => 'f',
+        KernelArgKind::I64 => 'l',
+        KernelArgKind::U64 => 'q',
+    }
+}
+
+/// Static shared memory per kernel from nvcc's ptxas report (the largest over the built archs), when
+/// nvcc ran at build time; the emulator cannot measure `__shared__` arrays itself.
+fn static_shared_bytes(kernel: &str) -> Option<usize> {
+    static T: OnceLock<HashMap<String, usize>> = OnceLock::new();
+    T.get_or_init(|| parse_ptxas_smem(kernels::PTXAS_REPORT)).get(kernel).copied()
+}
+
+/// `Compiling entry function 'k'` ... `Used 32 registers, 4096 bytes smem, ...` -> {k: 4096}.
+pub fn parse_ptxas_smem(report: &str) -> HashMap<String, usize> {
+    let mut out: HashMap<String, usize> = HashMap::new();
+    let mut func: Option<String> = None;
+    for line in report.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            let rest = &line[i + "Compiling entry function '".len()..];
+            func = rest.split('\'').next().map(str::to_string);
+            if let Some(f) = &func {
+                out.entry(f.clone()).or_insert(0);
+            }
+        } else if line.contains("Used ") {
+            if let Some(f) = &func {
+                for part in line.split(',') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    if let [n, "bytes", "smem"] = words.as_slice() {
+                        if let Ok(n) = n.parse::<usize>() {
+                            let e = out.entry(f.clone()).or_insert(0);
+                            *e = (*e).max(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The SIMT emulator device. Memory is host memory (tensor addresses are host pointers).
+pub struct EmuDevice {
+    shared_limit: usize,
+}
+
+impl Default for EmuDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EmuDevice {
+    /// An emulated device with the default 48 KiB shared-memory limit per block.
+    pub fn new() -> Self {
+        EmuDevice { shared_limit: DEFAULT_SHARED_LIMIT }
+    }
+
+    /// Raises the per-block shared-memory limit, as setting the opt-in attribute does on a GPU
+    /// (at most [`OPT_IN_SHARED_LIMIT`]).
+    pub fn with_shared_limit(bytes: usize) -> Result<Self, CudaError> {
+        if bytes > OPT_IN_SHARED_LIMIT {
+            return Err(CudaError::Launch {
+                kernel: "(any)".into(),
+                detail: format!(
+                    "shared memory limit {bytes} bytes exceeds the {OPT_IN_SHARED_LIMIT}-byte opt-in maximum"
+                ),
+            });
+        }
+        Ok(EmuDevice { shared_limit: bytes })
+    }
+
+    /// Names of the test-only planted-bug kernels (kernels/emu/planted/*.cu).
+    pub fn planted_kernels() -> Vec<&'static str> {
+        planted().iter().map(|e| e.name).collect()
+    }
+
+    /// Launches a planted-bug kernel by name (tests of the emulator and its sanitizers only).
+    pub fn launch_planted(&self, name: &str, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        let entry = planted().iter().find(|e| e.name == name).ok_or_else(|| CudaError::Launch {
+            kernel: name.to_string(),
+            detail: "no such planted kernel in kernels/emu/planted/".into(),
+        })?;
+        let got: String = args.iter().map(|a| kind_letter(a.kind())).collect();
+        if got != entry.kinds {
+            return Err(CudaError::Launch {
+                kernel: name.to_string(),
+                detail: format!("argument kinds '{got}' do not match the .cu signature '{}'", entry.kinds),
+            });
+        }
+        self.run(*entry, 0, dims, args)
+    }
+
+    fn check_dims(&self, name: &str, static_smem: usize, dims: LaunchDims) -> Result<(), CudaError> {
+        let err = |detail: String| CudaError::Launch { kernel: name.to_string(), detail };
+        let (b, g) = (dims.block, dims.grid);
+        if b.0 == 0 || b.1 == 0 || b.2 == 0 || g.0 == 0 || g.1 == 0 || g.2 == 0 {
+            return Err(err(format!("invalid launch dimensions: a zero in grid {g:?} or block {b:?}")));
+        }
+        if b.0 > MAX_BLOCK.0 || b.1 > MAX_BLOCK.1 || b.2 > MAX_BLOCK.2 {
+            return Err(err(format!("block {b:?} exceeds the per-dimension maximum {MAX_BLOCK:?}")));
+        }
+        let threads = b.0 as u64 * b.1 as u64 * b.2 as u64;
+        if threads > MAX_THREADS_PER_BLOCK {
+            return Err(err(format!("block {b:?} has {threads} threads, more than {MAX_THREADS_PER_BLOCK}")));
+        }
+        if g.0 > MAX_GRID.0 || g.1 > MAX_GRID.1 || g.2 > MAX_GRID.2 {
+            return Err(err(format!("grid {g:?} exceeds the per-dimension maximum {MAX_GRID:?}")));
+        }
+        let total = dims.shared_bytes as usize + static_smem;
+        if total > self.shared_limit {
+            let why = if total > OPT_IN_SHARED_LIMIT {
+                format!("more than the {OPT_IN_SHARED_LIMIT}-byte maximum of any block")
+            } else {
+                format!(
+                    "more than the {}-byte limit (above {DEFAULT_SHARED_LIMIT} bytes needs the opt-in attribute)",
+                    self.shared_limit
+                )
+            };
+            return Err(err(format!(
+                "{} bytes of dynamic + {static_smem} bytes of static shared memory per block: {why}",
+                dims.shared_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn run(&self, entry: Entry, static_smem: usize, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        self.check_dims(entry.name, static_smem, dims)?;
+        let mut values: Vec<KernelArg> = args.to_vec();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(KernelArg::as_param_ptr).collect();
+        let grid = [dims.grid.0, dims.grid.1, dims.grid.2];
+        let block = [dims.block.0, dims.block.1, dims.block.2];
+        let mut err = vec![0 as c_char; 4096];
+        // SAFETY: `entry` comes from the generated table; the argument kinds were checked against the
+        // kernel's signature, so the glue reads each `params[i]` as the type it points at; `values`
+        // outlives the call; pointer arguments are host tensors the caller keeps alive; the launch is
+        // synchronous.
+        let rc = unsafe {
+            simt_launch(
+                entry.ptr,
+                grid.as_ptr(),
+                block.as_ptr(),
+                dims.shared_bytes as usize,
+                params.as_mut_ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if rc != 0 {
+            // SAFETY: simt_launch wrote a NUL-terminated message into `err` (snprintf).
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            return Err(CudaError::Launch { kernel: entry.name.to_string(), detail: format!("{msg} (with {dims:?})") });
+        }
+        Ok(())
+    }
+}
+
+fn check_host_len(what: &str, t: Tensor, len: usize) -> Result<(), CudaError> {
+    if t.len() != len {
+        return Err(CudaError::Driver {
+            what: what.into(),
+            detail: format!("tensor of {} elements, data of {len}", t.len()),
+        });
+    }
+    Ok(())
+}
+
+impl KernelDevice for EmuDevice {
+    type Memory = HostMemory;
+
+    fn describe(&self) -> String {
+        "emu (SIMT emulator: kernels as host C++ on host threads)".to_string()
+    }
+
+    fn alloc(&self, len: usize) -> Result<HostMemory, CudaError> {
+        Ok(HostMemory::zeroed(len))
+    }
+
+    fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError> {
+        check_host_len("upload", dst, src.len())?;
+        // SAFETY: dst is a live host tensor (Tensor contract); src is a distinct Rust slice.
+        unsafe { host_slice_mut(dst) }.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
+        // SAFETY: src is a live host tensor.
+        Ok(unsafe { host_slice(src) }.to_vec())
+    }
+
+    fn synchronize(&self) -> Result<(), CudaError> {
+        Ok(())
+    }
+
+    fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        let index = KernelFn::ALL.iter().position(|k| *k == kernel).unwrap_or(usize::MAX);
+        let entry =
+            production().get(index).copied().filter(|e| e.name == kernel.name()).ok_or_else(|| CudaError::Launch {
+                kernel: kernel.name().to_string(),
+                detail: "not in the emulator's kernel table (build/emu.rs out of sync with KernelFn)".into(),
+            })?;
+        let static_smem = static_shared_bytes(kernel.name()).unwrap_or(0);
+        self.run(entry, static_smem, dims, args)
+    }
+
+    fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {
+        let (na, nb, nc) = g.required_lens();
+        let view = |addr: u64, len: usize| {
+            // SAFETY: the launcher validated each operand against these lengths (GemmSpec::validate)
+            // and the addresses are live host tensors; C does not overlap A or B (checked there).
+            unsafe { host_slice(Tensor::from_raw(addr, len)) }
+        };
+        let (sa, sb) = (view(a, na), view(b, nb));
+        // SAFETY: as above; the only mutable view of C.
+        let sc = unsafe { host_slice_mut(Tensor::from_raw(c, nc)) };
+        g.run_host(sa, sb, sc);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptxas_smem_is_parsed_per_kernel() {
+        let report = "ptxas info    : Compiling entry function 'tile_fwd_f32' for 'sm_90a'\n\
+                      ptxas info    : Used 32 registers, 4224 bytes smem, 380 bytes cmem[0]\n\
+                      ptxas info    : Compiling entry function 'swish_fwd_f32' for 'sm_90a'\n\
+                      ptxas info    : Used 10 registers, 380 bytes cmem[0]\n";
+        let m = parse_ptxas_smem(report);
+        assert_eq!(m.get("tile_fwd_f32"), Some(&4224));
+        assert_eq!(m.get("swish_fwd_f32"), Some(&0));
+    }
+
+    #[test]
+    fn every_kernel_fn_is_in_the_emulator_table_in_order() {
+        let table = production();
+        assert_eq!(table.len(), KernelFn::ALL.len());
+        for (k, e) in KernelFn::ALL.iter().zip(table) {
+            assert_eq!(k.name(), e.name);
+            let kinds: String = k.params().iter().map(|p| kind_letter(*p)).collect();
+            assert_eq!(kinds, e.kinds, "{}", e.name);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Swish forward/backward: the CUDA kernels (emulated, and on a GPU when present) against the CPU
+//! reference. Tolerance: the kernel uses `__expf` (<= 2 ulp plus range reduction error, ~1e-6 relative
+//! on a GPU) and f32 arithmetic while the reference evaluates the sigmoid in f64, so abs 1e-5 + rel 1e-5.
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::ops::ActivationOps;
+use attnas::backend::{upload_new, Backend, DeviceMemory};
+use attnas::testing::{assert_close, random_vec};
+
+/// Sizes: empty, one, not multiples of the 256-thread block, and more than one block.
+const SIZES: &[usize] = &[0, 1, 31, 255, 257, 1000, 4099];
+
+fn swish_reference(x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let cpu = CpuBackend::new();
+    let xm = upload_new(&cpu, x).unwrap();
+    let dym = upload_new(&cpu, dy).unwrap();
+    let y = cpu.alloc(x.len()).unwrap();
+    let dx = cpu.alloc(x.len()).unwrap();
+    cpu.swish_fwd(xm.tensor(), y.tensor()).unwrap();
+    cpu.swish_bwd(xm.tensor(), dym.tensor(), dx.tensor()).unwrap();
+    (cpu.download(y.tensor()).unwrap(), cpu.download(dx.tensor()).unwrap())
+}
+
+fn swish_on<B: ActivationOps>(b: &B, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let xm = upload_new(b, x).unwrap();
+    let dym = upload_new(b, dy).unwrap();
+    let y = b.alloc(x.len()).unwrap();
+    let dx = b.alloc(x.len()).unwrap();
+    b.swish_fwd(xm.tensor(), y.tensor()).unwrap();
+    b.swish_bwd(xm.tensor(), dym.tensor(), dx.tensor()).unwrap();
+    (b.download(y.tensor()).unwrap(), b.download(dx.tensor()).unwrap())
+}
+
+#[test]
+fn swish_kernels_match_reference() {
+    attnas::on_cuda_targets!("swish_kernels_match_reference", |b| {
+        for (i, &n) in SIZES.iter().enumerate() {
+            // wide range so both saturated tails and the curved middle are covered
+            let x = random_vec(10 + i as u64, n, -12.0, 12.0);
+            let dy = random_vec(100 + i as u64, n, -2.0, 2.0);
+            let (y_ref, dx_ref) = swish_reference(&x, &dy);
+            let (y, dx) = swish_on(&b, &x, &dy);
+            assert_close(&format!("swish_fwd n={n} on {}", b.name()), &y, &y_ref, 1e-5, 1e-5);
+            assert_close(&format!("swish_bwd n={n} on {}", b.name()), &dx, &dx_ref, 1e-5, 1e-5);
+        }
+    });
+}
+
+#[test]
+fn swish_rejects_mismatched_lengths() {
+    let cpu = CpuBackend::new();
+    let x = cpu.alloc(10).unwrap();
+    let y = cpu.alloc(9).unwrap();
+    let err = cpu.swish_fwd(x.tensor(), y.tensor()).unwrap_err().to_string();
+    assert!(err.contains("swish_fwd y") && err.contains("10"), "{err}");
+    attnas::on_cuda_targets!("swish_rejects_mismatched_lengths", |b| {
+        let x = b.alloc(10).unwrap();
+        let y = b.alloc(9).unwrap();
+        assert!(b.swish_fwd(x.tensor(), y.tensor()).is_err());
+    });
+}
+
+#[test]
+fn swish_rejects_aliased_output() {
+    let cpu = CpuBackend::new();
+    let x = cpu.alloc(16).unwrap();
+    let err = cpu.swish_fwd(x.tensor(), x.tensor()).unwrap_err().to_string();
+    assert!(err.contains("overlaps"), "{err}");
+}

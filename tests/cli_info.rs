@@ -1,0 +1,30 @@
+//! `attnas info` runs everywhere: exit 0, the kernel build line, and on a machine without CUDA one
+//! plain "no GPU found" line.
+
+use std::process::Command;
+
+#[test]
+fn info_exits_zero_and_reports_kernels_and_gpu_state() {
+    let out = Command::new(attnas_bin()).arg("info").output().expect("run attnas info");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "attnas info failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("kernels:"), "{text}");
+    assert!(text.contains("cpu threads:"), "{text}");
+    let has_gpu = attnas::backend::cuda::probe::device_count().map(|n| n > 0).unwrap_or(false);
+    if has_gpu {
+        assert!(text.contains("gpu 0:"), "{text}");
+    } else {
+        assert_eq!(text.lines().filter(|l| l.starts_with("no GPU found")).count(), 1, "{text}");
+    }
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = Command::new(attnas_bin()).arg("no-such-command").output().expect("run attnas");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The binary under test: `ATTNAS_BIN` (set by the GPU bundle's run.sh) or the one cargo built.
+fn attnas_bin() -> String {
+    std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string())
+}
