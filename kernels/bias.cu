@@ -4,6 +4,7 @@
 //   fwd:  out[r, j] = act(pre[r, j] + bias[j]),  act: 0 identity, 1 ReLU, 2 hard-sigmoid
 //   bwd:  dpre[r, j] = dout[r, j] * act'(pre[r, j] + bias[j]);  dbias[j] += sum_r dpre[r, j]
 //   bias_grad_accumulate: dbias[j] += sum_r dout[r, j]
+//   bias_add_inplace: y[r, j] += bias[j]  (the linear head's identity epilogue, in place on the GEMM output)
 //
 // Layout: row-major [rows, cols] contiguous; bias/dbias stored at the layer's max width, the first
 // cols used. Forward: 1-D grid-stride over rows*cols (256 threads). Backward: one thread per column
@@ -53,4 +54,8 @@ extern "C" __global__ void bias_grad_accumulate_f32(float* __restrict__ dbias, c
     float sum = 0.0f;
     for (long long r = 0; r < rows; ++r) sum += dout[r * cols + j];
     dbias[j] += sum;
+}
+
+extern "C" __global__ void bias_add_inplace_f32(float* y, const float* __restrict__ bias, long long rows, int cols) {
+    GRID_STRIDE_LOOP(i, rows * cols) { y[i] += bias[(int)(i % cols)]; }
 }

@@ -122,7 +122,14 @@ pub fn train_bwd(
 
 /// Calibration update after batch number `batches` (1-based) of `pixels` pixels: cumulative mean of
 /// the batch means and of the unbiased batch variances (`var * P / (P - 1)`).
-pub fn calibrate(saved: &[f32], c: usize, pixels: usize, batches: u32, running_mean: &mut [f32], running_var: &mut [f32]) {
+pub fn calibrate(
+    saved: &[f32],
+    c: usize,
+    pixels: usize,
+    batches: u32,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+) {
     let k = batches as f64;
     let bessel = pixels as f64 / (pixels as f64 - 1.0);
     for ch in 0..c {

@@ -4,7 +4,8 @@
 //!
 //! - forward: `out[r, j] = act(pre[r, j] + bias[j])`, act one of identity, ReLU, hard-sigmoid;
 //! - backward: `dpre[r, j] = dout[r, j] * act'(pre[r, j] + bias[j])` and `dbias[j] += sum_r dpre[r, j]`;
-//! - `bias_grad_accumulate`: `dbias[j] += sum_r dout[r, j]` alone (identity act, no dpre needed).
+//! - `bias_grad_accumulate`: `dbias[j] += sum_r dout[r, j]` alone (identity act, no dpre needed);
+//! - `bias_add_inplace`: `y[r, j] += bias[j]` (identity epilogue in place on the GEMM output).
 
 use super::activation::{hard_sigmoid, hard_sigmoid_grad, relu, relu_grad};
 
@@ -59,7 +60,8 @@ pub fn bias_act_bwd(
     dpre: &mut [f32],
     dbias: &mut [f32],
 ) {
-    for ((d_row, p_row), g_row) in dpre.chunks_exact_mut(cols).zip(pre.chunks_exact(cols)).zip(dout.chunks_exact(cols)) {
+    for ((d_row, p_row), g_row) in dpre.chunks_exact_mut(cols).zip(pre.chunks_exact(cols)).zip(dout.chunks_exact(cols))
+    {
         for (((d, &p), &g), &b) in d_row.iter_mut().zip(p_row).zip(g_row).zip(bias) {
             *d = g * act.grad(p + b);
         }
@@ -69,6 +71,14 @@ pub fn bias_act_bwd(
 
 pub fn bias_grad_accumulate(dout: &[f32], cols: usize, dbias: &mut [f32]) {
     accumulate_column_sums(dout, cols, dbias);
+}
+
+pub fn bias_add_inplace(y: &mut [f32], bias: &[f32], cols: usize) {
+    for row in y.chunks_exact_mut(cols) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
 }
 
 #[cfg(test)]

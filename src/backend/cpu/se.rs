@@ -255,7 +255,8 @@ mod tests {
         channel_scale_bwd(&x, &s, &dy, n, hw, c, &mut dx, &mut ds);
         for b in 0..n {
             for ch in 0..c {
-                let want: f64 = (0..hw).map(|q| dy[(b * hw + q) * c + ch] as f64 * x[(b * hw + q) * c + ch] as f64).sum();
+                let want: f64 =
+                    (0..hw).map(|q| dy[(b * hw + q) * c + ch] as f64 * x[(b * hw + q) * c + ch] as f64).sum();
                 assert!((ds[b * c + ch] as f64 - want).abs() < 1e-6);
                 for q in 0..hw {
                     let i = (b * hw + q) * c + ch;

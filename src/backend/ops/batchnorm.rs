@@ -160,7 +160,15 @@ fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWo
     check_disjoint("batchnorm_train_fwd (scratch vs saved)", w.scratch, w.saved)
 }
 
-fn check_train_bwd(s: &BatchNormSpec, x: Tensor, dy: Tensor, dx: Tensor, p: BnParams, g: BnGrads, w: BnWork) -> Result<()> {
+fn check_train_bwd(
+    s: &BatchNormSpec,
+    x: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    p: BnParams,
+    g: BnGrads,
+    w: BnWork,
+) -> Result<()> {
     check_spec(s)?;
     check_len("batchnorm x", x, s.elements())?;
     check_len("batchnorm dy", dy, s.elements())?;
@@ -310,7 +318,11 @@ fn geometry(s: &BatchNormSpec) -> Result<Geometry> {
     let too_big = |what: &str, v: usize| Error::shape(format!("batchnorm {what} (kernel int argument)"), "< 2^31", v);
     i32::try_from(s.c_active).map_err(|_| too_big("c_active", s.c_active))?;
     Ok(Geometry {
-        per_pixel: LaunchDims { grid: (tiles, chunks as u32, 1), block: (CHANNEL_TILE as u32, ROW_LANES, 1), shared_bytes: 0 },
+        per_pixel: LaunchDims {
+            grid: (tiles, chunks as u32, 1),
+            block: (CHANNEL_TILE as u32, ROW_LANES, 1),
+            shared_bytes: 0,
+        },
         finalize: LaunchDims { grid: (tiles, 1, 1), block: (CHANNEL_TILE as u32, FINAL_LANES, 1), shared_bytes: 0 },
         chunks: i32::try_from(chunks).map_err(|_| too_big("chunks", chunks))?,
         rows_per_chunk: i32::try_from(rows).map_err(|_| too_big("rows per chunk", rows))?,
@@ -321,7 +333,8 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
     fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
         check_train_fwd(s, x, y, p, w)?;
         let g = geometry(s)?;
-        let (pixels, c, swish) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32), s.activation.is_swish());
+        let (pixels, c, swish) =
+            (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32), s.activation.is_swish());
         // SAFETY (argument order): batchnorm_stats_partial_f32(float* partial, const float* x, long long pixels,
         // int c, int rows_per_chunk).
         self.launch(

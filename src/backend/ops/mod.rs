@@ -8,13 +8,46 @@
 
 pub mod activation;
 pub mod batchnorm;
+pub mod bias;
 pub mod gemm;
+pub mod linear;
+pub mod pool;
+pub mod regularize;
+pub mod se;
 
 pub use activation::ActivationOps;
 pub use batchnorm::BatchNormOps;
+pub use bias::BiasOps;
 pub use gemm::GemmOps;
+pub use linear::LinearOps;
+pub use pool::PoolOps;
+pub use regularize::RegularizeOps;
+pub use se::{ChannelScaleOps, SqueezeExciteOps};
 
 /// Every op the supernet needs; `nn/` is generic over this.
-pub trait SupernetOps: ActivationOps + BatchNormOps + GemmOps {}
+pub trait SupernetOps:
+    ActivationOps
+    + BatchNormOps
+    + BiasOps
+    + ChannelScaleOps
+    + GemmOps
+    + LinearOps
+    + PoolOps
+    + RegularizeOps
+    + SqueezeExciteOps
+{
+}
 
-impl<T: ActivationOps + BatchNormOps + GemmOps> SupernetOps for T {}
+impl<
+        T: ActivationOps
+            + BatchNormOps
+            + BiasOps
+            + ChannelScaleOps
+            + GemmOps
+            + LinearOps
+            + PoolOps
+            + RegularizeOps
+            + SqueezeExciteOps,
+    > SupernetOps for T
+{
+}
