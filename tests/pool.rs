@@ -43,8 +43,15 @@ fn run<B: PoolOps>(b: &B, s: &PoolShape, seed: u64) -> Vec<Vec<f32>> {
     [&pooled, &dx_over, &dx_acc, &half, &dx_half, &sum, &acc].map(|m| b.download(m.tensor()).unwrap()).to_vec()
 }
 
-const NAMES: [&str; 7] =
-    ["global_avg_pool_fwd", "global_avg_pool_bwd", "global_avg_pool_bwd (+=)", "avg_pool2_fwd", "avg_pool2_bwd", "residual_add", "add_assign"];
+const NAMES: [&str; 7] = [
+    "global_avg_pool_fwd",
+    "global_avg_pool_bwd",
+    "global_avg_pool_bwd (+=)",
+    "avg_pool2_fwd",
+    "avg_pool2_bwd",
+    "residual_add",
+    "add_assign",
+];
 
 #[test]
 fn pools_and_joins_match_cpu_reference() {

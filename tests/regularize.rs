@@ -35,7 +35,13 @@ fn masks_match_cpu_reference_exactly() {
         attnas::on_cuda_targets!("masks_match_cpu_reference_exactly", |b| {
             let got = run(&b, samples, per, &m, seed);
             for (k, what) in ["dropout_fwd", "dropout_bwd", "drop_connect_fwd", "drop_connect_bwd"].iter().enumerate() {
-                assert_close(&format!("{what} {samples}x{per} rate {rate} on {}", b.name()), &got[k], &want[k], 0.0, 0.0);
+                assert_close(
+                    &format!("{what} {samples}x{per} rate {rate} on {}", b.name()),
+                    &got[k],
+                    &want[k],
+                    0.0,
+                    0.0,
+                );
             }
         });
     }
@@ -48,6 +54,7 @@ fn rejects_bad_rate_and_sample_size() {
     let y = cpu.alloc(10).unwrap();
     let err = cpu.dropout_fwd(&DropMask { seed: 0, rate: 1.0 }, x.tensor(), y.tensor()).unwrap_err().to_string();
     assert!(err.contains("drop rate"), "{err}");
-    let err = cpu.drop_connect_fwd(&DropMask { seed: 0, rate: 0.1 }, 3, x.tensor(), y.tensor()).unwrap_err().to_string();
+    let err =
+        cpu.drop_connect_fwd(&DropMask { seed: 0, rate: 0.1 }, 3, x.tensor(), y.tensor()).unwrap_err().to_string();
     assert!(err.contains("per_sample"), "{err}");
 }

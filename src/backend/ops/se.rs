@@ -175,8 +175,8 @@ impl SeShape {
         3 * self.n * self.c + 2 * self.n * self.se
     }
 
-    /// `scratch`: d scale [n, c], d expand pre-activation [n, c], d reduce output [n, se],
-    /// d reduce pre-activation [n, se], d pooled [n, c].
+    /// `scratch`: d scale [n, c], d reduce output [n, se], d reduce pre-activation [n, se],
+    /// d expand pre-activation [n, c], d pooled [n, c].
     pub fn scratch_len(&self) -> usize {
         self.saved_len()
     }
@@ -262,7 +262,7 @@ pub trait SqueezeExciteOps: GemmOps + PoolOps + BiasOps + ChannelScaleOps {
         saved.require("se saved", s.saved_len())?;
         scratch.require("se scratch", s.scratch_len())?;
         let [pooled, r_pre, r_act, e_pre, scale] = s.pieces(saved)?;
-        let [d_scale, d_e_pre, d_r_act, d_r_pre, d_pooled] = s.pieces(scratch)?;
+        let [d_scale, d_r_act, d_r_pre, d_e_pre, d_pooled] = s.pieces(scratch)?;
         self.channel_scale_bwd(&s.pool(), x, scale, dy, dx, d_scale)?;
         let hsig = BiasActSpec { rows: s.n, cols: s.c, act: BiasAct::HardSigmoid };
         self.bias_act_bwd(&hsig, e_pre, p.b_expand, d_scale, d_e_pre, grads.b_expand)?;
