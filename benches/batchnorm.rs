@@ -35,8 +35,8 @@ const STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
 fn layers(s: &Subnet) -> Vec<(String, usize, usize, BnActivation)> {
     let mut side = s.resolution / 2;
     let mut out = vec![(format!("stem {side}x{side}x{}", s.widths[0]), side, s.widths[0], BnActivation::Swish)];
-    for st in 0..7 {
-        side = side.div_ceil(STRIDES[st]);
+    for (st, stride) in STRIDES.iter().enumerate() {
+        side = side.div_ceil(*stride);
         let (w, t) = (s.widths[st + 1], s.expand[st]);
         if t > 1 {
             out.push((format!("mb{} expand {side}x{side}x{}", st + 1, w * t), side, w * t, BnActivation::Swish));

@@ -6,7 +6,8 @@
 //!
 //! Shapes: channel counts below, at and across the 32-channel tile (3, 17, 20, 33, 40), c_active <
 //! c_stored (the inactive tails of dgamma, dbeta and the running stats must stay bit-identical),
-//! one chunk and several chunks (1024 pixels -> 16 chunks of 64 rows), pixel counts that are not
+//! one chunk and several chunks (1024 pixels -> 16 chunks; 4800 pixels -> 75 chunks, more than the
+//! finalize kernel's 32 chunk lanes), pixel counts that are not
 //! multiples of the 8 row lanes, and one case with |mean| >> std (x in [100, 101]) for the shifted sums.
 //!
 //! Tolerances (|got - want| <= abs + rel |want|; want from the f64 reference rounded to f32):
@@ -43,6 +44,8 @@ fn cases() -> Vec<Case> {
         case(4 * 16 * 16, 33, 40, true, -2.0, 2.0),
         case(2 * 13 * 11, 17, 17, false, 100.0, 101.0),
         case(2 * 13 * 11, 17, 17, true, 100.0, 101.0),
+        // 75 chunks of 64 rows: more chunks than the finalize kernel's 32 chunk lanes
+        case(3 * 40 * 40, 5, 8, true, -2.0, 2.0),
     ]
 }
 

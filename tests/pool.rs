@@ -5,8 +5,8 @@
 //! pixel counts that are not multiples of the 8 pixel lanes, element counts not multiples of 256.
 //!
 //! Tolerances: the global pool forward sums <= 81 values in [-1, 1] in f32 (per-lane then across 8
-//! lanes) against an f64 reference: error <= 81 * 2^-24 * 1 ~ 5e-6 before the division, so abs 1e-5
-//! + rel 1e-5. Everything else evaluates the same f32 operations in the same order on both sides
+//! lanes) against an f64 reference: error <= 81 * 2^-24 * 1 ~ 5e-6 before the division, so
+//! abs 1e-5 plus rel 1e-5. Everything else evaluates the same f32 operations in the same order on both sides
 //! (dy / hw, dx + g, 0.25 * (a + b + c + d) in row order, a + b) and must match exactly (tolerance 0).
 
 use attnas::backend::cpu::CpuBackend;

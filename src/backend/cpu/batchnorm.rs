@@ -51,6 +51,7 @@ pub fn batch_stats(x: &[f32], c: usize, saved: &mut [f32]) {
 }
 
 /// y = act(gamma * (x - mean) / sqrt(var + eps) + beta) with the per-channel `mean`, `var` given.
+#[allow(clippy::too_many_arguments)]
 fn normalize(x: &[f32], c: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], swish: bool, y: &mut [f32]) {
     for (p, row) in y.chunks_exact_mut(c).enumerate() {
         for (ch, out) in row.iter_mut().enumerate() {

@@ -114,6 +114,8 @@ pub struct SeGradsMut<'a> {
     pub b_expand: &'a mut [f32],
 }
 
+// Plain index loops on purpose: the reference reads like the formulas.
+#[allow(clippy::needless_range_loop)]
 pub fn se_block_bwd(d: &SeDims, x: &[f32], p: &SeParams, dy: &[f32], dx: &mut [f32], g: SeGradsMut) {
     let (pooled, r_pre, e_pre) = block_intermediates(d, x, p);
     for b in 0..d.n {
@@ -175,6 +177,7 @@ mod tests {
     /// put no pre-activation within 1e-2 of a kink (asserted), so the error is truncation + f32
     /// rounding of y over 2h: tolerance 2e-3 abs + 1e-2 rel.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn se_block_backward_matches_finite_difference() {
         let d = dims();
         let x = random_vec(1, d.n * d.hw * d.c, -2.0, 2.0);
