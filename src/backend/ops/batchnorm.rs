@@ -156,7 +156,9 @@ fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWo
     for (what, t) in [("y", y), ("saved", w.saved), ("scratch", w.scratch)] {
         check_disjoint(&format!("batchnorm_train_fwd ({what} vs x)"), x, t)?;
     }
-    check_disjoint("batchnorm_train_fwd (saved vs y)", w.saved, y)?;
+    for (what, t) in [("saved", w.saved), ("gamma", p.gamma), ("beta", p.beta)] {
+        check_disjoint(&format!("batchnorm_train_fwd (y vs {what})"), y, t)?;
+    }
     check_disjoint("batchnorm_train_fwd (scratch vs saved)", w.scratch, w.saved)
 }
 
@@ -193,7 +195,10 @@ fn check_eval(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, rm: Tensor, 
     for (what, t) in [("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)] {
         check_stored(what, s, t)?;
     }
-    check_disjoint("batchnorm_eval_fwd (y vs x)", x, y)
+    for (what, t) in [("x", x), ("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)] {
+        check_disjoint(&format!("batchnorm_eval_fwd (y vs {what})"), y, t)?;
+    }
+    Ok(())
 }
 
 fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
@@ -207,7 +212,9 @@ fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, bat
     saved.require("batchnorm saved", 2 * s.c_active)?;
     check_stored("running_mean", s, rm)?;
     check_stored("running_var", s, rv)?;
-    check_disjoint("batchnorm_calibrate (running_mean vs running_var)", rm, rv)
+    check_disjoint("batchnorm_calibrate (running_mean vs running_var)", rm, rv)?;
+    check_disjoint("batchnorm_calibrate (running_mean vs saved)", rm, saved)?;
+    check_disjoint("batchnorm_calibrate (running_var vs saved)", rv, saved)
 }
 
 impl BatchNormOps for CpuBackend {
