@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod space;
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -14,6 +14,12 @@ struct Cli {
 enum Command {
     /// Version, how kernels were built, CUDA libraries and GPUs found, CPU threads.
     Info(cli::info::InfoArgs),
+    /// MFLOPs (multiply-accumulates / 1e6) and params of subnets, optionally per layer.
+    Flops(cli::space_cmds::FlopsArgs),
+    /// Summary of a search space: subnets, FLOPs range, depth range, choices.
+    Space(cli::space_cmds::SpaceArgs),
+    /// Write a FLOPs lookup table (.map) for the attentive sampler.
+    FlopsTable(cli::space_cmds::FlopsTableArgs),
 }
 
 fn main() {
@@ -27,6 +33,9 @@ fn main() {
     };
     let result = match &cli.command {
         Command::Info(a) => cli::info::run(a),
+        Command::Flops(a) => cli::space_cmds::run_flops(a),
+        Command::Space(a) => cli::space_cmds::run_space(a),
+        Command::FlopsTable(a) => cli::space_cmds::run_flops_table(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -34,11 +34,13 @@
 #pragma once
 
 #include <atomic>
+#include <cassert>
 #include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>  // device printf is host printf
 #include <cstring>
 #include <type_traits>
 
@@ -101,8 +103,9 @@ struct KernelEntry {
     const char* kinds;
     // Unpacks a cuLaunchKernel-style `void** args` and calls the kernel (one emulated thread).
     void (*run)(void** args);
-    // KERNEL_INDEPENDENT_THREADS: the kernel's file never names __shared__, a barrier or a warp
-    // intrinsic, so its threads cannot cooperate and may run one after another on a few host threads.
+    // KERNEL_INDEPENDENT_THREADS: neither the kernel nor any function or macro it names (transitively)
+    // mentions __shared__, a barrier or a warp intrinsic (build/emu_classify.rs), so its threads cannot
+    // cooperate and may run one after another on a few host threads.
     unsigned flags;
 };
 constexpr unsigned KERNEL_INDEPENDENT_THREADS = 1u;
@@ -184,6 +187,9 @@ inline T shfl(unsigned mask, T var, int src, const char* kind, const char* site)
 #define __reduce_min_sync(mask, v) ::simt::reduce_impl(mask, v, 1, SIMT_SITE)
 #define __reduce_max_sync(mask, v) ::simt::reduce_impl(mask, v, 2, SIMT_SITE)
 #define __trap() ::simt::trap("__trap()", SIMT_SITE)
+// A failed device assert fails the launch (cudaErrorAssert on a GPU) instead of aborting the process.
+#undef assert
+#define assert(e) ((e) ? (void)0 : ::simt::trap("assert(" #e ") failed", SIMT_SITE))
 
 namespace simt {
 

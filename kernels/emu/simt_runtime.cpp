@@ -5,8 +5,9 @@
 // block thread i runs on pool worker i; all barrier state is guarded by one block mutex, so a barrier or
 // warp exchange is a real happens-before edge for ThreadSanitizer and code between barriers is truly
 // concurrent. Kernels flagged KERNEL_INDEPENDENT_THREADS (no shared memory, barriers or warp
-// intrinsics in their file) run whole blocks serially on a few workers instead (much faster); the
-// ThreadSanitizer build and SIMT_FORCE_THREADS=1 always use cooperative mode.
+// intrinsics in their file) run whole blocks serially on a few workers instead (much faster; blocks
+// still run concurrently, so ThreadSanitizer sees races between blocks); SIMT_FORCE_THREADS=1 makes
+// every kernel cooperative.
 //
 // Divergent barriers: a thread that waits increments `waiting`, a thread that returns increments
 // `exited`; when waiting + exited == threads with waiting > 0, no barrier can ever complete (the last
@@ -267,13 +268,6 @@ void serial_blocks(unsigned w) {
 }
 
 bool force_cooperative() {
-#if defined(__SANITIZE_THREAD__)
-    return true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return true;
-#endif
-#endif
     const char* v = std::getenv("SIMT_FORCE_THREADS");
     return v && v[0] == '1';
 }
@@ -377,6 +371,17 @@ void trap(const char* what, const char* site) {
 long long clock64() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
+}
+
+// The sanitizer this library was built with (EMU_SANITIZE), for tests that assert its reports.
+extern "C" const char* simt_sanitizer() {
+#if defined(__SANITIZE_ADDRESS__)
+    return "address";
+#elif defined(__SANITIZE_THREAD__)
+    return "thread";
+#else
+    return "none";
+#endif
 }
 
 // Runs `kernel` over the grid. Returns 0, or 1 with a message in `err`. Dimensions are validated by the

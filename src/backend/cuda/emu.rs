@@ -38,7 +38,8 @@ struct KernelEntry {
 
 extern "C" {
     fn simt_kernel_table(n: *mut usize) -> *const *const KernelEntry;
-    fn simt_planted_table(n: *mut usize) -> *const *const KernelEntry;
+    fn simt_test_table(n: *mut usize) -> *const *const KernelEntry;
+    fn simt_sanitizer() -> *const c_char;
     fn simt_launch(
         kernel: *const KernelEntry,
         grid: *const c_uint,
@@ -86,10 +87,29 @@ fn production() -> &'static [Entry] {
     T.get_or_init(|| read_table(simt_kernel_table))
 }
 
-fn planted() -> &'static [Entry] {
+fn test_kernels() -> &'static [Entry] {
     static T: OnceLock<Vec<Entry>> = OnceLock::new();
-    T.get_or_init(|| read_table(simt_planted_table))
+    T.get_or_init(|| read_table(simt_test_table))
 }
+
+/// The sanitizer the emulated kernels were built with (`EMU_SANITIZE`): "address", "thread" or "none".
+pub fn sanitizer() -> &'static str {
+    // SAFETY: returns a static NUL-terminated literal.
+    unsafe { CStr::from_ptr(simt_sanitizer()) }.to_str().unwrap_or("none")
+}
+
+/// Whether the emulator runs `kernel` (a production or test kernel name) with one host thread per CUDA
+/// thread (`Some(true)`: it uses shared memory, barriers or warp intrinsics) or its threads one after
+/// another (`Some(false)`); `None` for an unknown name.
+pub fn runs_cooperatively(kernel: &str) -> Option<bool> {
+    production().iter().chain(test_kernels()).find(|e| e.name == kernel).map(|e| {
+        // SAFETY: e.ptr points into the static generated table.
+        unsafe { (*e.ptr).flags & INDEPENDENT_THREADS == 0 }
+    })
+}
+
+/// `simt::KERNEL_INDEPENDENT_THREADS`.
+const INDEPENDENT_THREADS: c_uint = 1;
 
 fn kind_letter(k: KernelArgKind) -> char {
     match k {
@@ -168,16 +188,17 @@ impl EmuDevice {
         Ok(EmuDevice { shared_limit: bytes })
     }
 
-    /// Names of the test-only planted-bug kernels (kernels/emu/planted/*.cu).
-    pub fn planted_kernels() -> Vec<&'static str> {
-        planted().iter().map(|e| e.name).collect()
+    /// Names of the test-only kernels: the emulator's self-tests (kernels/emu/selftest/*.cu) and the
+    /// planted bugs (kernels/emu/planted/*.cu). They exist only in the emulator, never on a GPU.
+    pub fn test_kernels() -> Vec<&'static str> {
+        test_kernels().iter().map(|e| e.name).collect()
     }
 
-    /// Launches a planted-bug kernel by name (tests of the emulator and its sanitizers only).
-    pub fn launch_planted(&self, name: &str, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
-        let entry = planted().iter().find(|e| e.name == name).ok_or_else(|| CudaError::Launch {
+    /// Launches a test-only kernel by name, its arguments checked against its `.cu` signature.
+    pub fn launch_test_kernel(&self, name: &str, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        let entry = test_kernels().iter().find(|e| e.name == name).ok_or_else(|| CudaError::Launch {
             kernel: name.to_string(),
-            detail: "no such planted kernel in kernels/emu/planted/".into(),
+            detail: "no such test kernel in kernels/emu/selftest/ or kernels/emu/planted/".into(),
         })?;
         let got: String = args.iter().map(|a| kind_letter(a.kind())).collect();
         if got != entry.kinds {
