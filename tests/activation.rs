@@ -67,3 +67,39 @@ fn swish_rejects_aliased_output() {
     let err = cpu.swish_fwd(x.tensor(), x.tensor()).unwrap_err().to_string();
     assert!(err.contains("overlaps"), "{err}");
 }
+
+/// ReLU and hard-sigmoid: the kernels evaluate the same f32 operations in the same order as the
+/// reference (max/compare, `min(max(x + 3, 0), 6) / 6` with IEEE division), so they must agree to
+/// the bit (tolerance 0), including exactly at the kinks 0 and +-3, which the inputs contain.
+#[test]
+fn relu_and_hard_sigmoid_kernels_match_reference_exactly() {
+    let cpu = CpuBackend::new();
+    for (i, &n) in SIZES.iter().enumerate() {
+        let mut x = random_vec(200 + i as u64, n, -5.0, 5.0);
+        for (k, v) in [0.0f32, 3.0, -3.0, -0.0].into_iter().enumerate() {
+            if k < n {
+                x[k] = v;
+            }
+        }
+        let dy = random_vec(300 + i as u64, n, -2.0, 2.0);
+        let want = all_four(&cpu, &x, &dy);
+        attnas::on_cuda_targets!("relu_and_hard_sigmoid_kernels_match_reference_exactly", |b| {
+            let got = all_four(&b, &x, &dy);
+            for (k, what) in ["relu_fwd", "relu_bwd", "hard_sigmoid_fwd", "hard_sigmoid_bwd"].iter().enumerate() {
+                assert_close(&format!("{what} n={n} on {}", b.name()), &got[k], &want[k], 0.0, 0.0);
+            }
+        });
+    }
+}
+
+/// (relu y, relu dx, hard-sigmoid y, hard-sigmoid dx) on one backend.
+fn all_four<B: ActivationOps>(b: &B, x: &[f32], dy: &[f32]) -> [Vec<f32>; 4] {
+    let xm = upload_new(b, x).unwrap();
+    let dym = upload_new(b, dy).unwrap();
+    let outs: Vec<_> = (0..4).map(|_| b.alloc(x.len()).unwrap()).collect();
+    b.relu_fwd(xm.tensor(), outs[0].tensor()).unwrap();
+    b.relu_bwd(xm.tensor(), dym.tensor(), outs[1].tensor()).unwrap();
+    b.hard_sigmoid_fwd(xm.tensor(), outs[2].tensor()).unwrap();
+    b.hard_sigmoid_bwd(xm.tensor(), dym.tensor(), outs[3].tensor()).unwrap();
+    [0, 1, 2, 3].map(|k| b.download(outs[k].tensor()).unwrap())
+}

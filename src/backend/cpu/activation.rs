@@ -1,5 +1,7 @@
 //! Reference activations (the spec of `kernels/activation.cu`). f32 in and out; the sigmoid is
 //! evaluated in f64 so the reference is the more accurate side of every differential test.
+//! ReLU and hard-sigmoid (used only inside squeeze-and-excite, spec 1.2 step 3) follow PyTorch's
+//! derivative conventions at the kinks: relu'(0) = 0, hsigmoid'(x) = 1/6 only for -3 < x < 3.
 
 fn sigmoid(x: f32) -> f64 {
     1.0 / (1.0 + (-(x as f64)).exp())
@@ -17,6 +19,65 @@ pub fn swish_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((g, &xi), &gy) in dx.iter_mut().zip(x).zip(dy) {
         let s = sigmoid(xi);
         *g = (gy as f64 * (s * (1.0 + xi as f64 * (1.0 - s)))) as f32;
+    }
+}
+
+/// y = max(x, 0)
+pub fn relu_fwd(x: &[f32], y: &mut [f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = relu(xi);
+    }
+}
+
+/// dx = dy where x > 0, else 0.
+pub fn relu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((g, &xi), &gy) in dx.iter_mut().zip(x).zip(dy) {
+        *g = gy * relu_grad(xi);
+    }
+}
+
+/// y = relu6(x + 3) / 6
+pub fn hard_sigmoid_fwd(x: &[f32], y: &mut [f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = hard_sigmoid(xi);
+    }
+}
+
+/// dx = dy / 6 where -3 < x < 3, else 0.
+pub fn hard_sigmoid_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((g, &xi), &gy) in dx.iter_mut().zip(x).zip(dy) {
+        *g = gy * hard_sigmoid_grad(xi);
+    }
+}
+
+/// max(x, 0), scalar form shared with the bias + activation references.
+pub fn relu(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+pub fn relu_grad(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// relu6(x + 3) / 6 computed as min(max(x + 3, 0), 6) / 6 in f32, the order the kernel uses, so the
+/// two sides agree to the last bit.
+pub fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+pub fn hard_sigmoid_grad(x: f32) -> f32 {
+    if x > -3.0 && x < 3.0 {
+        1.0 / 6.0
+    } else {
+        0.0
     }
 }
 
@@ -47,5 +108,35 @@ mod tests {
         assert_eq!(y[0], 0.0);
         assert!((y[1] - 0.731_058_6).abs() < 1e-6);
         assert!((y[2] + 0.268_941_4).abs() < 1e-6);
+    }
+
+    /// ReLU and hard-sigmoid backward against central differences away from the kinks (step 1e-3,
+    /// points at least 0.05 from 0 and +-3, so the difference never straddles a kink; both are
+    /// piecewise linear, so the only error is f32 rounding of x +- h: tolerance 1e-3).
+    #[test]
+    fn relu_and_hard_sigmoid_backward_match_finite_difference() {
+        let xs: Vec<f32> = (-50..=50).map(|i| i as f32 * 0.1 + 0.05).collect();
+        let ones = vec![1.0f32; xs.len()];
+        let h = 1e-3f32;
+        type Fwd = fn(f32) -> f32;
+        type Bwd = fn(&[f32], &[f32], &mut [f32]);
+        for (name, f, bwd) in [("relu", relu as Fwd, relu_bwd as Bwd), ("hsig", hard_sigmoid, hard_sigmoid_bwd)] {
+            let mut dx = vec![0.0f32; xs.len()];
+            bwd(&xs, &ones, &mut dx);
+            for (i, &x) in xs.iter().enumerate() {
+                let fd = (f(x + h) as f64 - f(x - h) as f64) / (2.0 * h as f64);
+                assert!((fd - dx[i] as f64).abs() < 1e-3, "{name} x={x} fd={fd} analytic={}", dx[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn hard_sigmoid_known_values() {
+        let mut y = [0.0f32; 5];
+        hard_sigmoid_fwd(&[-4.0, -3.0, 0.0, 1.5, 3.5], &mut y);
+        assert_eq!(y, [0.0, 0.0, 0.5, 0.75, 1.0]);
+        let mut g = [0.0f32; 4];
+        hard_sigmoid_bwd(&[-3.0, 3.0, 0.0, 2.9], &[6.0; 4], &mut g);
+        assert_eq!(g, [0.0, 0.0, 1.0, 1.0]);
     }
 }

@@ -3,10 +3,16 @@
 //! handles into slices in one place ([`HostMemory::slices`]).
 
 pub mod activation;
+pub mod batchnorm;
+pub mod bias;
 pub mod depthwise;
+pub mod linear;
 pub mod loss;
 pub mod optimizer;
+pub mod pool;
+pub mod regularize;
 pub mod resize;
+pub mod se;
 pub mod stem_conv;
 
 use super::{Backend, DeviceMemory, Tensor};

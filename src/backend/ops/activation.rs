@@ -1,4 +1,7 @@
-//! Element-wise activations. Reference: `backend::cpu::activation`; kernels: `kernels/activation.cu`.
+//! Element-wise activations: swish (trunk), ReLU and hard-sigmoid (inside squeeze-and-excite).
+//! Reference: `backend::cpu::activation`; kernels: `kernels/activation.cu`. Every op runs over
+//! `x.len()` elements of any layout; the backward takes the forward input `x` and recomputes what it
+//! needs from it.
 
 use crate::backend::cpu::{activation as reference, check_disjoint, check_len, host_slice, host_slice_mut, CpuBackend};
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn};
@@ -10,60 +13,124 @@ pub trait ActivationOps: Backend {
     fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()>;
     /// dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the forward input.
     fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()>;
+    /// y = max(x, 0).
+    fn relu_fwd(&self, x: Tensor, y: Tensor) -> Result<()>;
+    /// dx = dy where x > 0, else 0.
+    fn relu_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()>;
+    /// y = relu6(x + 3) / 6.
+    fn hard_sigmoid_fwd(&self, x: Tensor, y: Tensor) -> Result<()>;
+    /// dx = dy / 6 where -3 < x < 3, else 0.
+    fn hard_sigmoid_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()>;
 }
 
-fn check_fwd(x: Tensor, y: Tensor) -> Result<()> {
-    check_len("swish_fwd y", y, x.len())?;
-    check_disjoint("swish_fwd", x, y)
+fn check_fwd(op: &str, x: Tensor, y: Tensor) -> Result<()> {
+    check_len(&format!("{op} y"), y, x.len())?;
+    check_disjoint(op, x, y)
 }
 
-fn check_bwd(x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-    check_len("swish_bwd dy", dy, x.len())?;
-    check_len("swish_bwd dx", dx, x.len())?;
-    check_disjoint("swish_bwd (dx vs x)", x, dx)?;
-    check_disjoint("swish_bwd (dx vs dy)", dy, dx)
+fn check_bwd(op: &str, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+    check_len(&format!("{op} dy"), dy, x.len())?;
+    check_len(&format!("{op} dx"), dx, x.len())?;
+    check_disjoint(&format!("{op} (dx vs x)"), x, dx)?;
+    check_disjoint(&format!("{op} (dx vs dy)"), dy, dx)
+}
+
+type HostFwd = fn(&[f32], &mut [f32]);
+type HostBwd = fn(&[f32], &[f32], &mut [f32]);
+
+fn cpu_fwd(op: &str, f: HostFwd, x: Tensor, y: Tensor) -> Result<()> {
+    check_fwd(op, x, y)?;
+    // SAFETY: live host tensors, checked disjoint above.
+    unsafe { f(host_slice(x), host_slice_mut(y)) };
+    Ok(())
+}
+
+fn cpu_bwd(op: &str, f: HostBwd, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+    check_bwd(op, x, dy, dx)?;
+    // SAFETY: live host tensors, output checked disjoint from both inputs.
+    unsafe { f(host_slice(x), host_slice(dy), host_slice_mut(dx)) };
+    Ok(())
 }
 
 impl ActivationOps for CpuBackend {
     fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        check_fwd(x, y)?;
-        // SAFETY: live host tensors, checked disjoint above.
-        unsafe { reference::swish_fwd(host_slice(x), host_slice_mut(y)) };
-        Ok(())
+        cpu_fwd("swish_fwd", reference::swish_fwd, x, y)
     }
 
     fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        check_bwd(x, dy, dx)?;
-        // SAFETY: live host tensors, output checked disjoint from both inputs.
-        unsafe { reference::swish_bwd(host_slice(x), host_slice(dy), host_slice_mut(dx)) };
-        Ok(())
+        cpu_bwd("swish_bwd", reference::swish_bwd, x, dy, dx)
+    }
+
+    fn relu_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
+        cpu_fwd("relu_fwd", reference::relu_fwd, x, y)
+    }
+
+    fn relu_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        cpu_bwd("relu_bwd", reference::relu_bwd, x, dy, dx)
+    }
+
+    fn hard_sigmoid_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
+        cpu_fwd("hard_sigmoid_fwd", reference::hard_sigmoid_fwd, x, y)
+    }
+
+    fn hard_sigmoid_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        cpu_bwd("hard_sigmoid_bwd", reference::hard_sigmoid_bwd, x, dy, dx)
+    }
+}
+
+impl<D: KernelDevice> CudaBackend<D> {
+    /// Launches a forward activation kernel with the signature `(float* y, const float* x, long long n)`.
+    fn activation_fwd(&self, op: &str, kernel: KernelFn, x: Tensor, y: Tensor) -> Result<()> {
+        check_fwd(op, x, y)?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        self.launch(kernel, Self::elementwise(x.len()), &[y.into(), x.into(), KernelArg::I64(x.len() as i64)])
+    }
+
+    /// Launches a backward activation kernel with the signature
+    /// `(float* dx, const float* x, const float* dy, long long n)`.
+    fn activation_bwd(&self, op: &str, kernel: KernelFn, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_bwd(op, x, dy, dx)?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        self.launch(
+            kernel,
+            Self::elementwise(x.len()),
+            &[dx.into(), x.into(), dy.into(), KernelArg::I64(x.len() as i64)],
+        )
     }
 }
 
 impl<D: KernelDevice> ActivationOps for CudaBackend<D> {
     fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        check_fwd(x, y)?;
-        if x.is_empty() {
-            return Ok(());
-        }
         // SAFETY (argument order): swish_fwd_f32(float* y, const float* x, long long n).
-        self.launch(
-            KernelFn::SwishFwdF32,
-            Self::elementwise(x.len()),
-            &[y.into(), x.into(), KernelArg::I64(x.len() as i64)],
-        )
+        self.activation_fwd("swish_fwd", KernelFn::SwishFwdF32, x, y)
     }
 
     fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        check_bwd(x, dy, dx)?;
-        if x.is_empty() {
-            return Ok(());
-        }
         // SAFETY (argument order): swish_bwd_f32(float* dx, const float* x, const float* dy, long long n).
-        self.launch(
-            KernelFn::SwishBwdF32,
-            Self::elementwise(x.len()),
-            &[dx.into(), x.into(), dy.into(), KernelArg::I64(x.len() as i64)],
-        )
+        self.activation_bwd("swish_bwd", KernelFn::SwishBwdF32, x, dy, dx)
+    }
+
+    fn relu_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
+        // SAFETY (argument order): relu_fwd_f32(float* y, const float* x, long long n).
+        self.activation_fwd("relu_fwd", KernelFn::ReluFwdF32, x, y)
+    }
+
+    fn relu_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        // SAFETY (argument order): relu_bwd_f32(float* dx, const float* x, const float* dy, long long n).
+        self.activation_bwd("relu_bwd", KernelFn::ReluBwdF32, x, dy, dx)
+    }
+
+    fn hard_sigmoid_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
+        // SAFETY (argument order): hard_sigmoid_fwd_f32(float* y, const float* x, long long n).
+        self.activation_fwd("hard_sigmoid_fwd", KernelFn::HardSigmoidFwdF32, x, y)
+    }
+
+    fn hard_sigmoid_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+        // SAFETY (argument order): hard_sigmoid_bwd_f32(float* dx, const float* x, const float* dy, long long n).
+        self.activation_bwd("hard_sigmoid_bwd", KernelFn::HardSigmoidBwdF32, x, dy, dx)
     }
 }

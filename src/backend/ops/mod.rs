@@ -7,25 +7,67 @@
 //! are run-time arguments, so one compiled kernel serves every subnet.
 
 pub mod activation;
+pub mod batchnorm;
+pub mod bias;
 pub mod depthwise;
 pub mod gemm;
+pub mod linear;
 pub mod loss;
 pub mod optimizer;
+pub mod pool;
+pub mod regularize;
 pub mod resize;
+pub mod se;
 pub mod stem_conv;
 
 pub use activation::ActivationOps;
+pub use batchnorm::BatchNormOps;
+pub use bias::BiasOps;
 pub use depthwise::DepthwiseOps;
 pub use gemm::GemmOps;
+pub use linear::LinearOps;
 pub use loss::LossOps;
 pub use optimizer::OptimizerOps;
+pub use pool::PoolOps;
+pub use regularize::RegularizeOps;
 pub use resize::ResizeOps;
+pub use se::{ChannelScaleOps, SqueezeExciteOps};
 pub use stem_conv::StemConvOps;
 
 /// Every op the supernet needs; `nn/` is generic over this.
 pub trait SupernetOps:
-    ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps + DepthwiseOps + StemConvOps
+    ActivationOps
+    + BatchNormOps
+    + BiasOps
+    + ChannelScaleOps
+    + DepthwiseOps
+    + GemmOps
+    + LinearOps
+    + LossOps
+    + OptimizerOps
+    + PoolOps
+    + RegularizeOps
+    + ResizeOps
+    + SqueezeExciteOps
+    + StemConvOps
 {
 }
 
-impl<T: ActivationOps + GemmOps + LossOps + OptimizerOps + ResizeOps + DepthwiseOps + StemConvOps> SupernetOps for T {}
+impl<
+        T: ActivationOps
+            + BatchNormOps
+            + BiasOps
+            + ChannelScaleOps
+            + DepthwiseOps
+            + GemmOps
+            + LinearOps
+            + LossOps
+            + OptimizerOps
+            + PoolOps
+            + RegularizeOps
+            + ResizeOps
+            + SqueezeExciteOps
+            + StemConvOps,
+    > SupernetOps for T
+{
+}

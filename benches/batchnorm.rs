@@ -1,0 +1,147 @@
+//! Benchmark of elastic BatchNorm (training forward, training backward, eval forward; fused swish
+//! where the network has it) at the real layer shapes of the max subnet (widest, expand 6) and the
+//! min subnet (A0), at resolutions 288 and 192 (spatial sizes and widths from spec section 1.1).
+//!
+//! Layers per subnet: the stem BN (+swish, r/2), per stage the BN after a stride-1 block's expand
+//! conv (mid = width * t channels at the stage's output size, +swish) and the projection BN (width
+//! channels, no activation), and the head's final-expand BN (6 * mb7 width, +swish).
+//!
+//! BN is memory-bound; bytes moved (E = pixels * channels elements, 4 bytes each):
+//!   train fwd  = 4 * 3E  (read x for the statistics, read x again and write y)
+//!   train bwd  = 4 * 5E  (read x, dy for the sums; read x, dy again and write dx)
+//!   eval fwd   = 4 * 2E  (read x, write y)
+//! The per-chunk partials and per-channel vectors are < 1% of that and not counted.
+//! Roof: on a GPU the HBM bandwidth of the card (H100 SXM 3.35 TB/s, H200 4.8 TB/s); on the CPU a
+//! memcpy bandwidth measured once here. The CPU runs the f64 reference at batch
+//! ATTNAS_BENCH_CPU_BATCH (default 2), one repeat, so it takes seconds; the GPU runs batch 64 with
+//! 3 warm-ups and 20 timed repeats (time with `synchronize()`).
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::ops::batchnorm::{BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork};
+use attnas::backend::{Backend, DeviceMemory};
+use std::time::Instant;
+
+/// (name, resolution, widths [stem, mb1..mb7], expand per stage).
+struct Subnet {
+    name: &'static str,
+    resolution: usize,
+    widths: [usize; 8],
+    expand: [usize; 7],
+}
+
+const STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
+
+/// (label, spatial side, channels, activation) of each benchmarked BN layer.
+fn layers(s: &Subnet) -> Vec<(String, usize, usize, BnActivation)> {
+    let mut side = s.resolution / 2;
+    let mut out = vec![(format!("stem {side}x{side}x{}", s.widths[0]), side, s.widths[0], BnActivation::Swish)];
+    for (st, stride) in STRIDES.iter().enumerate() {
+        side = side.div_ceil(*stride);
+        let (w, t) = (s.widths[st + 1], s.expand[st]);
+        if t > 1 {
+            out.push((format!("mb{} expand {side}x{side}x{}", st + 1, w * t), side, w * t, BnActivation::Swish));
+        }
+        out.push((format!("mb{} project {side}x{side}x{w}", st + 1), side, w, BnActivation::Identity));
+    }
+    let head = 6 * s.widths[7];
+    out.push((format!("head expand {side}x{side}x{head}"), side, head, BnActivation::Swish));
+    out
+}
+
+fn subnets() -> Vec<Subnet> {
+    let max = |r| Subnet {
+        name: "max",
+        resolution: r,
+        widths: [24, 24, 32, 40, 72, 128, 216, 224],
+        expand: [1, 6, 6, 6, 6, 6, 6],
+    };
+    let min = |r| Subnet {
+        name: "min",
+        resolution: r,
+        widths: [16, 16, 24, 32, 64, 112, 192, 216],
+        expand: [1, 4, 4, 4, 4, 6, 6],
+    };
+    vec![max(288), max(192), min(288), min(192)]
+}
+
+/// Mean seconds per call of `f` after `warmup` calls, synchronising the backend around the timed loop.
+fn time<B: Backend>(b: &B, warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    b.synchronize().unwrap();
+    let t0 = Instant::now();
+    for _ in 0..repeats {
+        f();
+    }
+    b.synchronize().unwrap();
+    t0.elapsed().as_secs_f64() / repeats as f64
+}
+
+fn report(op: &str, layer: &str, secs: f64, bytes: f64, roof: f64) {
+    let gbs = bytes / secs / 1e9;
+    println!(
+        "  {op:<10} {layer:<30} {:>9.3} ms {:>8.1} GB/s {:>6.1}% of roof",
+        secs * 1e3,
+        gbs,
+        100.0 * gbs * 1e9 / roof
+    );
+}
+
+fn bench_subnet<B: BatchNormOps>(b: &B, net: &Subnet, batch: usize, warmup: usize, repeats: usize, roof: f64) {
+    println!("{} subnet, r {}, batch {batch} on {}", net.name, net.resolution, b.name());
+    for (label, side, c, act) in layers(net) {
+        let s = BatchNormSpec { pixels: batch * side * side, c_active: c, c_stored: c, activation: act };
+        let e = (s.pixels * c) as f64;
+        let alloc = |n: usize| b.alloc(n).unwrap();
+        let (x, y, dy, dx) = (alloc(s.pixels * c), alloc(s.pixels * c), alloc(s.pixels * c), alloc(s.pixels * c));
+        let (gamma, beta, dgamma, dbeta) = (alloc(c), alloc(c), alloc(c), alloc(c));
+        let (saved, scratch) = (alloc(2 * c), alloc(s.scratch_len()));
+        let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+        let g = BnGrads { dgamma: dgamma.tensor(), dbeta: dbeta.tensor() };
+        let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w).unwrap());
+        report("train fwd", &label, t, 4.0 * 3.0 * e, roof);
+        let t = time(b, warmup, repeats, || {
+            b.batchnorm_train_bwd(&s, x.tensor(), dy.tensor(), dx.tensor(), p, g, w).unwrap()
+        });
+        report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
+        let t = time(b, warmup, repeats, || {
+            b.batchnorm_eval_fwd(&s, x.tensor(), y.tensor(), p, gamma.tensor(), beta.tensor()).unwrap()
+        });
+        report("eval fwd", &label, t, 4.0 * 2.0 * e, roof);
+    }
+}
+
+/// Host memcpy bandwidth (bytes read + written per second), best of 3 copies of 64 MiB.
+fn cpu_memcpy_roof() -> f64 {
+    let n = 16 << 20;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        dst.copy_from_slice(&src);
+        best = best.min(t0.elapsed().as_secs_f64());
+        std::hint::black_box(&dst);
+    }
+    2.0 * 4.0 * n as f64 / best
+}
+
+fn main() {
+    let cpu = CpuBackend::new();
+    let roof = cpu_memcpy_roof();
+    println!("cpu roof: memcpy {:.1} GB/s (read + write)", roof / 1e9);
+    let batch = std::env::var("ATTNAS_BENCH_CPU_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    for net in subnets().iter().filter(|n| n.resolution == 192) {
+        bench_subnet(&cpu, net, batch, 0, 1, roof);
+    }
+    if let Some(gpu) = attnas::testing::gpu_or_skip("bench batchnorm") {
+        let name = gpu.name();
+        let roof = if name.contains("H200") { 4.8e12 } else { 3.35e12 };
+        println!("gpu roof: {:.2} TB/s HBM ({name}; H100 SXM figure unless the name says H200)", roof / 1e12);
+        for net in subnets() {
+            bench_subnet(&gpu, &net, 64, 3, 20, roof);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+// Dropout and per-sample drop-connect (spec 3.4), f32. The CPU reference is
+// src/backend/cpu/regularize.rs; the mask hash below must stay bit-identical to `mask_hash` there.
+//
+//   factor(k) = scale if u(seed, k) < keep else 0,  u = (splitmix64_mix(seed + (k + 1) * golden) >> 40) / 2^24
+//   dropout:       y[i] = x[i] * factor(i)
+//   drop-connect:  y[i] = x[i] * factor(i / per_sample)        (one draw per sample)
+// Forward and backward are the same map (the backward passes dy as x), so both launch these kernels:
+// no mask buffer is stored, and CPU and GPU masks are identical by construction (counter-based hash
+// of the element or sample index, no RNG state). `scale = 1 / keep` is computed once on the host.
+// Launch: 1-D grid-stride over n elements, 256 threads per block.
+
+#include "common.cuh"
+
+__device__ __forceinline__ float mask_uniform(unsigned long long seed, unsigned long long index) {
+    unsigned long long z = seed + (index + 1ull) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+extern "C" __global__ void dropout_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long n,
+                                           unsigned long long seed, float keep, float scale) {
+    GRID_STRIDE_LOOP(i, n) {
+        float f = mask_uniform(seed, (unsigned long long)i) < keep ? scale : 0.0f;
+        y[i] = x[i] * f;
+    }
+}
+
+extern "C" __global__ void drop_connect_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long n,
+                                                long long per_sample, unsigned long long seed, float keep,
+                                                float scale) {
+    GRID_STRIDE_LOOP(i, n) {
+        float f = mask_uniform(seed, (unsigned long long)(i / per_sample)) < keep ? scale : 0.0f;
+        y[i] = x[i] * f;
+    }
+}

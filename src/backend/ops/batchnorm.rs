@@ -1,0 +1,497 @@
+//! Elastic BatchNorm (spec 1.4 `DynamicBatchNorm2d`, 3.3, 5.1) with an optional fused swish.
+//! Reference: `backend::cpu::batchnorm`; kernels: `kernels/batchnorm.cu`.
+//!
+//! Layouts: activations `x`, `y`, `dy`, `dx` are `[pixels, c_active]` (NHWC, `pixels = N*H*W`, exactly
+//! `c_active` channels); `gamma`, `beta`, `running_mean`, `running_var`, `dgamma`, `dbeta` are stored
+//! at `c_stored` (the supernet max) and only the first `c_active` entries are read or written.
+//! `saved` (>= `2 * c_active`) receives `[mean, biased var]` from the training forward and is read by
+//! the backward and by calibration. `scratch` (>= [`BatchNormSpec::scratch_len`]) holds the CUDA
+//! two-stage reduction's per-chunk partials; the CPU checks the same length, so callers plan one
+//! buffer for both backends (no allocation inside a step).
+//!
+//! Contracts: forward and backward overwrite `y`/`dx`; the backward adds into `dgamma[..c]`,
+//! `dbeta[..c]` (the sandwich rule sums 4 subnets) and leaves the inactive tail untouched; the
+//! training forward never touches the running stats; `batchnorm_calibrate` after the training
+//! forward of batch `k` (1-based) folds that batch into the cumulative running stats.
+
+use crate::backend::cpu::{batchnorm as reference, check_disjoint, check_len, host_slice, host_slice_mut, CpuBackend};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::{Backend, Tensor};
+use crate::error::{Error, Result};
+
+/// Channels per block (one warp across consecutive channels) and row lanes per block in the kernels.
+const CHANNEL_TILE: usize = 32;
+const ROW_LANES: u32 = 8;
+/// Chunk lanes of the finalize kernels.
+const FINAL_LANES: u32 = 32;
+/// Aim for about this many blocks per per-pixel launch, with at least `MIN_ROWS_PER_CHUNK` rows each.
+const TARGET_BLOCKS: usize = 1024;
+const MIN_ROWS_PER_CHUNK: usize = 64;
+
+/// What follows the affine transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnActivation {
+    Identity,
+    Swish,
+}
+
+impl BnActivation {
+    fn is_swish(self) -> bool {
+        self == BnActivation::Swish
+    }
+}
+
+/// One BatchNorm layer as run by one subnet on one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchNormSpec {
+    /// N * H * W.
+    pub pixels: usize,
+    pub c_active: usize,
+    pub c_stored: usize,
+    pub activation: BnActivation,
+}
+
+impl BatchNormSpec {
+    /// (chunks, rows per chunk) of the per-pixel launches; see the header of `kernels/batchnorm.cu`.
+    pub fn chunking(&self) -> (usize, usize) {
+        let tiles = self.c_active.div_ceil(CHANNEL_TILE).max(1);
+        let wanted = TARGET_BLOCKS.div_ceil(tiles).min(self.pixels.div_ceil(MIN_ROWS_PER_CHUNK)).max(1);
+        let rows = self.pixels.div_ceil(wanted).max(1);
+        (self.pixels.div_ceil(rows).max(1), rows)
+    }
+
+    /// Elements of `scratch` the training forward and backward need: the two partial planes
+    /// `[2][chunks][c]` and the `[2][c]` batch sums of the backward.
+    pub fn scratch_len(&self) -> usize {
+        let (chunks, _) = self.chunking();
+        2 * self.c_active * chunks + 2 * self.c_active
+    }
+
+    fn elements(&self) -> usize {
+        self.pixels * self.c_active
+    }
+}
+
+/// The affine parameters (stored at `c_stored`).
+#[derive(Clone, Copy, Debug)]
+pub struct BnParams {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+}
+
+/// Their gradients (stored at `c_stored`, accumulated into the first `c_active`).
+#[derive(Clone, Copy, Debug)]
+pub struct BnGrads {
+    pub dgamma: Tensor,
+    pub dbeta: Tensor,
+}
+
+/// Per-layer buffers of the training mode: `saved` (>= 2 c) and `scratch` (>= `scratch_len`).
+#[derive(Clone, Copy, Debug)]
+pub struct BnWork {
+    pub saved: Tensor,
+    pub scratch: Tensor,
+}
+
+pub trait BatchNormOps: Backend {
+    /// Training mode: batch statistics into `work.saved`, `y = act(gamma * xhat + beta)`.
+    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, work: BnWork) -> Result<()>;
+    /// Training-mode backward: `dx` overwritten; `dgamma`, `dbeta` accumulated (active slice only).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_train_bwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        g: BnGrads,
+        work: BnWork,
+    ) -> Result<()>;
+    /// Eval mode with the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_eval_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        running_mean: Tensor,
+        running_var: Tensor,
+    ) -> Result<()>;
+    /// Calibration: after the training forward of batch number `batch` (1-based), fold its mean and
+    /// unbiased variance from `saved` into the cumulative running stats (PyTorch `momentum=None`).
+    fn batchnorm_calibrate(
+        &self,
+        s: &BatchNormSpec,
+        saved: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        batch: u32,
+    ) -> Result<()>;
+}
+
+fn check_spec(s: &BatchNormSpec) -> Result<()> {
+    if s.c_active > s.c_stored {
+        return Err(Error::shape("batchnorm c_active", format!("<= c_stored {}", s.c_stored), s.c_active));
+    }
+    if s.pixels == 0 || s.c_active == 0 {
+        return Err(Error::shape("batchnorm pixels x c_active", "> 0", format!("{} x {}", s.pixels, s.c_active)));
+    }
+    Ok(())
+}
+
+fn check_stored(what: &str, s: &BatchNormSpec, t: Tensor) -> Result<()> {
+    check_len(&format!("batchnorm {what} (stored at c_stored)"), t, s.c_stored)
+}
+
+fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
+    check_spec(s)?;
+    check_len("batchnorm x", x, s.elements())?;
+    check_len("batchnorm y", y, s.elements())?;
+    check_stored("gamma", s, p.gamma)?;
+    check_stored("beta", s, p.beta)?;
+    w.saved.require("batchnorm saved", 2 * s.c_active)?;
+    w.scratch.require("batchnorm scratch", s.scratch_len())?;
+    for (what, t) in [("y", y), ("saved", w.saved), ("scratch", w.scratch)] {
+        check_disjoint(&format!("batchnorm_train_fwd ({what} vs x)"), x, t)?;
+    }
+    for (what, t) in [("saved", w.saved), ("gamma", p.gamma), ("beta", p.beta)] {
+        check_disjoint(&format!("batchnorm_train_fwd (y vs {what})"), y, t)?;
+    }
+    check_disjoint("batchnorm_train_fwd (scratch vs saved)", w.scratch, w.saved)
+}
+
+fn check_train_bwd(
+    s: &BatchNormSpec,
+    x: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    p: BnParams,
+    g: BnGrads,
+    w: BnWork,
+) -> Result<()> {
+    check_spec(s)?;
+    check_len("batchnorm x", x, s.elements())?;
+    check_len("batchnorm dy", dy, s.elements())?;
+    check_len("batchnorm dx", dx, s.elements())?;
+    check_stored("gamma", s, p.gamma)?;
+    check_stored("beta", s, p.beta)?;
+    check_stored("dgamma", s, g.dgamma)?;
+    check_stored("dbeta", s, g.dbeta)?;
+    w.saved.require("batchnorm saved", 2 * s.c_active)?;
+    w.scratch.require("batchnorm scratch", s.scratch_len())?;
+    for (what, t) in [("x", x), ("dy", dy), ("saved", w.saved), ("scratch", w.scratch), ("dgamma", g.dgamma)] {
+        check_disjoint(&format!("batchnorm_train_bwd (dx vs {what})"), dx, t)?;
+    }
+    check_disjoint("batchnorm_train_bwd (dgamma vs dbeta)", g.dgamma, g.dbeta)?;
+    check_disjoint("batchnorm_train_bwd (scratch vs saved)", w.scratch, w.saved)
+}
+
+fn check_eval(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, rm: Tensor, rv: Tensor) -> Result<()> {
+    check_spec(s)?;
+    check_len("batchnorm x", x, s.elements())?;
+    check_len("batchnorm y", y, s.elements())?;
+    for (what, t) in [("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)] {
+        check_stored(what, s, t)?;
+    }
+    for (what, t) in [("x", x), ("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)] {
+        check_disjoint(&format!("batchnorm_eval_fwd (y vs {what})"), y, t)?;
+    }
+    Ok(())
+}
+
+fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
+    check_spec(s)?;
+    if s.pixels < 2 {
+        return Err(Error::shape("batchnorm_calibrate pixels (unbiased variance)", ">= 2", s.pixels));
+    }
+    if batch == 0 {
+        return Err(Error::shape("batchnorm_calibrate batch number", ">= 1 (1-based)", 0));
+    }
+    saved.require("batchnorm saved", 2 * s.c_active)?;
+    check_stored("running_mean", s, rm)?;
+    check_stored("running_var", s, rv)?;
+    check_disjoint("batchnorm_calibrate (running_mean vs running_var)", rm, rv)?;
+    check_disjoint("batchnorm_calibrate (running_mean vs saved)", rm, saved)?;
+    check_disjoint("batchnorm_calibrate (running_var vs saved)", rv, saved)
+}
+
+impl BatchNormOps for CpuBackend {
+    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
+        check_train_fwd(s, x, y, p, w)?;
+        let c = s.c_active;
+        // SAFETY: live host tensors; outputs (y, saved) checked disjoint from each other and the input.
+        unsafe {
+            reference::train_fwd(
+                host_slice(x),
+                c,
+                &host_slice(p.gamma)[..c],
+                &host_slice(p.beta)[..c],
+                s.activation.is_swish(),
+                host_slice_mut(y),
+                &mut host_slice_mut(w.saved)[..2 * c],
+            )
+        };
+        Ok(())
+    }
+
+    fn batchnorm_train_bwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        g: BnGrads,
+        w: BnWork,
+    ) -> Result<()> {
+        check_train_bwd(s, x, dy, dx, p, g, w)?;
+        let c = s.c_active;
+        // SAFETY: live host tensors; dx, dgamma, dbeta checked disjoint from each other and the inputs.
+        unsafe {
+            reference::train_bwd(
+                host_slice(x),
+                host_slice(dy),
+                c,
+                &host_slice(p.gamma)[..c],
+                &host_slice(p.beta)[..c],
+                &host_slice(w.saved)[..2 * c],
+                s.activation.is_swish(),
+                host_slice_mut(dx),
+                &mut host_slice_mut(g.dgamma)[..c],
+                &mut host_slice_mut(g.dbeta)[..c],
+            )
+        };
+        Ok(())
+    }
+
+    fn batchnorm_eval_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        running_mean: Tensor,
+        running_var: Tensor,
+    ) -> Result<()> {
+        check_eval(s, x, y, p, running_mean, running_var)?;
+        let c = s.c_active;
+        // SAFETY: live host tensors; y checked disjoint from x (the parameters are only read).
+        unsafe {
+            reference::eval_fwd(
+                host_slice(x),
+                c,
+                &host_slice(p.gamma)[..c],
+                &host_slice(p.beta)[..c],
+                &host_slice(running_mean)[..c],
+                &host_slice(running_var)[..c],
+                s.activation.is_swish(),
+                host_slice_mut(y),
+            )
+        };
+        Ok(())
+    }
+
+    fn batchnorm_calibrate(&self, s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
+        check_calibrate(s, saved, rm, rv, batch)?;
+        let c = s.c_active;
+        // SAFETY: live host tensors; running_mean and running_var checked disjoint.
+        unsafe {
+            reference::calibrate(
+                &host_slice(saved)[..2 * c],
+                c,
+                s.pixels,
+                batch,
+                &mut host_slice_mut(rm)[..c],
+                &mut host_slice_mut(rv)[..c],
+            )
+        };
+        Ok(())
+    }
+}
+
+/// Geometry shared by the CUDA launchers of one spec.
+struct Geometry {
+    per_pixel: LaunchDims,
+    finalize: LaunchDims,
+    chunks: i32,
+    rows_per_chunk: i32,
+}
+
+fn geometry(s: &BatchNormSpec) -> Result<Geometry> {
+    let (chunks, rows) = s.chunking();
+    let tiles = s.c_active.div_ceil(CHANNEL_TILE) as u32;
+    let too_big = |what: &str, v: usize| Error::shape(format!("batchnorm {what} (kernel int argument)"), "< 2^31", v);
+    i32::try_from(s.c_active).map_err(|_| too_big("c_active", s.c_active))?;
+    Ok(Geometry {
+        per_pixel: LaunchDims {
+            grid: (tiles, chunks as u32, 1),
+            block: (CHANNEL_TILE as u32, ROW_LANES, 1),
+            shared_bytes: 0,
+        },
+        finalize: LaunchDims { grid: (tiles, 1, 1), block: (CHANNEL_TILE as u32, FINAL_LANES, 1), shared_bytes: 0 },
+        chunks: i32::try_from(chunks).map_err(|_| too_big("chunks", chunks))?,
+        rows_per_chunk: i32::try_from(rows).map_err(|_| too_big("rows per chunk", rows))?,
+    })
+}
+
+impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
+    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
+        check_train_fwd(s, x, y, p, w)?;
+        let g = geometry(s)?;
+        let (pixels, c, swish) =
+            (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32), s.activation.is_swish());
+        // SAFETY (argument order): batchnorm_stats_partial_f32(float* partial, const float* x, long long pixels,
+        // int c, int rows_per_chunk).
+        self.launch(
+            KernelFn::BatchnormStatsPartialF32,
+            g.per_pixel,
+            &[w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.rows_per_chunk)],
+        )?;
+        // SAFETY (argument order): batchnorm_stats_finalize_f32(float* saved, const float* partial,
+        // const float* x, long long pixels, int c, int chunks).
+        self.launch(
+            KernelFn::BatchnormStatsFinalizeF32,
+            g.finalize,
+            &[w.saved.into(), w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.chunks)],
+        )?;
+        let mean = w.saved.slice(0, s.c_active)?;
+        let var = w.saved.slice(s.c_active, s.c_active)?;
+        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
+        // const float* beta, const float* mean, const float* var, long long pixels, int c, int rows_per_chunk,
+        // int swish).
+        self.launch(
+            KernelFn::BatchnormApplyFwdF32,
+            g.per_pixel,
+            &[
+                y.into(),
+                x.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                mean.into(),
+                var.into(),
+                pixels,
+                c,
+                KernelArg::I32(g.rows_per_chunk),
+                KernelArg::I32(swish as i32),
+            ],
+        )
+    }
+
+    fn batchnorm_train_bwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        gr: BnGrads,
+        w: BnWork,
+    ) -> Result<()> {
+        check_train_bwd(s, x, dy, dx, p, gr, w)?;
+        let g = geometry(s)?;
+        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
+        let swish = KernelArg::I32(s.activation.is_swish() as i32);
+        let partial_len = 2 * s.c_active * g.chunks as usize;
+        let sums = w.scratch.slice(partial_len, 2 * s.c_active)?;
+        // SAFETY (argument order): batchnorm_grad_partial_f32(float* partial, const float* x, const float* dy,
+        // const float* gamma, const float* beta, const float* saved, long long pixels, int c, int rows_per_chunk,
+        // int swish).
+        self.launch(
+            KernelFn::BatchnormGradPartialF32,
+            g.per_pixel,
+            &[
+                w.scratch.into(),
+                x.into(),
+                dy.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                w.saved.into(),
+                pixels,
+                c,
+                KernelArg::I32(g.rows_per_chunk),
+                swish,
+            ],
+        )?;
+        // SAFETY (argument order): batchnorm_grad_finalize_f32(float* sums, float* dgamma, float* dbeta,
+        // const float* partial, int c, int chunks).
+        self.launch(
+            KernelFn::BatchnormGradFinalizeF32,
+            g.finalize,
+            &[sums.into(), gr.dgamma.into(), gr.dbeta.into(), w.scratch.into(), c, KernelArg::I32(g.chunks)],
+        )?;
+        // SAFETY (argument order): batchnorm_grad_input_f32(float* dx, const float* x, const float* dy,
+        // const float* gamma, const float* beta, const float* saved, const float* sums, long long pixels, int c,
+        // int rows_per_chunk, int swish).
+        self.launch(
+            KernelFn::BatchnormGradInputF32,
+            g.per_pixel,
+            &[
+                dx.into(),
+                x.into(),
+                dy.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                w.saved.into(),
+                sums.into(),
+                pixels,
+                c,
+                KernelArg::I32(g.rows_per_chunk),
+                swish,
+            ],
+        )
+    }
+
+    fn batchnorm_eval_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        running_mean: Tensor,
+        running_var: Tensor,
+    ) -> Result<()> {
+        check_eval(s, x, y, p, running_mean, running_var)?;
+        let g = geometry(s)?;
+        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
+        // const float* beta, const float* mean, const float* var, long long pixels, int c, int rows_per_chunk,
+        // int swish).
+        self.launch(
+            KernelFn::BatchnormApplyFwdF32,
+            g.per_pixel,
+            &[
+                y.into(),
+                x.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                running_mean.into(),
+                running_var.into(),
+                KernelArg::I64(s.pixels as i64),
+                KernelArg::I32(s.c_active as i32),
+                KernelArg::I32(g.rows_per_chunk),
+                KernelArg::I32(s.activation.is_swish() as i32),
+            ],
+        )
+    }
+
+    fn batchnorm_calibrate(&self, s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
+        check_calibrate(s, saved, rm, rv, batch)?;
+        geometry(s)?;
+        let batch = i32::try_from(batch).map_err(|_| Error::shape("batchnorm_calibrate batch", "< 2^31", batch))?;
+        // SAFETY (argument order): batchnorm_calibrate_f32(float* running_mean, float* running_var,
+        // const float* saved, int c, long long pixels, int batches).
+        self.launch(
+            KernelFn::BatchnormCalibrateF32,
+            LaunchDims::linear(s.c_active, 256, 65535),
+            &[
+                rm.into(),
+                rv.into(),
+                saved.into(),
+                KernelArg::I32(s.c_active as i32),
+                KernelArg::I64(s.pixels as i64),
+                KernelArg::I32(batch),
+            ],
+        )
+    }
+}

@@ -1,0 +1,260 @@
+//! Pools and joins: global average pool (SE squeeze, head), 2x2 stride-2 average pool (the stride-2
+//! shortcut, spec 1.2 step 5), residual add and gradient fan-in. Reference: `backend::cpu::pool`;
+//! kernels: `kernels/pool.cu`.
+//!
+//! Layouts: NHWC contiguous with exactly `c` channels; pooled vectors `[n, c]`. The 2x2 pool requires
+//! even H and W (the spec: padding would be needed only for odd H, which never occurs at a stride-2
+//! block), so every input pixel is in exactly one window. The backward of `residual_add_fwd` is the
+//! identity into both branches: callers pass dy on, and sum gradients that meet with `add_assign`.
+
+use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, pool as reference, CpuBackend};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::{Backend, Tensor};
+use crate::error::{Error, Result};
+
+/// Channels per block and pixel lanes of the global pool kernels.
+const CHANNEL_TILE: usize = 32;
+const PIXEL_LANES: u32 = 8;
+
+/// `n` samples of `h x w` pixels with `c` channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl PoolShape {
+    pub fn input_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+
+    pub fn pooled_len(&self) -> usize {
+        self.n * self.c
+    }
+
+    /// Elements of the 2x2 stride-2 pool's output.
+    pub fn half_len(&self) -> usize {
+        self.n * (self.h / 2) * (self.w / 2) * self.c
+    }
+
+    /// Grid of the per-(sample, channel tile) kernels (global pool, SE channel scale).
+    pub(crate) fn per_sample_channel_dims(&self) -> LaunchDims {
+        LaunchDims {
+            grid: (self.c.div_ceil(CHANNEL_TILE) as u32, self.n as u32, 1),
+            block: (CHANNEL_TILE as u32, PIXEL_LANES, 1),
+            shared_bytes: 0,
+        }
+    }
+
+    /// Checks the sizes passed to kernels as `int` (and the grid's y extent, which is `n`).
+    pub(crate) fn check_kernel_ints(&self, op: &str) -> Result<()> {
+        for (what, v, max) in
+            [("h * w", self.h * self.w, i32::MAX as usize), ("c", self.c, i32::MAX as usize), ("n", self.n, 65_535)]
+        {
+            if v > max {
+                return Err(Error::shape(format!("{op} {what}"), format!("<= {max}"), v));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub trait PoolOps: Backend {
+    /// y[b, ch] = mean over the h*w pixels of x[b, :, :, ch].
+    fn global_avg_pool_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()>;
+    /// dx[b, p, ch] = dy[b, ch] / (h*w), or += when `accumulate` (SE adds it to the scale path's dx).
+    fn global_avg_pool_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()>;
+    /// 2x2 stride-2 average pool, `[n, h, w, c] -> [n, h/2, w/2, c]`.
+    fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()>;
+    /// Its backward: dx[b, r, s, ch] = dy[b, r/2, s/2, ch] / 4 (overwritten).
+    fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()>;
+    /// y = a + b (the residual join).
+    fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()>;
+    /// dst += src (gradient fan-in).
+    fn add_assign(&self, dst: Tensor, src: Tensor) -> Result<()>;
+}
+
+fn check_global_fwd(s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
+    check_len("global_avg_pool_fwd x", x, s.input_len())?;
+    check_len("global_avg_pool_fwd y", y, s.pooled_len())?;
+    s.check_kernel_ints("global_avg_pool")?;
+    check_disjoint("global_avg_pool_fwd", x, y)
+}
+
+fn check_global_bwd(s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
+    check_len("global_avg_pool_bwd dy", dy, s.pooled_len())?;
+    check_len("global_avg_pool_bwd dx", dx, s.input_len())?;
+    s.check_kernel_ints("global_avg_pool")?;
+    check_disjoint("global_avg_pool_bwd", dy, dx)
+}
+
+fn check_pool2(op: &str, s: &PoolShape, full: Tensor, half: Tensor) -> Result<()> {
+    if s.h % 2 != 0 || s.w % 2 != 0 {
+        return Err(Error::shape(format!("{op} h x w (2x2 stride-2 windows)"), "even", format!("{} x {}", s.h, s.w)));
+    }
+    check_len(&format!("{op} full-size tensor [n, h, w, c]"), full, s.input_len())?;
+    check_len(&format!("{op} pooled tensor [n, h/2, w/2, c]"), half, s.half_len())?;
+    s.check_kernel_ints(op)?;
+    check_disjoint(op, full, half)
+}
+
+fn check_add(a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
+    check_len("residual_add_fwd b", b, a.len())?;
+    check_len("residual_add_fwd y", y, a.len())?;
+    check_disjoint("residual_add_fwd (y vs a)", a, y)?;
+    check_disjoint("residual_add_fwd (y vs b)", b, y)
+}
+
+fn check_add_assign(dst: Tensor, src: Tensor) -> Result<()> {
+    check_len("add_assign src", src, dst.len())?;
+    check_disjoint("add_assign", dst, src)
+}
+
+impl PoolOps for CpuBackend {
+    fn global_avg_pool_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
+        check_global_fwd(s, x, y)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe { reference::global_avg_pool_fwd(host_slice(x), s.n, s.h * s.w, s.c, host_slice_mut(y)) };
+        Ok(())
+    }
+
+    fn global_avg_pool_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()> {
+        check_global_bwd(s, dy, dx)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe { reference::global_avg_pool_bwd(host_slice(dy), s.n, s.h * s.w, s.c, accumulate, host_slice_mut(dx)) };
+        Ok(())
+    }
+
+    fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_fwd", s, x, y)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe { reference::avg_pool2_fwd(host_slice(x), s.n, s.h, s.w, s.c, host_slice_mut(y)) };
+        Ok(())
+    }
+
+    fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_bwd", s, dx, dy)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe { reference::avg_pool2_bwd(host_slice(dy), s.n, s.h, s.w, s.c, host_slice_mut(dx)) };
+        Ok(())
+    }
+
+    fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
+        check_add(a, b, y)?;
+        // SAFETY: live host tensors; y checked disjoint from a and b.
+        unsafe { reference::add(host_slice(a), host_slice(b), host_slice_mut(y)) };
+        Ok(())
+    }
+
+    fn add_assign(&self, dst: Tensor, src: Tensor) -> Result<()> {
+        check_add_assign(dst, src)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe { reference::add_assign(host_slice_mut(dst), host_slice(src)) };
+        Ok(())
+    }
+}
+
+impl<D: KernelDevice> PoolOps for CudaBackend<D> {
+    fn global_avg_pool_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
+        check_global_fwd(s, x, y)?;
+        if s.pooled_len() == 0 {
+            return Ok(());
+        }
+        // SAFETY (argument order): global_avg_pool_fwd_f32(float* y, const float* x, int hw, int c).
+        self.launch(
+            KernelFn::GlobalAvgPoolFwdF32,
+            s.per_sample_channel_dims(),
+            &[y.into(), x.into(), KernelArg::I32((s.h * s.w) as i32), KernelArg::I32(s.c as i32)],
+        )
+    }
+
+    fn global_avg_pool_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()> {
+        check_global_bwd(s, dy, dx)?;
+        if s.input_len() == 0 {
+            return Ok(());
+        }
+        // SAFETY (argument order): global_avg_pool_bwd_f32(float* dx, const float* dy, int hw, int c,
+        // int accumulate).
+        self.launch(
+            KernelFn::GlobalAvgPoolBwdF32,
+            s.per_sample_channel_dims(),
+            &[
+                dx.into(),
+                dy.into(),
+                KernelArg::I32((s.h * s.w) as i32),
+                KernelArg::I32(s.c as i32),
+                KernelArg::I32(accumulate as i32),
+            ],
+        )
+    }
+
+    fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_fwd", s, x, y)?;
+        if s.half_len() == 0 {
+            return Ok(());
+        }
+        // SAFETY (argument order): avg_pool2_fwd_f32(float* y, const float* x, long long total_out, int h, int w,
+        // int c).
+        self.launch(
+            KernelFn::AvgPool2FwdF32,
+            Self::elementwise(s.half_len()),
+            &[
+                y.into(),
+                x.into(),
+                KernelArg::I64(s.half_len() as i64),
+                KernelArg::I32(s.h as i32),
+                KernelArg::I32(s.w as i32),
+                KernelArg::I32(s.c as i32),
+            ],
+        )
+    }
+
+    fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_bwd", s, dx, dy)?;
+        if s.input_len() == 0 {
+            return Ok(());
+        }
+        // SAFETY (argument order): avg_pool2_bwd_f32(float* dx, const float* dy, long long total_in, int h, int w,
+        // int c).
+        self.launch(
+            KernelFn::AvgPool2BwdF32,
+            Self::elementwise(s.input_len()),
+            &[
+                dx.into(),
+                dy.into(),
+                KernelArg::I64(s.input_len() as i64),
+                KernelArg::I32(s.h as i32),
+                KernelArg::I32(s.w as i32),
+                KernelArg::I32(s.c as i32),
+            ],
+        )
+    }
+
+    fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
+        check_add(a, b, y)?;
+        if a.is_empty() {
+            return Ok(());
+        }
+        // SAFETY (argument order): residual_add_fwd_f32(float* y, const float* a, const float* b, long long n).
+        self.launch(
+            KernelFn::ResidualAddFwdF32,
+            Self::elementwise(a.len()),
+            &[y.into(), a.into(), b.into(), KernelArg::I64(a.len() as i64)],
+        )
+    }
+
+    fn add_assign(&self, dst: Tensor, src: Tensor) -> Result<()> {
+        check_add_assign(dst, src)?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY (argument order): add_assign_f32(float* dst, const float* src, long long n).
+        self.launch(
+            KernelFn::AddAssignF32,
+            Self::elementwise(dst.len()),
+            &[dst.into(), src.into(), KernelArg::I64(dst.len() as i64)],
+        )
+    }
+}

@@ -1,0 +1,169 @@
+//! Differential tests of elastic BatchNorm: the CPU reference (expected) against every CUDA target
+//! (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a GPU when present), for the
+//! training forward (y and the saved batch stats), the training backward (dx, accumulated dgamma and
+//! dbeta), calibration over two batches and the eval forward with the calibrated stats, each with and
+//! without the fused swish.
+//!
+//! Shapes: channel counts below, at and across the 32-channel tile (3, 17, 20, 33, 40), c_active <
+//! c_stored (the inactive tails of dgamma, dbeta and the running stats must stay bit-identical),
+//! one chunk and several chunks (1024 pixels -> 16 chunks; 4800 pixels -> 75 chunks, more than the
+//! finalize kernel's 32 chunk lanes), pixel counts that are not
+//! multiples of the 8 row lanes, and one case with |mean| >> std (x in [100, 101]) for the shifted sums.
+//!
+//! Tolerances (|got - want| <= abs + rel |want|; want from the f64 reference rounded to f32):
+//! - saved mean/var and y: f32 per-thread sums of <= 128 terms then f64 across lanes/chunks, and an
+//!   f32 affine + fast-exp swish (a few ulp): abs 2e-5 + rel 2e-5 covers it with margin; for the
+//!   |mean| ~ 100 case the var is ~0.08 and mean's own f32 ulp is 7.6e-6, still inside.
+//! - dx: dz - mean(dz) - xhat mean(dz xhat) cancels to values well below |dz|, so the error is
+//!   relative to |dz| ~ 1, not to dx: abs 1e-4 + rel 1e-4.
+//! - dgamma, dbeta: sums of P <= 1024 terms of size ~1 in f32 per thread then f64: abs 1e-3 + rel 1e-4
+//!   (the sums reach ~30; f32 per-thread accumulation of 128 terms errs ~1e-5 each).
+//! - running stats: f32 update arithmetic on the device vs f64 on the CPU: abs 2e-5 + rel 2e-5.
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::ops::batchnorm::{BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork};
+use attnas::backend::{upload_new, Backend, DeviceMemory};
+use attnas::testing::{assert_close, random_vec};
+
+struct Case {
+    spec: BatchNormSpec,
+    x_lo: f32,
+    x_hi: f32,
+}
+
+fn case(pixels: usize, c_active: usize, c_stored: usize, swish: bool, x_lo: f32, x_hi: f32) -> Case {
+    let activation = if swish { BnActivation::Swish } else { BnActivation::Identity };
+    Case { spec: BatchNormSpec { pixels, c_active, c_stored, activation }, x_lo, x_hi }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case(2 * 9 * 9, 20, 24, true, -2.0, 2.0),
+        case(2 * 7 * 7, 40, 48, false, -2.0, 2.0),
+        case(5 * 3, 3, 8, true, -1.0, 3.0),
+        case(4 * 16 * 16, 33, 40, true, -2.0, 2.0),
+        case(2 * 13 * 11, 17, 17, false, 100.0, 101.0),
+        case(2 * 13 * 11, 17, 17, true, 100.0, 101.0),
+        // 75 chunks of 64 rows: more chunks than the finalize kernel's 32 chunk lanes
+        case(3 * 40 * 40, 5, 8, true, -2.0, 2.0),
+    ]
+}
+
+/// Everything one backend computes for one case.
+struct Outputs {
+    y: Vec<f32>,
+    saved: Vec<f32>,
+    dx: Vec<f32>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+    running_mean: Vec<f32>,
+    running_var: Vec<f32>,
+    y_eval: Vec<f32>,
+}
+
+fn run<B: BatchNormOps>(b: &B, case: &Case, seed: u64) -> Outputs {
+    let s = case.spec;
+    let n = s.pixels * s.c_active;
+    let x1 = upload_new(b, &random_vec(seed, n, case.x_lo, case.x_hi)).unwrap();
+    let x2 = upload_new(b, &random_vec(seed + 1, n, case.x_lo, case.x_hi)).unwrap();
+    let dy = upload_new(b, &random_vec(seed + 2, n, -1.0, 1.0)).unwrap();
+    let gamma = upload_new(b, &random_vec(seed + 3, s.c_stored, 0.5, 1.5)).unwrap();
+    let beta = upload_new(b, &random_vec(seed + 4, s.c_stored, -0.5, 0.5)).unwrap();
+    // gradients and running stats start at sentinel values: the active part accumulates onto them,
+    // the inactive tail must keep them bit for bit
+    let dgamma = upload_new(b, &random_vec(seed + 5, s.c_stored, -1.0, 1.0)).unwrap();
+    let dbeta = upload_new(b, &random_vec(seed + 6, s.c_stored, -1.0, 1.0)).unwrap();
+    let rm = upload_new(b, &random_vec(seed + 7, s.c_stored, -1.0, 1.0)).unwrap();
+    let rv = upload_new(b, &random_vec(seed + 8, s.c_stored, 0.5, 1.5)).unwrap();
+    let y = b.alloc(n).unwrap();
+    let dx = b.alloc(n).unwrap();
+    let y_eval = b.alloc(n).unwrap();
+    let saved = b.alloc(2 * s.c_active).unwrap();
+    let saved2 = b.alloc(2 * s.c_active).unwrap();
+    let scratch = b.alloc(s.scratch_len()).unwrap();
+
+    let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+    let g = BnGrads { dgamma: dgamma.tensor(), dbeta: dbeta.tensor() };
+    let work = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+    b.batchnorm_train_fwd(&s, x1.tensor(), y.tensor(), p, work).unwrap();
+    b.batchnorm_train_bwd(&s, x1.tensor(), dy.tensor(), dx.tensor(), p, g, work).unwrap();
+    // calibration over two batches, then eval on the first batch with the calibrated stats
+    b.batchnorm_calibrate(&s, saved.tensor(), rm.tensor(), rv.tensor(), 1).unwrap();
+    let work2 = BnWork { saved: saved2.tensor(), scratch: scratch.tensor() };
+    b.batchnorm_train_fwd(&s, x2.tensor(), y_eval.tensor(), p, work2).unwrap();
+    b.batchnorm_calibrate(&s, saved2.tensor(), rm.tensor(), rv.tensor(), 2).unwrap();
+    b.batchnorm_eval_fwd(&s, x1.tensor(), y_eval.tensor(), p, rm.tensor(), rv.tensor()).unwrap();
+    let get = |m: &B::Memory| b.download(m.tensor()).unwrap();
+    Outputs {
+        y: get(&y),
+        saved: get(&saved),
+        dx: get(&dx),
+        dgamma: get(&dgamma),
+        dbeta: get(&dbeta),
+        running_mean: get(&rm),
+        running_var: get(&rv),
+        y_eval: get(&y_eval),
+    }
+}
+
+fn compare(name: &str, case: &Case, got: &Outputs, want: &Outputs) {
+    let s = case.spec;
+    let c = s.c_active;
+    let tag = |what: &str| format!("{name} {s:?} {what}");
+    assert_close(&tag("saved"), &got.saved, &want.saved, 2e-5, 2e-5);
+    assert_close(&tag("y"), &got.y, &want.y, 2e-5, 2e-5);
+    assert_close(&tag("dx"), &got.dx, &want.dx, 1e-4, 1e-4);
+    assert_close(&tag("dgamma"), &got.dgamma[..c], &want.dgamma[..c], 1e-3, 1e-4);
+    assert_close(&tag("dbeta"), &got.dbeta[..c], &want.dbeta[..c], 1e-3, 1e-4);
+    assert_close(&tag("running_mean"), &got.running_mean[..c], &want.running_mean[..c], 2e-5, 2e-5);
+    assert_close(&tag("running_var"), &got.running_var[..c], &want.running_var[..c], 2e-5, 2e-5);
+    assert_close(&tag("y_eval"), &got.y_eval, &want.y_eval, 2e-5, 2e-5);
+    for (what, g, w) in [
+        ("dgamma tail", &got.dgamma, &want.dgamma),
+        ("dbeta tail", &got.dbeta, &want.dbeta),
+        ("running_mean tail", &got.running_mean, &want.running_mean),
+        ("running_var tail", &got.running_var, &want.running_var),
+    ] {
+        assert_eq!(g[c..], w[c..], "{}", tag(what));
+    }
+}
+
+#[test]
+fn batchnorm_matches_cpu_reference() {
+    let cpu = CpuBackend::new();
+    for (i, case) in cases().iter().enumerate() {
+        let seed = 100 * i as u64;
+        let want = run(&cpu, case, seed);
+        // the CPU itself: inactive tails untouched relative to the initial sentinels
+        let c = case.spec.c_active;
+        assert_eq!(want.dgamma[c..], random_vec(seed + 5, case.spec.c_stored, -1.0, 1.0)[c..]);
+        assert_eq!(want.running_var[c..], random_vec(seed + 8, case.spec.c_stored, 0.5, 1.5)[c..]);
+        attnas::on_cuda_targets!("batchnorm_matches_cpu_reference", |b| {
+            let got = run(&b, case, seed);
+            compare(&b.name(), case, &got, &want);
+        });
+    }
+}
+
+/// Shape errors name the tensor at fault instead of reading out of bounds.
+#[test]
+fn batchnorm_rejects_bad_shapes() {
+    let cpu = CpuBackend::new();
+    let s = BatchNormSpec { pixels: 10, c_active: 4, c_stored: 8, activation: BnActivation::Identity };
+    let x = cpu.alloc(40).unwrap();
+    let y = cpu.alloc(40).unwrap();
+    let gamma = cpu.alloc(8).unwrap();
+    let beta_short = cpu.alloc(4).unwrap();
+    let saved = cpu.alloc(8).unwrap();
+    let scratch = cpu.alloc(s.scratch_len()).unwrap();
+    let p = BnParams { gamma: gamma.tensor(), beta: beta_short.tensor() };
+    let work = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work).unwrap_err().to_string();
+    assert!(err.contains("beta"), "{err}");
+    let p = BnParams { gamma: gamma.tensor(), beta: gamma.tensor() };
+    let short = BnWork { saved: saved.tensor(), scratch: scratch.tensor().slice(0, 1).unwrap() };
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, short).unwrap_err().to_string();
+    assert!(err.contains("scratch"), "{err}");
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), x.tensor(), p, work).unwrap_err().to_string();
+    assert!(err.contains("overlaps"), "{err}");
+}

@@ -1,0 +1,81 @@
+//! Differential tests of the pools and joins: the CPU reference (expected) against every CUDA target
+//! (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a GPU when present).
+//!
+//! Shapes: channel counts below, across and not a multiple of the 32-channel tile (3, 20, 33, 40),
+//! pixel counts that are not multiples of the 8 pixel lanes, element counts not multiples of 256.
+//!
+//! Tolerances: the global pool forward sums <= 81 values in [-1, 1] in f32 (per-lane then across 8
+//! lanes) against an f64 reference: error <= 81 * 2^-24 * 1 ~ 5e-6 before the division, so
+//! abs 1e-5 plus rel 1e-5. Everything else evaluates the same f32 operations in the same order on both sides
+//! (dy / hw, dx + g, 0.25 * (a + b + c + d) in row order, a + b) and must match exactly (tolerance 0).
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::ops::pool::{PoolOps, PoolShape};
+use attnas::backend::{upload_new, Backend, DeviceMemory};
+use attnas::testing::{assert_close, random_vec};
+
+fn shape(n: usize, h: usize, w: usize, c: usize) -> PoolShape {
+    PoolShape { n, h, w, c }
+}
+
+/// (global fwd, global bwd overwrite, global bwd accumulate, pool2 fwd, pool2 bwd, add, add_assign).
+fn run<B: PoolOps>(b: &B, s: &PoolShape, seed: u64) -> Vec<Vec<f32>> {
+    let x = upload_new(b, &random_vec(seed, s.input_len(), -1.0, 1.0)).unwrap();
+    let x2 = upload_new(b, &random_vec(seed + 1, s.input_len(), -1.0, 1.0)).unwrap();
+    let g = upload_new(b, &random_vec(seed + 2, s.pooled_len(), -1.0, 1.0)).unwrap();
+    let gh = upload_new(b, &random_vec(seed + 3, s.half_len(), -1.0, 1.0)).unwrap();
+    let pooled = b.alloc(s.pooled_len()).unwrap();
+    let dx_over = upload_new(b, &random_vec(seed + 4, s.input_len(), -1.0, 1.0)).unwrap();
+    let dx_acc = upload_new(b, &random_vec(seed + 4, s.input_len(), -1.0, 1.0)).unwrap();
+    let half = b.alloc(s.half_len()).unwrap();
+    let dx_half = b.alloc(s.input_len()).unwrap();
+    let sum = b.alloc(s.input_len()).unwrap();
+    let acc = upload_new(b, &random_vec(seed + 5, s.input_len(), -1.0, 1.0)).unwrap();
+    b.global_avg_pool_fwd(s, x.tensor(), pooled.tensor()).unwrap();
+    b.global_avg_pool_bwd(s, g.tensor(), dx_over.tensor(), false).unwrap();
+    b.global_avg_pool_bwd(s, g.tensor(), dx_acc.tensor(), true).unwrap();
+    if s.h % 2 == 0 && s.w % 2 == 0 {
+        b.avg_pool2_fwd(s, x.tensor(), half.tensor()).unwrap();
+        b.avg_pool2_bwd(s, gh.tensor(), dx_half.tensor()).unwrap();
+    }
+    b.residual_add_fwd(x.tensor(), x2.tensor(), sum.tensor()).unwrap();
+    b.add_assign(acc.tensor(), x2.tensor()).unwrap();
+    [&pooled, &dx_over, &dx_acc, &half, &dx_half, &sum, &acc].map(|m| b.download(m.tensor()).unwrap()).to_vec()
+}
+
+const NAMES: [&str; 7] = [
+    "global_avg_pool_fwd",
+    "global_avg_pool_bwd",
+    "global_avg_pool_bwd (+=)",
+    "avg_pool2_fwd",
+    "avg_pool2_bwd",
+    "residual_add",
+    "add_assign",
+];
+
+#[test]
+fn pools_and_joins_match_cpu_reference() {
+    let cpu = CpuBackend::new();
+    let cases = [shape(2, 9, 9, 20), shape(2, 7, 7, 40), shape(2, 8, 6, 33), shape(1, 10, 14, 3), shape(3, 2, 2, 65)];
+    for (i, s) in cases.iter().enumerate() {
+        let want = run(&cpu, s, 10 * i as u64);
+        attnas::on_cuda_targets!("pools_and_joins_match_cpu_reference", |b| {
+            let got = run(&b, s, 10 * i as u64);
+            for (k, name) in NAMES.iter().enumerate() {
+                let tol = if k == 0 { 1e-5 } else { 0.0 };
+                assert_close(&format!("{name} {s:?} on {}", b.name()), &got[k], &want[k], tol, tol);
+            }
+        });
+    }
+}
+
+/// The 2x2 pool rejects odd sizes (no padding case in this search space) with an error naming them.
+#[test]
+fn avg_pool2_rejects_odd_sizes() {
+    let cpu = CpuBackend::new();
+    let s = shape(1, 5, 4, 2);
+    let x = cpu.alloc(s.input_len()).unwrap();
+    let y = cpu.alloc(s.half_len()).unwrap();
+    let err = cpu.avg_pool2_fwd(&s, x.tensor(), y.tensor()).unwrap_err().to_string();
+    assert!(err.contains("even") && err.contains("5 x 4"), "{err}");
+}
