@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build everything a GPU machine needs into one folder (default out/gpu-bundle): the release binary, every
-# test and bench executable (release, nvcc cubins embedded, symbols stripped), and run.sh. The GPU machine
+# test and bench executable (release, nvcc cubins embedded, symbols stripped, packed into payload.tar.xz:
+# the executables share most of their code, which xz's window removes, ~10x), and run.sh. The GPU machine
 # has no Rust and no registry; it needs only the NVIDIA driver and cuBLAS (NVRTC only for archs without a
 # cubin). Prints the bundle size, which must stay under 64 MiB (the device tool's carry limit).
 #
@@ -12,13 +13,15 @@ DEST="${1:-out/gpu-bundle}"
 source <(scripts/setup-cuda-wheels.sh)
 export KERNELS_REQUIRE_NVCC=1 KERNEL_ARCHS="${KERNEL_ARCHS:-90a}"
 
-rm -rf "$DEST"; mkdir -p "$DEST/tests" "$DEST/benches"
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+rm -rf "$DEST"; mkdir -p "$DEST" "$STAGE/tests" "$STAGE/benches"
 cargo build --release
 cp target/release/attnas "$DEST/attnas"
 
 # test and bench executables: cargo prints their paths as JSON artifacts
 list_executables() {
-  cargo "$@" --release --no-run --message-format=json 2>/dev/null |
+  cargo "$@" --no-run --message-format=json |
     python3 -c 'import sys, json
 for line in sys.stdin:
     try: m = json.loads(line)
@@ -26,14 +29,16 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
         print(m["target"]["name"], m["target"]["kind"][0], m["executable"])'
 }
-list_executables test --tests | while read -r name kind exe; do
+list_executables test --release --tests | while read -r name kind exe; do
   [ "$kind" = lib ] && name="lib-$name"
-  cp "$exe" "$DEST/tests/$name"
+  cp "$exe" "$STAGE/tests/$name"
 done
-list_executables bench --benches | while read -r name _kind exe; do
-  cp "$exe" "$DEST/benches/$name"
+# (cargo bench has no --release flag: benches always build with the release-like bench profile)
+list_executables bench --benches | while read -r name kind exe; do
+  [ "$kind" = bench ] && cp "$exe" "$STAGE/benches/$name"
 done
-strip "$DEST/attnas" "$DEST"/tests/* "$DEST"/benches/* 2>/dev/null || true
+strip "$DEST/attnas" "$STAGE"/tests/* "$STAGE"/benches/*
+XZ_OPT="-6 -T2" tar -C "$STAGE" -cJf "$DEST/payload.tar.xz" tests benches
 
 cat > "$DEST/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -42,7 +47,15 @@ cat > "$DEST/run.sh" <<'RUN'
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LOGS="${OUT:-$HERE/logs}"; mkdir -p "$LOGS"
-cd "$HERE"
+WORK="${TMPDIR:-/tmp}/attnas-gpu-bundle.$$"; mkdir -p "$WORK"
+if command -v xz >/dev/null; then
+  tar -C "$WORK" -xJf "$HERE/payload.tar.xz"
+else  # no xz binary: Python's lzma
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' "$HERE/payload.tar.xz" "$WORK"
+fi
+cp "$HERE/attnas" "$WORK/attnas"
+cd "$WORK"
+HERE="$WORK"
 export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the build-machine path
 {
   echo "== date: $(date -u)"; echo "== nvidia-smi"; nvidia-smi || true
@@ -68,5 +81,5 @@ grep -c FAIL "$LOGS/summary.txt" >/dev/null && echo "some runs FAILED (see $LOGS
 RUN
 chmod +x "$DEST/run.sh"
 size=$(du -sb "$DEST" | cut -f1)
-echo "gpu bundle: $DEST, $(( size / 1048576 )) MiB ($size bytes), $(ls "$DEST/tests" | wc -l) test and $(ls "$DEST/benches" | wc -l) bench executables"
+echo "gpu bundle: $DEST, $(( size / 1048576 )) MiB ($size bytes), $(ls "$STAGE/tests" | wc -l) test and $(ls "$STAGE/benches" | wc -l) bench executables ($(du -sm "$STAGE" | cut -f1) MiB unpacked)"
 if [ "$size" -ge $(( 64 * 1048576 )) ]; then echo "gpu bundle is over 64 MiB" >&2; exit 1; fi
