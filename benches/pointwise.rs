@@ -16,7 +16,7 @@
 
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::GemmOps;
-use attnas::backend::{Backend, DeviceMemory, GemmSpec, Transpose};
+use attnas::backend::{Backend, DeviceMemory, GemmSpec};
 use attnas::space::{Arch, Space};
 use std::time::Instant;
 
@@ -85,9 +85,9 @@ fn bench<B: GemmOps>(
         let w = b.alloc(co * ci).unwrap();
         let y = b.alloc(p * co).unwrap();
         let dw = b.alloc(co * ci).unwrap();
-        let fwd = GemmSpec { trans_b: Transpose::Yes, ldb: ci, ..GemmSpec::new(p, co, ci) };
-        let bwd_in = GemmSpec::new(p, ci, co);
-        let bwd_w = GemmSpec { trans_a: Transpose::Yes, lda: co, beta: 1.0, ..GemmSpec::new(co, ci, p) };
+        let fwd = GemmSpec::pointwise_fwd(p, ci, co, ci);
+        let bwd_in = GemmSpec::pointwise_bwd_input(p, ci, co, ci);
+        let bwd_w = GemmSpec::pointwise_bwd_weight(p, ci, co, ci);
         let flops = 2.0 * (p * ci * co) as f64;
         let base_bytes = 4.0 * (p * ci + p * co + ci * co) as f64;
         for (form, spec, a, bb, c, bytes) in [

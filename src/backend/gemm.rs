@@ -76,6 +76,36 @@ impl GemmSpec {
         }
     }
 
+    /// 1x1-conv forward `Y[P, co] = X[P, ci] W[:co, :ci]^T`: X contiguous with `c_in` channels, W the
+    /// stored row-major `[co_stored, ci_stored]` weight (PyTorch's `[out, in, 1, 1]`), Y contiguous.
+    pub fn pointwise_fwd(pixels: usize, c_in: usize, c_out: usize, c_in_stored: usize) -> Self {
+        GemmSpec {
+            trans_b: Transpose::Yes,
+            lda: c_in,
+            ldb: c_in_stored,
+            ldc: c_out,
+            ..GemmSpec::new(pixels, c_out, c_in)
+        }
+    }
+
+    /// 1x1-conv grad-input `dX[P, ci] = dY[P, co] W[:co, :ci]` (overwrites dX).
+    pub fn pointwise_bwd_input(pixels: usize, c_in: usize, c_out: usize, c_in_stored: usize) -> Self {
+        GemmSpec { lda: c_out, ldb: c_in_stored, ldc: c_in, ..GemmSpec::new(pixels, c_in, c_out) }
+    }
+
+    /// 1x1-conv grad-weight `dW[:co, :ci] += dY^T X`, accumulated into the active slice of the stored
+    /// `[co_stored, ci_stored]` gradient (the sandwich rule sums the subnets' gradients).
+    pub fn pointwise_bwd_weight(pixels: usize, c_in: usize, c_out: usize, c_in_stored: usize) -> Self {
+        GemmSpec {
+            trans_a: Transpose::Yes,
+            lda: c_out,
+            ldb: c_in,
+            ldc: c_in_stored,
+            beta: 1.0,
+            ..GemmSpec::new(c_out, c_in, pixels)
+        }
+    }
+
     /// Rows and columns of A and B as stored (after the transpose flag).
     pub fn stored_a(&self) -> (usize, usize) {
         match self.trans_a {
