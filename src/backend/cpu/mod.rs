@@ -70,6 +70,27 @@ pub fn check_disjoint(what: &str, a: Tensor, b: Tensor) -> Result<()> {
     }
 }
 
+/// Operand checks of a two-stage grad-weight op (`<op>(x, dy, dw, workspace)`, the depthwise and stem
+/// convs): exact lengths for x, dy and dw, at least `workspace_len` scratch, and dw and the workspace
+/// disjoint from everything they do not alias by contract.
+pub fn check_wgrad_operands(
+    op: &str,
+    (x, x_len): (Tensor, usize),
+    (dy, dy_len): (Tensor, usize),
+    (dw, dw_len): (Tensor, usize),
+    (workspace, workspace_len): (Tensor, usize),
+) -> Result<()> {
+    check_len(&format!("{op} x"), x, x_len)?;
+    check_len(&format!("{op} dy"), dy, dy_len)?;
+    check_len(&format!("{op} dw"), dw, dw_len)?;
+    workspace.require(&format!("{op} workspace"), workspace_len)?;
+    for (what, t) in [("x", x), ("dy", dy), ("workspace", workspace)] {
+        check_disjoint(&format!("{op} (dw vs {what})"), t, dw)?;
+    }
+    check_disjoint(&format!("{op} (workspace vs x)"), x, workspace)?;
+    check_disjoint(&format!("{op} (workspace vs dy)"), dy, workspace)
+}
+
 /// Errors unless `got == expected` elements.
 pub fn check_len(what: &str, t: Tensor, expected: usize) -> Result<()> {
     if t.len() != expected {

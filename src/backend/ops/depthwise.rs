@@ -17,7 +17,9 @@
 //! [`DepthwiseShape::wgrad_workspace_len`] elements (memory is planned up front, no allocation here);
 //! the CPU checks the same length so callers are backend-independent.
 
-use crate::backend::cpu::{check_disjoint, check_len, depthwise as reference, host_slice, host_slice_mut, CpuBackend};
+use crate::backend::cpu::{
+    check_disjoint, check_len, check_wgrad_operands, depthwise as reference, host_slice, host_slice_mut, CpuBackend,
+};
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
@@ -142,15 +144,13 @@ fn check_bwd_input(s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Res
 
 fn check_bwd_weight(s: &DepthwiseShape, x: Tensor, dy: Tensor, dw: Tensor, workspace: Tensor) -> Result<()> {
     s.validate()?;
-    check_len("depthwise_bwd_weight x", x, s.input_len())?;
-    check_len("depthwise_bwd_weight dy", dy, s.output_len())?;
-    check_len("depthwise_bwd_weight dw", dw, s.weight_len())?;
-    workspace.require("depthwise_bwd_weight workspace", s.wgrad_workspace_len())?;
-    for (what, t) in [("x", x), ("dy", dy), ("workspace", workspace)] {
-        check_disjoint(&format!("depthwise_bwd_weight (dw vs {what})"), t, dw)?;
-    }
-    check_disjoint("depthwise_bwd_weight (workspace vs x)", x, workspace)?;
-    check_disjoint("depthwise_bwd_weight (workspace vs dy)", dy, workspace)
+    check_wgrad_operands(
+        "depthwise_bwd_weight",
+        (x, s.input_len()),
+        (dy, s.output_len()),
+        (dw, s.weight_len()),
+        (workspace, s.wgrad_workspace_len()),
+    )
 }
 
 impl DepthwiseOps for CpuBackend {

@@ -13,7 +13,9 @@
 //! into a caller-provided `workspace` of [`StemShape::wgrad_workspace_len`] elements (checked on the
 //! CPU as well). There is no grad-input: nothing upstream of the image needs a gradient.
 
-use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, stem_conv as reference, CpuBackend};
+use crate::backend::cpu::{
+    check_disjoint, check_len, check_wgrad_operands, host_slice, host_slice_mut, stem_conv as reference, CpuBackend,
+};
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
@@ -121,15 +123,13 @@ fn check_fwd(s: &StemShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
 
 fn check_bwd_weight(s: &StemShape, x: Tensor, dy: Tensor, dw: Tensor, workspace: Tensor) -> Result<()> {
     s.validate()?;
-    check_len("stem_conv_bwd_weight x", x, s.input_len())?;
-    check_len("stem_conv_bwd_weight dy", dy, s.output_len())?;
-    check_len("stem_conv_bwd_weight dw", dw, s.weight_len())?;
-    workspace.require("stem_conv_bwd_weight workspace", s.wgrad_workspace_len())?;
-    for (what, t) in [("x", x), ("dy", dy), ("workspace", workspace)] {
-        check_disjoint(&format!("stem_conv_bwd_weight (dw vs {what})"), t, dw)?;
-    }
-    check_disjoint("stem_conv_bwd_weight (workspace vs x)", x, workspace)?;
-    check_disjoint("stem_conv_bwd_weight (workspace vs dy)", dy, workspace)
+    check_wgrad_operands(
+        "stem_conv_bwd_weight",
+        (x, s.input_len()),
+        (dy, s.output_len()),
+        (dw, s.weight_len()),
+        (workspace, s.wgrad_workspace_len()),
+    )
 }
 
 impl StemConvOps for CpuBackend {
