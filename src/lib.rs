@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod nn;
 pub mod space;
 pub mod testing;
 

@@ -114,7 +114,7 @@ fn space_config_errors_name_the_field() {
     let base = attnas::space::config::TINY_YAML;
     let cases = [
         (
-            base.replace("resolutions: [28, 32]", "resolutions: [32, 28]"),
+            base.replace("resolutions: [24, 32]", "resolutions: [32, 24]"),
             "resolutions: choices must be strictly ascending",
         ),
         (
@@ -144,17 +144,16 @@ fn space_config_errors_name_the_field() {
 #[test]
 fn tiny_space_is_well_formed() {
     let s = Space::builtin("tiny").unwrap();
-    assert_eq!((s.num_classes, s.in_channels, s.head.expand_ratio), (10, 1, 6));
+    assert_eq!((s.num_classes, s.in_channels, s.head.expand_ratio), (10, 3, 6));
     assert!(!s.stages[0].has_expand_conv());
-    assert_eq!(s.choices(Gene::Resolution), &[28, 32]);
+    assert_eq!(s.choices(Gene::Resolution), &[24, 32]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     for _ in 0..100 {
         let a = sampler::uniform(&s, &mut rng);
         assert!(s.validate(&a).is_ok());
-        // At r = 28: stem 14, s2 7, s3 4 (ceil), s4 4.
-        if a.resolution == 28 {
-            assert_eq!(s.head_shape(&a).size, 4);
-        }
+        // At r = 24: stem 12, s2 6, s3 3, s4 3; at r = 32: 16, 8, 4, 4.
+        let want = if a.resolution == 24 { 3 } else { 4 };
+        assert_eq!(s.head_shape(&a).size, want);
     }
 }
 

@@ -54,6 +54,28 @@ impl<M: DeviceMemory> Arena<M> {
     }
 }
 
+/// Memory that is never touched: an arena over it only counts, so running the same allocation code
+/// against [`Arena::measuring`] sizes a real arena before it exists.
+pub struct Unbacked;
+
+/// A fake, 256-byte aligned base address and a length no plan reaches.
+const UNBACKED_BASE: u64 = 1 << 40;
+const UNBACKED_LEN: usize = 1 << 50;
+
+impl DeviceMemory for Unbacked {
+    fn tensor(&self) -> Tensor {
+        // SAFETY: the handle is never dereferenced: measuring arenas hand out tensors only to be counted.
+        unsafe { Tensor::from_raw(UNBACKED_BASE, UNBACKED_LEN) }
+    }
+}
+
+impl Arena<Unbacked> {
+    /// An arena that only counts what is allocated from it (see [`Unbacked`]).
+    pub fn measuring(name: &'static str) -> Self {
+        Arena { memory: Unbacked, used: 0, name }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

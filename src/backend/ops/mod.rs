@@ -10,6 +10,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod bias;
 pub mod depthwise;
+pub mod fill;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
@@ -24,6 +25,7 @@ pub use activation::ActivationOps;
 pub use batchnorm::BatchNormOps;
 pub use bias::BiasOps;
 pub use depthwise::DepthwiseOps;
+pub use fill::FillOps;
 pub use gemm::GemmOps;
 pub use linear::LinearOps;
 pub use loss::LossOps;
@@ -41,6 +43,7 @@ pub trait SupernetOps:
     + BiasOps
     + ChannelScaleOps
     + DepthwiseOps
+    + FillOps
     + GemmOps
     + LinearOps
     + LossOps
@@ -59,6 +62,7 @@ impl<
             + BiasOps
             + ChannelScaleOps
             + DepthwiseOps
+            + FillOps
             + GemmOps
             + LinearOps
             + LossOps

@@ -1,0 +1,136 @@
+//! The supernet forward of one subnet over a planned [`Tape`] (spec 1.2-1.4): bicubic resize to the
+//! subnet's resolution, stem conv + BN + swish, the active MBConv blocks (expand, depthwise, SE,
+//! project, drop-connect, shortcut), the MobileNetV3 head (final expand + BN + swish, global pool,
+//! feature mix + swish, dropout, classifier). Written once against the op traits.
+
+use super::handles::{Bn, NetStats, NetTensors, RunningStats};
+use super::tape::{BnMode, Tape};
+use crate::backend::ops::batchnorm::{BatchNormSpec, BnWork};
+use crate::backend::ops::linear::LinearShape;
+use crate::backend::ops::pool::PoolShape;
+use crate::backend::ops::resize::ResizeShape;
+use crate::backend::{GemmSpec, SupernetOps, Tensor};
+use crate::error::Result;
+
+/// One BN layer of the forward in the tape's mode.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_forward<B: SupernetOps>(
+    b: &B,
+    mode: BnMode,
+    spec: &BatchNormSpec,
+    x: Tensor,
+    y: Tensor,
+    p: Bn,
+    stats: RunningStats,
+    saved: Tensor,
+    scratch: Tensor,
+) -> Result<()> {
+    let work = BnWork { saved, scratch };
+    match mode {
+        BnMode::Train => b.batchnorm_train_fwd(spec, x, y, p.params(), work),
+        BnMode::Eval => b.batchnorm_eval_fwd(spec, x, y, p.params(), stats.mean, stats.var),
+        BnMode::Calibrate { batch } => {
+            b.batchnorm_train_fwd(spec, x, y, p.params(), work)?;
+            b.batchnorm_calibrate(spec, saved, stats.mean, stats.var, batch)
+        }
+    }
+}
+
+/// Runs the forward recorded in `tape` on `input` (`[n, side, side, 3]`, the tensor the tape was planned
+/// with); the logits are `tape.head.logits` (`[n, classes]`).
+pub fn forward<B: SupernetOps>(
+    b: &B,
+    tape: &Tape,
+    input: Tensor,
+    input_side: usize,
+    p: &NetTensors,
+    stats: &NetStats,
+) -> Result<()> {
+    let mode = tape.options.bn;
+    let n = tape.n;
+    let bn_scratch = tape.scratch.bn;
+    let scratch_for = |spec: &BatchNormSpec| bn_scratch.slice(0, spec.scratch_len());
+
+    // stem
+    let st = &tape.stem;
+    if let Some(resized) = st.resized {
+        let r = st.shape.h;
+        let s = ResizeShape { n, c: 3, h_in: input_side, w_in: input_side, h_out: r, w_out: r };
+        b.bicubic_resize_fwd(&s, input.slice(0, s.input_len())?, resized)?;
+    }
+    b.stem_conv_fwd(&st.shape, st.input, p.stem.w, st.pre)?;
+    bn_forward(b, mode, &st.bn, st.pre, st.out, p.stem.bn, stats.stem, st.bn_saved, scratch_for(&st.bn)?)?;
+
+    for t in &tape.blocks {
+        let blk = &t.blk;
+        let (w, s) = (&p.blocks[blk.global], &stats.blocks[blk.global]);
+        let (p_in, p_out) = (t.pixels_in(), t.pixels_out());
+        if let (Some(e), Some((we, bn)), Some(rs)) = (t.expand, w.expand, s.expand) {
+            let g = GemmSpec::pointwise_fwd(p_in, blk.c_in, blk.mid, t.stored.max_c_in);
+            b.gemm(&g, t.x, we, e.pre)?;
+            bn_forward(b, mode, &e.bn, e.pre, e.out, bn, rs, e.bn_saved, scratch_for(&e.bn)?)?;
+        }
+        b.depthwise_fwd(&t.dw, t.dw_in(), w.depthwise, t.dw_pre)?;
+        bn_forward(
+            b,
+            mode,
+            &t.dw_bn,
+            t.dw_pre,
+            t.dw_out,
+            w.depthwise_bn,
+            s.depthwise,
+            t.dw_saved,
+            scratch_for(&t.dw_bn)?,
+        )?;
+        if let (Some((shape, out, saved)), Some(se)) = (t.se, w.se.as_ref()) {
+            b.se_fwd(&shape, t.dw_out, se, out, saved)?;
+        }
+        let g = GemmSpec::pointwise_fwd(p_out, blk.mid, blk.c_out, t.stored.max_mid);
+        b.gemm(&g, t.pl_in(), w.project, t.pl_pre)?;
+        bn_forward(b, mode, &t.pl_bn, t.pl_pre, t.pl_out, w.project_bn, s.project, t.pl_saved, scratch_for(&t.pl_bn)?)?;
+        let main = match t.drop {
+            Some((out, mask)) => {
+                b.drop_connect_fwd(&mask, p_out / n * blk.c_out, t.pl_out, out)?;
+                out
+            }
+            None => t.pl_out,
+        };
+        if let Some(pool) = t.sc_pool {
+            let s = PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in };
+            b.avg_pool2_fwd(&s, t.x, pool)?;
+        }
+        if let Some(conv) = t.sc_conv {
+            let g = GemmSpec::pointwise_fwd(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
+            b.gemm(&g, t.sc_in(), w.shortcut, conv)?;
+        }
+        let shortcut = t.sc_conv.unwrap_or(t.sc_in());
+        b.residual_add_fwd(main, shortcut, t.out)?;
+    }
+
+    let h = &tape.head;
+    let hs = h.shape;
+    let pixels = n * hs.size * hs.size;
+    let g = GemmSpec::pointwise_fwd(pixels, hs.c_in, hs.expand, h.c_in_stored);
+    b.gemm(&g, h.x, p.head.final_expand, h.fe_pre)?;
+    let fe_scratch = scratch_for(&h.fe_bn)?;
+    bn_forward(
+        b,
+        mode,
+        &h.fe_bn,
+        h.fe_pre,
+        h.fe_out,
+        p.head.final_expand_bn,
+        stats.final_expand,
+        h.fe_saved,
+        fe_scratch,
+    )?;
+    b.global_avg_pool_fwd(&PoolShape { n, h: hs.size, w: hs.size, c: hs.expand }, h.fe_out, h.pooled)?;
+    let g = GemmSpec::pointwise_fwd(n, hs.expand, hs.width, h.expand_stored);
+    b.gemm(&g, h.pooled, p.head.feature_mix, h.fm_pre)?;
+    b.swish_fwd(h.fm_pre, h.fm_out)?;
+    if let Some((out, mask)) = h.dropout {
+        b.dropout_fwd(&mask, h.fm_out, out)?;
+    }
+    let lin = LinearShape { rows: n, in_active: hs.width, in_stored: h.width_stored, out: hs.num_classes };
+    b.linear_fwd(&lin, h.classifier_in(), p.head.classifier, h.logits)
+}
