@@ -11,5 +11,6 @@ pub mod error;
 pub mod nn;
 pub mod space;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};

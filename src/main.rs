@@ -24,6 +24,10 @@ enum Command {
     Prepare(cli::data_cmds::PrepareArgs),
     /// Packed dataset tools (inspect).
     Data(cli::data_cmds::DataArgs),
+    /// Train a supernet: sandwich rule, in-place distillation, attentive sampling, checkpoints.
+    Train(cli::train_cmd::TrainArgs),
+    /// Throughput benchmarks (train: images/s of the full sandwich step).
+    Bench(cli::bench_cmd::BenchArgs),
 }
 
 fn main() {
@@ -42,6 +46,8 @@ fn main() {
         Command::FlopsTable(a) => cli::space_cmds::run_flops_table(a),
         Command::Prepare(a) => cli::data_cmds::run_prepare(a),
         Command::Data(a) => cli::data_cmds::run_data(a),
+        Command::Train(a) => cli::train_cmd::run_train(a),
+        Command::Bench(a) => cli::bench_cmd::run_bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -48,6 +48,12 @@ impl<M: DeviceMemory> Arena<M> {
         self.used = 0;
     }
 
+    /// Gives up the bump state and keeps the allocation (handles already cut from it stay valid as long
+    /// as the returned memory lives).
+    pub fn into_memory(self) -> M {
+        self.memory
+    }
+
     /// The whole backing allocation (e.g. for a fused optimizer kernel over all parameters).
     pub fn whole(&self) -> Tensor {
         self.memory.tensor()

@@ -1,5 +1,8 @@
 //! The subcommands' argument structs and bodies; `src/main.rs` parses and dispatches.
 
+pub mod bench_cmd;
 pub mod data_cmds;
+pub mod device;
 pub mod info;
 pub mod space_cmds;
+pub mod train_cmd;

@@ -92,6 +92,8 @@ pub struct Loader {
     data: Arc<PackedDataset>,
     cfg: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
+    /// The dataset indices this loader draws from (a train/held-out split); `None` = all records.
+    subset: Option<Arc<Vec<u32>>>,
 }
 
 impl Loader {
@@ -110,7 +112,31 @@ impl Loader {
             .thread_name(|i| format!("attnas-decode-{i}"))
             .build()
             .map_err(|e| Error::Other(format!("loader: decode thread pool: {e}")))?;
-        Ok(Loader { data, cfg, pool: Arc::new(pool) })
+        Ok(Loader { data, cfg, pool: Arc::new(pool), subset: None })
+    }
+
+    /// A loader over the records `indices` of `data` only (e.g. the training part of a train/held-out
+    /// split); the epoch order shuffles positions in this list. Errors on an index past the dataset.
+    pub fn with_subset(data: Arc<PackedDataset>, cfg: LoaderConfig, indices: Vec<u32>) -> Result<Self> {
+        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= data.len()) {
+            return Err(Error::usage(format!(
+                "loader subset: index {bad} is past the end of {} ({} records)",
+                data.path().display(),
+                data.len()
+            )));
+        }
+        let mut loader = Loader::new(data, cfg)?;
+        loader.subset = Some(Arc::new(indices));
+        Ok(loader)
+    }
+
+    /// Records this loader draws from.
+    pub fn len(&self) -> usize {
+        self.subset.as_ref().map_or(self.data.len(), |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -125,7 +151,11 @@ impl Loader {
 
     /// This rank's dataset indices for `epoch`, in order.
     pub fn epoch_indices(&self, epoch: u64) -> Vec<u32> {
-        epoch_order(self.data.len(), self.cfg.seed, epoch, self.cfg.shuffle, self.cfg.rank, self.cfg.world)
+        let order = epoch_order(self.len(), self.cfg.seed, epoch, self.cfg.shuffle, self.cfg.rank, self.cfg.world);
+        match &self.subset {
+            Some(subset) => order.into_iter().map(|i| subset[i as usize]).collect(),
+            None => order,
+        }
     }
 
     /// Number of batches this rank yields per epoch.
@@ -145,7 +175,14 @@ impl Loader {
 
     /// Starts the producer for `epoch`: an iterator of batches, `prefetch` of them decoded ahead.
     pub fn epoch(&self, epoch: u64) -> Result<EpochIter> {
-        let order = self.epoch_indices(epoch);
+        self.epoch_from(epoch, 0)
+    }
+
+    /// Like [`Loader::epoch`], starting at batch `skip` of the epoch (resuming mid-epoch without
+    /// decoding the batches already trained on).
+    pub fn epoch_from(&self, epoch: u64, skip: usize) -> Result<EpochIter> {
+        let mut order = self.epoch_indices(epoch);
+        order.drain(..(skip * self.cfg.batch_size).min(order.len()));
         let (tx, rx) = mpsc::sync_channel::<Batch>(self.cfg.prefetch.max(1));
         let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
         let (data, cfg, pool) = (self.data.clone(), self.cfg.clone(), self.pool.clone());

@@ -1,0 +1,358 @@
+//! One training step of the sandwich rule with attentive sampling (spec 3.2, 4.2-4.3), written once
+//! against the op traits:
+//! 1. the max subnet on the labels (label-smoothed CE) with dropout and drop-connect; its logits become
+//!    the teacher's soft labels;
+//! 2. `num_arch_training - 2` sampled subnets: uniform, or BestUp-k / WorstUp-k over k candidates drawn
+//!    for a FLOPs target and scored by `-CE_ls` on the current batch (no-grad, batch-statistics BN);
+//!    each trained with soft CE against the teacher;
+//! 3. the min subnet, the same way;
+//! 4. gradients summed over the subnets (accumulated by the backwards), element-wise clip, SGD Nesterov
+//!    with the weight-decay groups.
+//!
+//! Each subnet sees the batch bicubic-resized to its own resolution (inside the forward). Randomness is a
+//! pure function of (seed, step): the architecture draws come from an RNG seeded per step and the masks
+//! from per-step seeds, so a resumed run repeats exactly the steps an uninterrupted one takes.
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+
+use crate::backend::ops::loss::LossShape;
+use crate::backend::ops::optimizer::{ParamGroup, SgdStep};
+use crate::backend::{Arena, DeviceMemory, SupernetOps, Tensor};
+use crate::error::{Error, Result};
+use crate::nn::tape::layer_seed;
+use crate::nn::{ForwardOptions, Supernet};
+use crate::space::attentive::{select, AttentiveSampler, Selection};
+use crate::space::{flops, sampler, Arch};
+
+/// How the middle subnets are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MiddleSampling {
+    Uniform,
+    Attentive(Selection),
+}
+
+/// The recipe knobs one step needs (from the training config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepSettings {
+    pub label_smoothing: f32,
+    pub dropout: f32,
+    pub drop_connect: f32,
+    pub drop_connect_only_last_two_stages: bool,
+    /// Subnets per step, max and min included (4 in the recipe).
+    pub num_arch_training: usize,
+    pub sampling: MiddleSampling,
+    /// Candidates per attentive draw (k of BestUp-k).
+    pub num_trials: usize,
+    pub momentum: f32,
+    /// Element-wise gradient clip; `f32::INFINITY` for none.
+    pub clip: f32,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Max,
+    Sampled,
+    Min,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Max => "max",
+            Role::Sampled => "sampled",
+            Role::Min => "min",
+        }
+    }
+}
+
+/// One scored candidate of an attentive draw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredCandidate {
+    pub arch: Arch,
+    pub mflops: f64,
+    /// -CE_ls on the current batch (higher is better).
+    pub score: f64,
+    /// False when the sampler fell back to its last draw (no draw landed in the target bin).
+    pub landed: bool,
+}
+
+/// What happened to one subnet of the step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubnetOutcome {
+    pub role: Role,
+    pub arch: Arch,
+    pub mflops: f64,
+    pub loss: f64,
+    pub candidates: Vec<ScoredCandidate>,
+    pub chosen: Option<usize>,
+    pub target_bin: Option<i64>,
+    /// Sampler fallbacks during this draw.
+    pub fallbacks: u64,
+}
+
+/// Wall time of the step's phases (seconds; device work is synchronised at each boundary).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    pub max: f64,
+    pub scoring: f64,
+    pub sampled: f64,
+    pub min: f64,
+    pub optimizer: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutcome {
+    pub subnets: Vec<SubnetOutcome>,
+    pub times: StepTimes,
+}
+
+impl StepOutcome {
+    pub fn total_loss(&self) -> f64 {
+        self.subnets.iter().map(|s| s.loss).sum()
+    }
+}
+
+/// Step-lifetime device buffers: the batch, labels, teacher logits and the loss plumbing.
+pub struct StepBuffers<M: DeviceMemory> {
+    _mem: M,
+    pub n: usize,
+    pub side: usize,
+    pub classes: usize,
+    /// [n, side, side, 3] normalised images.
+    pub input: Tensor,
+    /// [n] class indices as f32.
+    pub labels: Tensor,
+    /// [n, classes] the max subnet's logits.
+    pub teacher: Tensor,
+    pub dlogits: Tensor,
+    pub row_loss: Tensor,
+    pub loss: Tensor,
+    /// [n] ranks and [2] top-1/top-5 counts (evaluation).
+    pub rank: Tensor,
+    pub counts: Tensor,
+}
+
+impl<M: DeviceMemory> StepBuffers<M> {
+    pub fn new<B: SupernetOps<Memory = M>>(b: &B, n: usize, side: usize, classes: usize) -> Result<Self> {
+        let sizes = [n * side * side * 3, n, n * classes, n * classes, n, 1, n, 2];
+        let mut arena = Arena::new(b, "step buffers", sizes.iter().map(|s| s + 64).sum())?;
+        let mut t = Vec::new();
+        for s in sizes {
+            t.push(arena.alloc(s)?);
+        }
+        Ok(StepBuffers {
+            n,
+            side,
+            classes,
+            input: t[0],
+            labels: t[1],
+            teacher: t[2],
+            dlogits: t[3],
+            row_loss: t[4],
+            loss: t[5],
+            rank: t[6],
+            counts: t[7],
+            _mem: arena.into_memory(),
+        })
+    }
+
+    /// Uploads a batch: normalised images (`[n, side, side, 3]`) and labels.
+    pub fn upload<B: SupernetOps<Memory = M>>(&self, b: &B, images: &[f32], labels: &[u32]) -> Result<()> {
+        if labels.len() != self.n || images.len() != self.input.len() {
+            return Err(Error::shape(
+                "training batch",
+                format!("{} images of {}x{}x3 and {} labels", self.n, self.side, self.side, self.n),
+                format!("{} values and {} labels", images.len(), labels.len()),
+            ));
+        }
+        b.upload(self.input, images)?;
+        let l: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
+        b.upload(self.labels, &l)
+    }
+
+    fn loss_shape(&self) -> LossShape {
+        LossShape { n: self.n, classes: self.classes }
+    }
+}
+
+/// Everything a step mutates besides the supernet.
+pub struct StepState<'a, B: SupernetOps> {
+    pub b: &'a B,
+    pub net: &'a Supernet<B::Memory>,
+    pub arena: &'a mut Arena<B::Memory>,
+    pub bufs: &'a StepBuffers<B::Memory>,
+    pub groups: &'a [ParamGroup],
+    pub sampler: Option<&'a mut AttentiveSampler>,
+}
+
+fn check_finite(role: Role, arch: &Arch, loss: f64) -> Result<f64> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(Error::Other(format!(
+            "non-finite loss {loss} in the {} subnet ({})",
+            role.name(),
+            arch.to_json()
+        )))
+    }
+}
+
+fn download_scalar<B: SupernetOps>(b: &B, t: Tensor) -> Result<f64> {
+    Ok(b.download(t)?.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
+impl<B: SupernetOps> StepState<'_, B> {
+    /// Label-smoothed CE of `arch` on the batch with no backward: the attentive score is its negative.
+    pub fn score(&mut self, arch: &Arch, s: &StepSettings) -> Result<f64> {
+        let bufs = self.bufs;
+        self.arena.reset();
+        let tape = self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::train(), self.arena)?;
+        let shape = bufs.loss_shape();
+        self.b.label_smoothing_ce_fwd(&shape, s.label_smoothing, tape.head.logits, bufs.labels, bufs.row_loss, bufs.loss)?;
+        Ok(-download_scalar(self.b, bufs.loss)?)
+    }
+
+    /// Forward + loss + backward of one subnet; returns the loss. The max subnet trains on the labels
+    /// and leaves its logits in `teacher`; the others distil from `teacher`.
+    fn train_subnet(&mut self, role: Role, arch: &Arch, s: &StepSettings, seed: u64) -> Result<f64> {
+        let bufs = self.bufs;
+        let b = self.b;
+        self.arena.reset();
+        let mut options = ForwardOptions::train();
+        options.seed = seed;
+        options.drop_connect_only_last_two_stages = s.drop_connect_only_last_two_stages;
+        if role == Role::Max {
+            options.dropout = s.dropout;
+            options.drop_connect = s.drop_connect;
+        }
+        let tape = self.net.forward(b, arch, bufs.input, bufs.n, bufs.side, options, self.arena)?;
+        let logits = tape.head.logits;
+        let shape = bufs.loss_shape();
+        if role == Role::Max {
+            b.label_smoothing_ce_fwd(&shape, s.label_smoothing, logits, bufs.labels, bufs.row_loss, bufs.loss)?;
+            b.label_smoothing_ce_bwd(&shape, s.label_smoothing, logits, bufs.labels, bufs.dlogits)?;
+            b.fill(bufs.teacher, 0.0)?;
+            b.add_assign(bufs.teacher, logits)?;
+        } else {
+            b.soft_ce_fwd(&shape, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
+            b.soft_ce_bwd(&shape, logits, bufs.teacher, bufs.dlogits)?;
+        }
+        let loss = check_finite(role, arch, download_scalar(b, bufs.loss)?)?;
+        self.net.backward(b, &tape, bufs.dlogits, self.arena)?;
+        Ok(loss)
+    }
+
+    /// Draws one middle subnet (uniform, or the attentive best/worst of k scored candidates).
+    fn draw_middle(
+        &mut self,
+        s: &StepSettings,
+        rng: &mut rand::rngs::StdRng,
+        times: &mut StepTimes,
+    ) -> Result<SubnetOutcome> {
+        let space = &self.net.space;
+        let selection = match s.sampling {
+            MiddleSampling::Uniform => {
+                let arch = sampler::uniform(space, rng);
+                let mflops = flops::mflops(space, &arch);
+                let blank = SubnetOutcome {
+                    role: Role::Sampled,
+                    arch,
+                    mflops,
+                    loss: 0.0,
+                    candidates: Vec::new(),
+                    chosen: None,
+                    target_bin: None,
+                    fallbacks: 0,
+                };
+                return Ok(blank);
+            }
+            MiddleSampling::Attentive(sel) => sel,
+        };
+        let sampler =
+            self.sampler.as_deref_mut().ok_or_else(|| Error::Other("attentive sampling needs a sampler".into()))?;
+        let before = sampler.stats().fallbacks;
+        let (bin, drawn) = sampler.sample(s.num_trials, rng);
+        let fallbacks = sampler.stats().fallbacks - before;
+        let started = Instant::now();
+        let mut candidates = Vec::with_capacity(drawn.len());
+        for c in drawn {
+            let score = if s.num_trials > 1 { self.score(&c.arch, s)? } else { 0.0 };
+            candidates.push(ScoredCandidate { arch: c.arch, mflops: c.mflops, score, landed: c.landed });
+        }
+        times.scoring += started.elapsed().as_secs_f64();
+        let scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
+        let chosen = select(selection, &scores)?;
+        Ok(SubnetOutcome {
+            role: Role::Sampled,
+            arch: candidates[chosen].arch.clone(),
+            mflops: candidates[chosen].mflops,
+            loss: 0.0,
+            candidates,
+            chosen: Some(chosen),
+            target_bin: Some(bin),
+            fallbacks,
+        })
+    }
+
+    /// Runs step `step` (0-based, global) at learning rate `lr` on the uploaded batch.
+    pub fn run(&mut self, step: u64, lr: f32, s: &StepSettings) -> Result<StepOutcome> {
+        if s.num_arch_training < 2 {
+            return Err(Error::usage(format!("num_arch_training must be >= 2 (max and min), got {}", s.num_arch_training)));
+        }
+        let b = self.b;
+        let space = self.net.space.clone();
+        let step_seed = layer_seed(s.seed, step);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(step_seed);
+        let mut times = StepTimes::default();
+        let mut subnets = Vec::with_capacity(s.num_arch_training);
+        self.net.zero_grads(b)?;
+
+        let t = Instant::now();
+        let max = space.max_arch();
+        let loss = self.train_subnet(Role::Max, &max, s, layer_seed(step_seed, 0))?;
+        subnets.push(SubnetOutcome {
+            role: Role::Max,
+            mflops: flops::mflops(&space, &max),
+            arch: max,
+            loss,
+            candidates: Vec::new(),
+            chosen: None,
+            target_bin: None,
+            fallbacks: 0,
+        });
+        times.max = t.elapsed().as_secs_f64();
+
+        for j in 0..s.num_arch_training - 2 {
+            let mut outcome = self.draw_middle(s, &mut rng, &mut times)?;
+            let t = Instant::now();
+            outcome.loss = self.train_subnet(Role::Sampled, &outcome.arch, s, layer_seed(step_seed, 1 + j as u64))?;
+            times.sampled += t.elapsed().as_secs_f64();
+            subnets.push(outcome);
+        }
+
+        let t = Instant::now();
+        let min = space.min_arch();
+        let loss = self.train_subnet(Role::Min, &min, s, layer_seed(step_seed, s.num_arch_training as u64))?;
+        subnets.push(SubnetOutcome {
+            role: Role::Min,
+            mflops: flops::mflops(&space, &min),
+            arch: min,
+            loss,
+            candidates: Vec::new(),
+            chosen: None,
+            target_bin: None,
+            fallbacks: 0,
+        });
+        times.min = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        b.sgd_nesterov_step(&SgdStep { lr, momentum: s.momentum, clip: s.clip }, self.groups)?;
+        b.synchronize()?;
+        times.optimizer = t.elapsed().as_secs_f64();
+        Ok(StepOutcome { subnets, times })
+    }
+}

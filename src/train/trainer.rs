@@ -1,0 +1,398 @@
+//! `attnas train`: the training job over one device. Plans memory up front (parameters, gradients,
+//! momentum, one activation arena for the largest subnet), runs the sandwich step over the loader's
+//! batches with the per-iteration warmup-cosine LR, logs every step (JSON lines), validates the min and
+//! max subnets after BN recalibration each epoch, and checkpoints atomically. A resumed run continues
+//! exactly: every random draw is a function of (seed, step) or (seed, epoch), and the checkpoint holds
+//! parameters, momentum and the step counters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::config::{SamplerMethod, Scorer, TrainConfig};
+use super::metrics::{CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord};
+use super::step::{MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
+use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
+use crate::backend::ops::optimizer::WarmupCosineLr;
+use crate::backend::{Arena, SupernetOps};
+use crate::checkpoint::{CheckpointStore, SavedCheckpoint, TensorRecord};
+use crate::data::augment::normalize_nhwc;
+use crate::data::loader::Loader;
+use crate::data::reader::PackedDataset;
+use crate::error::{Error, Result};
+use crate::nn::{activation_arena_len, NamedTensor, Supernet};
+use crate::space::attentive::AttentiveSampler;
+use crate::space::{flops, table, Space};
+
+/// Where the job's files go and how it was asked to run.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    pub space: Space,
+    pub config: TrainConfig,
+    /// A packed train file, or a folder holding `train.pack` (and optionally `val.pack`).
+    pub data: PathBuf,
+    /// Run folder: `checkpoints/`, `metrics.jsonl`.
+    pub out: PathBuf,
+    pub resume: bool,
+    pub progress: bool,
+}
+
+/// What the job reports at the end.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub epochs_completed: u64,
+    pub images_per_sec: f64,
+    /// The last validation: (role, arch MFLOPs, accuracy).
+    pub last_eval: Vec<(String, f64, Accuracy)>,
+    pub checkpoint: Option<PathBuf>,
+    pub metrics: PathBuf,
+}
+
+/// The format tag of the training state file.
+pub const STATE_FORMAT: &str = "attnas-train-state/1";
+
+/// The packed train file and the eval file (explicit, `val.pack` beside it, or none).
+fn resolve_data(data: &Path, eval_split: &Option<PathBuf>) -> Result<(PathBuf, Option<PathBuf>)> {
+    let train = if data.is_dir() { data.join("train.pack") } else { data.to_path_buf() };
+    if !train.is_file() {
+        return Err(Error::usage(format!(
+            "--data {}: no packed training file there (give a .pack file or a folder with train.pack; make one with \
+             `attnas prepare`)",
+            data.display()
+        )));
+    }
+    let eval = match eval_split {
+        Some(p) => Some(p.clone()),
+        None => train.parent().map(|d| d.join("val.pack")).filter(|p| p.is_file()),
+    };
+    Ok((train, eval))
+}
+
+/// Train / held-out record indices when there is no eval split: a seeded shuffle, the last `holdout` held out.
+fn holdout_split(n: usize, holdout: usize, seed: u64) -> Result<(Vec<u32>, Vec<u32>)> {
+    if holdout == 0 || holdout >= n {
+        return Err(Error::usage(format!(
+            "train.data.holdout = {holdout} must be in 1..{n} (the dataset has {n} records and no val.pack)"
+        )));
+    }
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x484f_4c44_4f55_54));
+    let held = idx.split_off(n - holdout);
+    Ok((idx, held))
+}
+
+fn settings(cfg: &TrainConfig) -> Result<StepSettings> {
+    let sampling = match cfg.sampler.method.selection() {
+        Some(sel) => MiddleSampling::Attentive(sel),
+        None => MiddleSampling::Uniform,
+    };
+    if cfg.sampler.scorer != Scorer::Loss && !matches!(cfg.sampler.method, SamplerMethod::Uniform) {
+        return Err(Error::usage(
+            "train.sampler.scorer = predictor is not available yet (the accuracy predictor is a later issue); use loss",
+        ));
+    }
+    Ok(StepSettings {
+        label_smoothing: cfg.label_smoothing as f32,
+        dropout: cfg.sandwich.dropout as f32,
+        drop_connect: cfg.sandwich.drop_connect as f32,
+        drop_connect_only_last_two_stages: cfg.sandwich.drop_connect_only_last_two_stages,
+        num_arch_training: cfg.sandwich.num_arch_training,
+        sampling,
+        num_trials: cfg.sampler.num_trials,
+        momentum: cfg.momentum as f32,
+        clip: cfg.grad_clip_value.map_or(f32::INFINITY, |c| c as f32),
+        seed: cfg.seed,
+    })
+}
+
+fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<AttentiveSampler>> {
+    if cfg.sampler.method.selection().is_none() {
+        return Ok(None);
+    }
+    let step = cfg.sampler.discretize_step;
+    let entries = match &cfg.sampler.table {
+        Some(path) => table::read_table(space, path)?,
+        None => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x5441_424c_45);
+            table::generate(space, cfg.sampler.table_samples, cfg.sampler.table_method, step, &mut rng)
+        }
+    };
+    Ok(Some(AttentiveSampler::new(space, &entries, step, cfg.sampler.prior)?))
+}
+
+fn to_records(named: Vec<NamedTensor>) -> Vec<TensorRecord> {
+    named.into_iter().map(|t| TensorRecord { name: t.name, shape: t.shape, data: t.data }).collect()
+}
+
+fn subnet_record(s: &super::step::SubnetOutcome) -> SubnetRecord {
+    SubnetRecord {
+        role: s.role,
+        arch: s.arch.clone(),
+        mflops: s.mflops,
+        loss: s.loss,
+        candidates: s
+            .candidates
+            .iter()
+            .map(|c| CandidateRecord { arch: c.arch.clone(), mflops: c.mflops, score: c.score })
+            .collect(),
+        chosen: s.chosen,
+        target_bin: s.target_bin,
+        fallbacks: s.fallbacks,
+    }
+}
+
+/// An out-of-memory error that names the batch size and what was asked for.
+fn oom_hint(e: Error, what: &str, elements: usize, batch: usize) -> Error {
+    Error::Other(format!(
+        "cannot allocate the {what} ({:.2} GiB for batch size {batch}): {e}. Lower train.batch_size (--set batch_size=...)",
+        elements as f64 * 4.0 / (1u64 << 30) as f64
+    ))
+}
+
+/// Runs the job on backend `b`.
+pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
+    let cfg = &job.config;
+    let space = &job.space;
+    let (train_path, eval_path) = resolve_data(&job.data, &cfg.data.eval_split)?;
+    let train_ds = Arc::new(PackedDataset::open(&train_path)?);
+    if train_ds.class_names().len() != space.num_classes {
+        return Err(Error::usage(format!(
+            "{} has {} classes but the space '{}' has num_classes {}",
+            train_path.display(),
+            train_ds.class_names().len(),
+            space.name,
+            space.num_classes
+        )));
+    }
+    let (train_loader, eval_loader) = match &eval_path {
+        Some(p) => {
+            let eval_ds = Arc::new(PackedDataset::open(p)?);
+            (Loader::new(train_ds.clone(), cfg.train_loader_config())?, Loader::new(eval_ds, cfg.eval_loader_config())?)
+        }
+        None => {
+            let (tr, held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
+            (
+                Loader::with_subset(train_ds.clone(), cfg.train_loader_config(), tr)?,
+                Loader::with_subset(train_ds.clone(), cfg.eval_loader_config(), held)?,
+            )
+        }
+    };
+    let calib_loader = Loader::new(train_ds.clone(), cfg.calib_loader_config())?;
+    let steps_per_epoch = train_loader.batches_per_epoch() as u64;
+    if steps_per_epoch == 0 {
+        return Err(Error::usage(format!(
+            "{}: {} training records make no full batch of {}; lower train.batch_size",
+            train_path.display(),
+            train_loader.len(),
+            cfg.batch_size
+        )));
+    }
+    let total_steps = cfg.total_steps(steps_per_epoch);
+    let (warmup, schedule_total) = cfg.schedule_iters(steps_per_epoch);
+    let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(1), warmup, schedule_total.max(1))?;
+
+    let net = Supernet::new(b, space.clone(), cfg.seed)?;
+    let side = cfg.data.crop as usize;
+    let eval_n = cfg.bn_calib.batch_size.max(cfg.bn_calib.eval_batch_size);
+    let act_len = activation_arena_len(space, cfg.batch_size, side, true)?.max(activation_arena_len(space, eval_n, side, false)?);
+    let mut arena = Arena::new(b, "activations", act_len).map_err(|e| oom_hint(e, "activation arena", act_len, cfg.batch_size))?;
+    let bufs = StepBuffers::new(b, cfg.batch_size, side, space.num_classes)?;
+    let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
+    let mut sampler = build_sampler(space, cfg)?;
+    let settings = settings(cfg)?;
+    let store = CheckpointStore::new(&job.out.join("checkpoints"), cfg.checkpoint.keep)?;
+    let fingerprint = cfg.fingerprint(space);
+
+    // resume
+    let mut step = 0u64;
+    let mut last_ckpt: Option<SavedCheckpoint> = None;
+    if job.resume {
+        match store.latest()? {
+            Some(ck) => {
+                let (tensors, _meta, state) = crate::checkpoint::load(&ck)?;
+                let stored = state.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("");
+                if stored != fingerprint {
+                    return Err(Error::usage(format!(
+                        "--resume: {} was written with another config (fingerprint {stored}, now {fingerprint}); resume \
+                         with the same config and --set values, or start a new --out folder",
+                        ck.state.display()
+                    )));
+                }
+                let named: Vec<NamedTensor> =
+                    tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
+                net.load_named(b, &named, &ck.weights.display().to_string())?;
+                step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
+                last_ckpt = Some(ck);
+            }
+            None => return Err(Error::usage(format!("--resume: no checkpoint in {}", job.out.join("checkpoints").display()))),
+        }
+    }
+    let log_path = job.out.join("metrics.jsonl");
+    let mut log = if job.resume { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
+    log.append(&LogLine::Start(StartRecord {
+        step,
+        space: space.name.clone(),
+        fingerprint: fingerprint.clone(),
+        config: cfg.to_value(),
+    }))?;
+
+    let eval_batches = decode_batches(&eval_loader, 0, usize::MAX)?;
+    let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
+    let bar = progress_bar(job.progress, total_steps, step);
+    let started = Instant::now();
+    let mut images_done = 0u64;
+    let mut last_eval = Vec::new();
+    let mut epochs_completed = step / steps_per_epoch;
+    let save = |step: u64, epoch: u64, last: &mut Option<SavedCheckpoint>| -> Result<()> {
+        let state = serde_json::json!({
+            "format": STATE_FORMAT,
+            "step": step,
+            "epoch": epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "seed": cfg.seed,
+            "fingerprint": fingerprint,
+            "space": space.name,
+            "config": cfg.to_value(),
+            "rng": "every draw is derived from (seed, step) or (seed, epoch): no generator state to store",
+            "data": {"train": train_path.display().to_string(), "records": train_loader.len(),
+                      "order": "shuffled per epoch from (seed, epoch); resume skips the batches already trained"},
+            "optimizer": {"kind": "sgd-nesterov", "momentum": cfg.momentum, "buffers": "optimizer.momentum.* tensors"},
+        });
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("format".to_string(), "attnas-supernet/1".to_string());
+        meta.insert("space".to_string(), space.name.clone());
+        meta.insert("layout".to_string(), "pytorch (AttentiveNAS state-dict names and shapes)".to_string());
+        let saved = store.save(step, &to_records(net.to_named(b, true)?), &meta, &state)?;
+        *last = Some(saved);
+        Ok(())
+    };
+
+    while step < total_steps {
+        let epoch = step / steps_per_epoch;
+        let skip = (step % steps_per_epoch) as usize;
+        let iter = train_loader.epoch_from(epoch, skip)?;
+        for batch in iter {
+            if step >= total_steps || step / steps_per_epoch != epoch {
+                break;
+            }
+            let t0 = Instant::now();
+            bufs.upload(b, &normalize_nhwc(&batch.images), &batch.labels)?;
+            let lr = lr_schedule.lr(step);
+            let mut state = StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
+            let outcome: StepOutcome = state.run(step, lr, &settings).map_err(|e| {
+                let ck = last_ckpt.as_ref().map_or("none yet".to_string(), |c| c.weights.display().to_string());
+                Error::Other(format!("step {step}: {e}; stopping. Last good checkpoint: {ck}"))
+            })?;
+            let dt = t0.elapsed().as_secs_f64();
+            images_done += batch.labels.len() as u64;
+            step += 1;
+            if cfg.log.every_steps > 0 && (step - 1) % cfg.log.every_steps == 0 {
+                log.append(&LogLine::Step(StepRecord {
+                    step: step - 1,
+                    epoch,
+                    lr: lr as f64,
+                    images_per_sec: batch.labels.len() as f64 / dt.max(1e-9),
+                    wall_s: started.elapsed().as_secs_f64(),
+                    subnets: outcome.subnets.iter().map(subnet_record).collect(),
+                    total_loss: outcome.total_loss(),
+                    grad_clip_fraction: None,
+                }))?;
+            }
+            let rate = images_done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "epoch {epoch} loss max {:.3} min {:.3} lr {:.4} {:.1} img/s",
+                outcome.subnets[0].loss,
+                outcome.subnets.last().map_or(0.0, |s| s.loss),
+                lr,
+                rate
+            ));
+            bar.set_position(step);
+            if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
+                save(step, epoch, &mut last_ckpt)?;
+            }
+        }
+        let epoch_done = step % steps_per_epoch == 0 || step >= total_steps;
+        if epoch_done {
+            let epoch = (step - 1) / steps_per_epoch;
+            let t = Instant::now();
+            let calib = decode_batches(&calib_loader, 1_000_000 + epoch, cfg.bn_calib.batches)?;
+            last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches)?;
+            let calib_images: usize = calib.iter().map(HostBatch::len).sum();
+            log.append(&LogLine::Epoch(EpochRecord {
+                epoch,
+                step,
+                subnets: last_eval
+                    .iter()
+                    .map(|(role, arch, mf, acc)| EvalRecord {
+                        role: *role,
+                        arch: arch.clone(),
+                        mflops: *mf,
+                        top1: acc.top1,
+                        top5: acc.top5,
+                        images: acc.images as u64,
+                    })
+                    .collect(),
+                calib_batches: calib.len() as u64,
+                calib_images: calib_images as u64,
+                wall_s: t.elapsed().as_secs_f64(),
+            }))?;
+            let line = last_eval
+                .iter()
+                .map(|(r, _, mf, a)| format!("{} ({mf:.1} MFLOPs) top-1 {:.2}% top-5 {:.2}%", r.name(), a.top1, a.top5))
+                .collect::<Vec<_>>()
+                .join(", ");
+            bar.println(format!("epoch {epoch}: {line}"));
+            epochs_completed = epoch + 1;
+            let every = cfg.checkpoint.every_epochs as u64;
+            if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
+                save(step, epoch, &mut last_ckpt)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        steps: step,
+        epochs_completed,
+        images_per_sec: images_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        last_eval: last_eval.into_iter().map(|(r, _, mf, a)| (r.name().to_string(), mf, a)).collect(),
+        checkpoint: last_ckpt.map(|c| c.weights),
+        metrics: log_path,
+    })
+}
+
+type EvalRow = (Role, crate::space::Arch, f64, Accuracy);
+
+/// BN-recalibrated accuracy of the max and min subnets (spec 3.6).
+fn validate_min_max<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    arena: &mut Arena<B::Memory>,
+    bufs: &mut EvalBuffers<B>,
+    calib: &[HostBatch],
+    eval: &[HostBatch],
+) -> Result<Vec<EvalRow>> {
+    let mut out = Vec::new();
+    for (role, arch) in [(Role::Max, net.space.max_arch()), (Role::Min, net.space.min_arch())] {
+        let acc = calibrate_and_evaluate(b, net, arena, bufs, &arch, calib, eval)?;
+        let mf = flops::mflops(&net.space, &arch);
+        out.push((role, arch, mf, acc));
+    }
+    Ok(out)
+}
+
+fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(at);
+    bar
+}

@@ -1,0 +1,133 @@
+//! BN recalibration and evaluation of one subnet (spec 3.6 and 5.1): reset the running statistics,
+//! forward N training batches (training augmentation) folding each batch's statistics into a cumulative
+//! average (PyTorch `momentum=None`), then top-1 / top-5 on held-out batches with the running statistics.
+//! Batches are decoded once ([`HostBatch`]) and reused for every subnet evaluated (the original re-read
+//! its loader per subnet and leaked host memory doing so).
+
+use std::collections::BTreeMap;
+
+use crate::backend::ops::loss::LossShape;
+use crate::backend::{Arena, SupernetOps};
+use crate::data::augment::normalize_nhwc;
+use crate::data::loader::Loader;
+use crate::error::{Error, Result};
+use crate::nn::{ForwardOptions, Supernet};
+use crate::space::Arch;
+use crate::train::step::StepBuffers;
+
+/// A decoded, normalised batch kept on the host.
+#[derive(Clone, Debug)]
+pub struct HostBatch {
+    /// [n, side, side, 3] normalised.
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub side: usize,
+}
+
+impl HostBatch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// The first `max_batches` batches of `loader`'s epoch `epoch`, decoded and normalised.
+pub fn decode_batches(loader: &Loader, epoch: u64, max_batches: usize) -> Result<Vec<HostBatch>> {
+    let mut out = Vec::new();
+    let iter = loader.epoch(epoch)?;
+    for batch in iter.take(max_batches) {
+        out.push(HostBatch { images: normalize_nhwc(&batch.images), labels: batch.labels.clone(), side: batch.side as usize });
+    }
+    Ok(out)
+}
+
+/// Top-1 / top-5 accuracy (percent) over `images` images.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Accuracy {
+    pub top1: f64,
+    pub top5: f64,
+    pub images: usize,
+}
+
+/// Device buffers for each batch size met, created on first use.
+pub struct EvalBuffers<B: SupernetOps> {
+    classes: usize,
+    by_size: BTreeMap<(usize, usize), StepBuffers<B::Memory>>,
+}
+
+impl<B: SupernetOps> EvalBuffers<B> {
+    pub fn new(classes: usize) -> Self {
+        EvalBuffers { classes, by_size: BTreeMap::new() }
+    }
+
+    fn get(&mut self, b: &B, batch: &HostBatch) -> Result<&StepBuffers<B::Memory>> {
+        let key = (batch.len(), batch.side);
+        if !self.by_size.contains_key(&key) {
+            self.by_size.insert(key, StepBuffers::new(b, key.0, key.1, self.classes)?);
+        }
+        let bufs = self.by_size.get(&key).ok_or_else(|| Error::Other("eval buffers".into()))?;
+        bufs.upload(b, &batch.images, &batch.labels)?;
+        Ok(bufs)
+    }
+}
+
+/// Recalibrates the BN running statistics of `arch` on `calib` (cumulative average over the batches).
+pub fn calibrate_bn<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    arena: &mut Arena<B::Memory>,
+    bufs: &mut EvalBuffers<B>,
+    arch: &Arch,
+    calib: &[HostBatch],
+) -> Result<()> {
+    net.reset_running_stats(b)?;
+    for (i, batch) in calib.iter().enumerate() {
+        let sb = bufs.get(b, batch)?;
+        arena.reset();
+        net.forward(b, arch, sb.input, sb.n, sb.side, ForwardOptions::calibrate(i as u32 + 1), arena)?;
+    }
+    b.synchronize()
+}
+
+/// Top-1 / top-5 of `arch` on `eval` with the current running statistics.
+pub fn evaluate<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    arena: &mut Arena<B::Memory>,
+    bufs: &mut EvalBuffers<B>,
+    arch: &Arch,
+    eval: &[HostBatch],
+) -> Result<Accuracy> {
+    let (mut c1, mut c5, mut n) = (0f64, 0f64, 0usize);
+    for batch in eval {
+        let sb = bufs.get(b, batch)?;
+        arena.reset();
+        let tape = net.forward(b, arch, sb.input, sb.n, sb.side, ForwardOptions::eval(), arena)?;
+        let shape = LossShape { n: sb.n, classes: sb.classes };
+        b.topk_correct(&shape, tape.head.logits, sb.labels, sb.rank, sb.counts)?;
+        let counts = b.download(sb.counts)?;
+        c1 += counts[0] as f64;
+        c5 += counts[1] as f64;
+        n += sb.n;
+    }
+    if n == 0 {
+        return Err(Error::usage("evaluation needs at least one held-out image"));
+    }
+    Ok(Accuracy { top1: 100.0 * c1 / n as f64, top5: 100.0 * c5 / n as f64, images: n })
+}
+
+/// Both: calibrate on `calib`, then evaluate on `eval`.
+pub fn calibrate_and_evaluate<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    arena: &mut Arena<B::Memory>,
+    bufs: &mut EvalBuffers<B>,
+    arch: &Arch,
+    calib: &[HostBatch],
+    eval: &[HostBatch],
+) -> Result<Accuracy> {
+    calibrate_bn(b, net, arena, bufs, arch, calib)?;
+    evaluate(b, net, arena, bufs, arch, eval)
+}
