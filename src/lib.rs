@@ -5,10 +5,12 @@
 //! (search space, FLOPs, samplers) and `data`. See DESIGN.md in the shared folder.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod space;
 pub mod testing;
+pub mod util;
 
 pub use error::{Error, Result};
