@@ -5,6 +5,7 @@
 //! (search space, FLOPs, samplers) and `data`. See DESIGN.md in the shared folder.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
@@ -12,5 +13,6 @@ pub mod nn;
 pub mod space;
 pub mod testing;
 pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use super::format::{self, Encoding, Header, IndexEntry, Section};
 use super::idx;
 use super::reader::PackedDataset;
 use crate::error::{Error, Result};
+use crate::util::atomic::sync_parent_dir;
 
 /// What to store for each image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,10 +364,7 @@ impl PackWriter {
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        if let Some(dir) = self.dest.parent() {
-            // Make the rename durable; not every filesystem lets a directory be opened and synced.
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
+        sync_parent_dir(&self.dest); // make the rename durable (best effort)
         Ok(self.header.index.offset + self.header.index.len)
     }
 }
