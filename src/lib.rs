@@ -10,5 +10,6 @@ pub mod data;
 pub mod error;
 pub mod space;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};

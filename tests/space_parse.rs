@@ -144,7 +144,7 @@ fn space_config_errors_name_the_field() {
 #[test]
 fn tiny_space_is_well_formed() {
     let s = Space::builtin("tiny").unwrap();
-    assert_eq!((s.num_classes, s.in_channels, s.head.expand_ratio), (10, 1, 6));
+    assert_eq!((s.num_classes, s.in_channels, s.head.expand_ratio), (10, 3, 6));
     assert!(!s.stages[0].has_expand_conv());
     assert_eq!(s.choices(Gene::Resolution), &[28, 32]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
