@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, Supernet};
 use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
-use crate::space::{flops, Space};
+use crate::space::Space;
 use crate::train::step::{MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes};
 
 #[derive(Args, Debug)]
@@ -90,7 +90,11 @@ impl BackendJob for Job<'_> {
         let net = Supernet::new(b, space.clone(), 0)?;
         let len = activation_arena_len(&space, a.batch, a.side, true)?;
         let mut arena = Arena::new(b, "activations", len).map_err(|e| {
-            Error::Other(format!("bench: activation arena of {:.2} GiB for batch {}: {e}", len as f64 * 4.0 / (1u64 << 30) as f64, a.batch))
+            Error::Other(format!(
+                "bench: activation arena of {:.2} GiB for batch {}: {e}",
+                len as f64 * 4.0 / (1u64 << 30) as f64,
+                a.batch
+            ))
         })?;
         let bufs = StepBuffers::new(b, a.batch, a.side, space.num_classes)?;
         let images = crate::testing::random_vec(1, a.batch * a.side * a.side * 3, -2.0, 2.0);
@@ -116,8 +120,14 @@ impl BackendJob for Job<'_> {
         let mut macs = 0.0;
         let mut wall = 0.0;
         for step in 0..(a.warmup + a.steps) {
-            let mut state =
-                StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
+            let mut state = StepState {
+                b,
+                net: &net,
+                arena: &mut arena,
+                bufs: &bufs,
+                groups: &groups,
+                sampler: Some(&mut sampler),
+            };
             let t = std::time::Instant::now();
             let out = state.run(step as u64, 0.01, &settings)?;
             let dt = t.elapsed().as_secs_f64();
@@ -170,8 +180,14 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
             }
             let space = Space::resolve(&t.space)?;
             let r = run_on(t.device, Job(t, space))?;
-            println!("bench train: {} space, batch {}, sandwich (4 subnets) + BestUp-{} on {}", r.space, r.batch, t.k, r.device);
-            println!("  {:.2} images/s ({:.3} s per step, mean of {} steps after {} warm-up)", r.images_per_sec, r.step_s, r.steps, t.warmup);
+            println!(
+                "bench train: {} space, batch {}, sandwich (4 subnets) + BestUp-{} on {}",
+                r.space, r.batch, t.k, r.device
+            );
+            println!(
+                "  {:.2} images/s ({:.3} s per step, mean of {} steps after {} warm-up)",
+                r.images_per_sec, r.step_s, r.steps, t.warmup
+            );
             for (what, s) in &r.split_s {
                 println!("  {what:<18} {s:>8.3} s  {:>5.1}%", 100.0 * s / r.step_s.max(1e-12));
             }
@@ -182,7 +198,10 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     r.gmacs_per_step,
                     100.0 * achieved / p
                 ),
-                None => println!("  {:.1} GMAC per step, {achieved:.3} TFLOP/s achieved (no peak known for this device)", r.gmacs_per_step),
+                None => println!(
+                    "  {:.1} GMAC per step, {achieved:.3} TFLOP/s achieved (no peak known for this device)",
+                    r.gmacs_per_step
+                ),
             }
             if let Some(p) = &t.json {
                 let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;

@@ -8,9 +8,9 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::gpu::GpuDevice;
 use crate::backend::cuda::CudaBackend;
 use crate::backend::{Backend, SupernetOps};
-use crate::error::Result;
 #[cfg(not(feature = "emu"))]
 use crate::error::Error;
+use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -84,4 +84,3 @@ fn run_emu<J: BackendJob>(job: J) -> Result<J::Output> {
 fn run_emu<J: BackendJob>(_job: J) -> Result<J::Output> {
     Err(Error::usage("--device emu needs a build with the SIMT emulator (cargo build --features emu)"))
 }
-

@@ -57,7 +57,10 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         return Ok(());
     }
-    println!("trained {} steps ({} epochs), {:.1} images/s", summary.steps, summary.epochs_completed, summary.images_per_sec);
+    println!(
+        "trained {} steps ({} epochs), {:.1} images/s",
+        summary.steps, summary.epochs_completed, summary.images_per_sec
+    );
     println!("{:<8} {:>10} {:>8} {:>8} {:>8}", "subnet", "MFLOPs", "top-1", "top-5", "images");
     for (role, mf, acc) in &summary.last_eval {
         println!("{role:<8} {mf:>10.2} {:>7.2}% {:>7.2}% {:>8}", acc.top1, acc.top5, acc.images);

@@ -26,12 +26,14 @@ pub fn flops_bin(mflops: f64, step: f64) -> i64 {
     (mflops / step).round_ties_even() as i64
 }
 
-/// The prior over target bins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The prior over target bins. Written `empirical` or `uniform` in configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Prior {
     /// Bin frequency in the table (AttentiveNAS's default).
+    #[serde(rename = "empirical")]
     Empirical,
     /// Uniform over the bins present in the table (AttentiveNAS's unused `flops_uniform`).
+    #[serde(rename = "uniform", alias = "uniform-bins")]
     UniformBins,
 }
 

@@ -1,5 +1,6 @@
 //! The search-space description: the YAML schema (`configs/attentivenas.yaml`, `configs/tiny.yaml`),
-//! its validation, and the gene addressing every sampler and operator uses.
+//! its validation, and the gene addressing every sampler and operator uses. A space file may also hold
+//! the training recipe under `train:`; the space ignores that key (see `crate::train::config`).
 //!
 //! A space is a stem, a list of MBConv stages and a MobileNetV3-style head. Every stage offers choices
 //! of width, depth, depthwise kernel and expand ratio (chosen once per stage, as in AttentiveNAS), and
@@ -104,6 +105,10 @@ pub struct Space {
     /// Architectures known by name (for AttentiveNAS: a0..a6, AlphaNet's alphanet-a5 and a5-1).
     #[serde(default)]
     pub named_archs: BTreeMap<String, Arch>,
+    /// The training recipe may share the file (`train:`, read by `crate::train::config`); the space
+    /// skips it, so every command that takes a space accepts a training config too.
+    #[serde(default, rename = "train")]
+    _train: serde::de::IgnoredAny,
 }
 
 /// One slot of the gene vector; the index is the stage (width: 0 = stem, S + 1 = head).

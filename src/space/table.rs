@@ -33,8 +33,9 @@ pub struct TableEntry {
     pub mflops: f64,
 }
 
-/// How [`generate`] draws archs (see the file header).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How [`generate`] draws archs (see the file header). Written `uniform` or `balanced` in configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TableMethod {
     Uniform,
     Balanced,

@@ -25,6 +25,7 @@ use crate::nn::tape::layer_seed;
 use crate::nn::{ForwardOptions, Supernet};
 use crate::space::attentive::{select, AttentiveSampler, Selection};
 use crate::space::{flops, sampler, Arch};
+pub use crate::train::metrics::Role;
 
 /// How the middle subnets are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,24 +50,6 @@ pub struct StepSettings {
     /// Element-wise gradient clip; `f32::INFINITY` for none.
     pub clip: f32,
     pub seed: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Max,
-    Sampled,
-    Min,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Max => "max",
-            Role::Sampled => "sampled",
-            Role::Min => "min",
-        }
-    }
 }
 
 /// One scored candidate of an attentive draw.
@@ -193,11 +176,7 @@ fn check_finite(role: Role, arch: &Arch, loss: f64) -> Result<f64> {
     if loss.is_finite() {
         Ok(loss)
     } else {
-        Err(Error::Other(format!(
-            "non-finite loss {loss} in the {} subnet ({})",
-            role.name(),
-            arch.to_json()
-        )))
+        Err(Error::Other(format!("non-finite loss {loss} in the {} subnet ({})", role.name(), arch.to_json())))
     }
 }
 
@@ -210,9 +189,17 @@ impl<B: SupernetOps> StepState<'_, B> {
     pub fn score(&mut self, arch: &Arch, s: &StepSettings) -> Result<f64> {
         let bufs = self.bufs;
         self.arena.reset();
-        let tape = self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::train(), self.arena)?;
+        let tape =
+            self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::train(), self.arena)?;
         let shape = bufs.loss_shape();
-        self.b.label_smoothing_ce_fwd(&shape, s.label_smoothing, tape.head.logits, bufs.labels, bufs.row_loss, bufs.loss)?;
+        self.b.label_smoothing_ce_fwd(
+            &shape,
+            s.label_smoothing,
+            tape.head.logits,
+            bufs.labels,
+            bufs.row_loss,
+            bufs.loss,
+        )?;
         Ok(-download_scalar(self.b, bufs.loss)?)
     }
 
@@ -301,7 +288,10 @@ impl<B: SupernetOps> StepState<'_, B> {
     /// Runs step `step` (0-based, global) at learning rate `lr` on the uploaded batch.
     pub fn run(&mut self, step: u64, lr: f32, s: &StepSettings) -> Result<StepOutcome> {
         if s.num_arch_training < 2 {
-            return Err(Error::usage(format!("num_arch_training must be >= 2 (max and min), got {}", s.num_arch_training)));
+            return Err(Error::usage(format!(
+                "num_arch_training must be >= 2 (max and min), got {}",
+                s.num_arch_training
+            )));
         }
         let b = self.b;
         let space = self.net.space.clone();

@@ -14,7 +14,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::config::{SamplerMethod, Scorer, TrainConfig};
-use super::metrics::{CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord};
+use super::metrics::{
+    CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
+};
 use super::step::{MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
 use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
 use crate::backend::ops::optimizer::WarmupCosineLr;
@@ -169,20 +171,25 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             space.num_classes
         )));
     }
-    let (train_loader, eval_loader) = match &eval_path {
+    // Training, BN-calibration (training images, training augmentation) and held-out loaders.
+    let (train_loader, calib_loader, eval_loader) = match &eval_path {
         Some(p) => {
             let eval_ds = Arc::new(PackedDataset::open(p)?);
-            (Loader::new(train_ds.clone(), cfg.train_loader_config())?, Loader::new(eval_ds, cfg.eval_loader_config())?)
+            (
+                Loader::new(train_ds.clone(), cfg.train_loader_config())?,
+                Loader::new(train_ds.clone(), cfg.calib_loader_config())?,
+                Loader::new(eval_ds, cfg.eval_loader_config())?,
+            )
         }
         None => {
             let (tr, held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
             (
-                Loader::with_subset(train_ds.clone(), cfg.train_loader_config(), tr)?,
+                Loader::with_subset(train_ds.clone(), cfg.train_loader_config(), tr.clone())?,
+                Loader::with_subset(train_ds.clone(), cfg.calib_loader_config(), tr)?,
                 Loader::with_subset(train_ds.clone(), cfg.eval_loader_config(), held)?,
             )
         }
     };
-    let calib_loader = Loader::new(train_ds.clone(), cfg.calib_loader_config())?;
     let steps_per_epoch = train_loader.batches_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(Error::usage(format!(
@@ -199,8 +206,10 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let net = Supernet::new(b, space.clone(), cfg.seed)?;
     let side = cfg.data.crop as usize;
     let eval_n = cfg.bn_calib.batch_size.max(cfg.bn_calib.eval_batch_size);
-    let act_len = activation_arena_len(space, cfg.batch_size, side, true)?.max(activation_arena_len(space, eval_n, side, false)?);
-    let mut arena = Arena::new(b, "activations", act_len).map_err(|e| oom_hint(e, "activation arena", act_len, cfg.batch_size))?;
+    let act_len =
+        activation_arena_len(space, cfg.batch_size, side, true)?.max(activation_arena_len(space, eval_n, side, false)?);
+    let mut arena =
+        Arena::new(b, "activations", act_len).map_err(|e| oom_hint(e, "activation arena", act_len, cfg.batch_size))?;
     let bufs = StepBuffers::new(b, cfg.batch_size, side, space.num_classes)?;
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
@@ -229,7 +238,12 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                 step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
                 last_ckpt = Some(ck);
             }
-            None => return Err(Error::usage(format!("--resume: no checkpoint in {}", job.out.join("checkpoints").display()))),
+            None => {
+                return Err(Error::usage(format!(
+                    "--resume: no checkpoint in {}",
+                    job.out.join("checkpoints").display()
+                )))
+            }
         }
     }
     let log_path = job.out.join("metrics.jsonl");
@@ -283,7 +297,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let t0 = Instant::now();
             bufs.upload(b, &normalize_nhwc(&batch.images), &batch.labels)?;
             let lr = lr_schedule.lr(step);
-            let mut state = StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
+            let mut state =
+                StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
             let outcome: StepOutcome = state.run(step, lr, &settings).map_err(|e| {
                 let ck = last_ckpt.as_ref().map_or("none yet".to_string(), |c| c.weights.display().to_string());
                 Error::Other(format!("step {step}: {e}; stopping. Last good checkpoint: {ck}"))
@@ -293,7 +308,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             step += 1;
             if cfg.log.every_steps > 0 && (step - 1) % cfg.log.every_steps == 0 {
                 log.append(&LogLine::Step(StepRecord {
-                    step: step - 1,
+                    step,
                     epoch,
                     lr: lr as f64,
                     images_per_sec: batch.labels.len() as f64 / dt.max(1e-9),

@@ -38,7 +38,11 @@ pub fn decode_batches(loader: &Loader, epoch: u64, max_batches: usize) -> Result
     let mut out = Vec::new();
     let iter = loader.epoch(epoch)?;
     for batch in iter.take(max_batches) {
-        out.push(HostBatch { images: normalize_nhwc(&batch.images), labels: batch.labels.clone(), side: batch.side as usize });
+        out.push(HostBatch {
+            images: normalize_nhwc(&batch.images),
+            labels: batch.labels.clone(),
+            side: batch.side as usize,
+        });
     }
     Ok(out)
 }
