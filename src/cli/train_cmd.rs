@@ -50,8 +50,10 @@ impl BackendJob for Job {
 
 pub fn run_train(a: &TrainArgs) -> Result<()> {
     let (space, config) = load_with_overrides(&a.config, &a.sets)?;
+    let space_yaml = std::fs::read_to_string(&a.config).map_err(|e| crate::error::Error::io(&a.config, e))?;
     let progress = !a.quiet && config.log.progress;
-    let job = TrainJob { space, config, data: a.data.clone(), out: a.out.clone(), resume: a.resume, progress };
+    let job =
+        TrainJob { space, space_yaml, config, data: a.data.clone(), out: a.out.clone(), resume: a.resume, progress };
     let summary = run_on(a.device, Job(job))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());

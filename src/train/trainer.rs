@@ -34,6 +34,9 @@ use crate::space::{flops, table, Space};
 #[derive(Clone, Debug)]
 pub struct TrainJob {
     pub space: Space,
+    /// The space file's text, stored in every checkpoint's state so `eval`, `search` and `export` rebuild
+    /// the same supernet without being told the config.
+    pub space_yaml: String,
     pub config: TrainConfig,
     /// A packed train file, or a folder holding `train.pack` (and optionally `val.pack`).
     pub data: PathBuf,
@@ -271,6 +274,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             "seed": cfg.seed,
             "fingerprint": fingerprint,
             "space": space.name,
+            "space_yaml": job.space_yaml,
             "config": cfg.to_value(),
             "rng": "every draw is derived from (seed, step) or (seed, epoch): no generator state to store",
             "data": {"train": train_path.display().to_string(), "records": train_loader.len(),
@@ -410,4 +414,19 @@ fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
     bar.set_style(style);
     bar.set_position(at);
     bar
+}
+
+/// The space a checkpoint was trained on: `config` (a YAML file or built-in name) when given, else the
+/// space text stored in the checkpoint's state file. Errors say which to pass.
+pub fn space_of_checkpoint(config: Option<&str>, state: Option<&serde_json::Value>, origin: &Path) -> Result<Space> {
+    if let Some(c) = config {
+        return Space::resolve(c);
+    }
+    match state.and_then(|s| s.get("space_yaml")).and_then(|v| v.as_str()) {
+        Some(text) => Space::from_yaml(text, &format!("{} (stored space)", origin.display())),
+        None => Err(Error::usage(format!(
+            "{}: no space stored with this checkpoint; pass --config SPACE.yaml (or a built-in: attentivenas, tiny)",
+            origin.display()
+        ))),
+    }
 }

@@ -1,0 +1,47 @@
+//! After training: loading a trained (or imported) supernet for evaluation, search and export.
+//! [`load_supernet`] resolves `--ckpt` (a run's checkpoint folder, a `ckpt-N.safetensors`, its state
+//! file, or any safetensors holding the supernet's tensors, e.g. one converted from an official
+//! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint) and
+//! loads the weights with shape checks that name the first mismatching tensor.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::SupernetOps;
+use crate::checkpoint::{read_safetensors, resolve_weights_arg};
+use crate::error::{Error, Result};
+use crate::nn::{NamedTensor, Supernet};
+use crate::space::Space;
+use crate::train::trainer::space_of_checkpoint;
+
+/// A supernet loaded from a checkpoint, with where it came from.
+pub struct LoadedSupernet<B: SupernetOps> {
+    pub net: Supernet<B::Memory>,
+    pub weights: PathBuf,
+    /// The training state beside the weights, when there is one.
+    pub state: Option<serde_json::Value>,
+}
+
+/// The state file beside `weights` (`ckpt-N.state.json` for `ckpt-N.safetensors`), if present and valid JSON.
+fn state_beside(weights: &Path) -> Result<Option<serde_json::Value>> {
+    let name = weights.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let Some(stem) = name.strip_suffix(".safetensors") else { return Ok(None) };
+    let state = weights.with_file_name(format!("{stem}.state.json"));
+    if !state.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&state).map_err(|e| Error::io(&state, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::input(&state, e.line(), e.to_string()))
+}
+
+/// Loads `ckpt` onto `b`. `config` overrides the space stored with the checkpoint.
+pub fn load_supernet<B: SupernetOps>(b: &B, ckpt: &Path, config: Option<&str>) -> Result<LoadedSupernet<B>> {
+    let weights = resolve_weights_arg(ckpt)?;
+    let state = state_beside(&weights)?;
+    let space: Space = space_of_checkpoint(config, state.as_ref(), &weights)?;
+    let (tensors, _meta) = read_safetensors(&weights)?;
+    let named: Vec<NamedTensor> =
+        tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
+    let net = Supernet::new(b, space, 0)?;
+    net.load_named(b, &named, &weights.display().to_string())?;
+    Ok(LoadedSupernet { net, weights, state })
+}
