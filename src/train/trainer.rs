@@ -258,7 +258,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         config: cfg.to_value(),
     }))?;
 
-    let eval_batches = decode_batches(&eval_loader, 0, usize::MAX)?;
+    let eval_batch_limit = cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
+    let eval_batches = decode_batches(&eval_loader, 0, eval_batch_limit)?;
     let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
     let bar = progress_bar(job.progress, total_steps, step);
     let started = Instant::now();
