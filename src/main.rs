@@ -28,6 +28,8 @@ enum Command {
     Train(cli::train_cmd::TrainArgs),
     /// Throughput benchmarks (train: images/s of the full sandwich step).
     Bench(cli::bench_cmd::BenchArgs),
+    /// The supernet's tensors: state-dict names, PyTorch shapes, parameter or buffer (`--json` for tools).
+    Params(cli::params_cmd::ParamsArgs),
 }
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
         Command::Data(a) => cli::data_cmds::run_data(a),
         Command::Train(a) => cli::train_cmd::run_train(a),
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
+        Command::Params(a) => cli::params_cmd::run_params(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

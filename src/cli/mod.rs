@@ -4,5 +4,6 @@ pub mod bench_cmd;
 pub mod data_cmds;
 pub mod device;
 pub mod info;
+pub mod params_cmd;
 pub mod space_cmds;
 pub mod train_cmd;
