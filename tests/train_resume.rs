@@ -30,7 +30,8 @@ fn same_seed_gives_bit_identical_losses_and_resume_continues_exactly() {
     assert_eq!(sa.len(), 6);
     for (x, y) in sa.iter().zip(&sb) {
         assert_eq!(loss_bits(x), loss_bits(y), "step {}: two runs with one seed differ", x.step);
-        let archs = |r: &attnas::train::metrics::StepRecord| r.subnets.iter().map(|s| s.arch.clone()).collect::<Vec<_>>();
+        let archs =
+            |r: &attnas::train::metrics::StepRecord| r.subnets.iter().map(|s| s.arch.clone()).collect::<Vec<_>>();
         assert_eq!(archs(x), archs(y), "step {}: sampled archs differ", x.step);
     }
     // Interrupted after 3 steps, then resumed to 6.
@@ -65,7 +66,12 @@ fn a_non_finite_loss_stops_the_run_naming_step_subnet_and_checkpoint() {
     let Some(data) = fashion_mnist_packed("train_resume") else { return };
     let d = fresh_dir("nonfinite");
     // An absurd learning rate without clipping overflows the weights after the first update.
-    let o = train(&data, &d, &sets(&["max_steps=6", "base_lr=1.0e38", "grad_clip_value=null", "checkpoint.every_steps=1"]), &[]);
+    let o = train(
+        &data,
+        &d,
+        &sets(&["max_steps=6", "base_lr=1.0e38", "grad_clip_value=null", "checkpoint.every_steps=1"]),
+        &[],
+    );
     assert!(!o.status.success(), "the run should stop");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("non-finite loss") && err.contains("subnet"), "{err}");

@@ -53,7 +53,8 @@ fn run<B: SupernetOps>(b: &B) -> (Vec<StepOutcome>, Vec<f32>) {
         let images = random_vec(100 + step, N * SIDE * SIDE * 3, -2.0, 2.0);
         let labels: Vec<u32> = (0..N as u32).map(|i| (i * 3 + step as u32) % 10).collect();
         bufs.upload(b, &images, &labels).unwrap();
-        let mut st = StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
+        let mut st =
+            StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
         outs.push(st.run(step, 0.05, &s).unwrap());
     }
     (outs, b.download(net.params_arena()).unwrap())
@@ -83,7 +84,10 @@ fn steps_change_the_parameters_and_repeat_exactly_on_the_cpu() {
     let (b, pb) = run(&CpuBackend::new());
     assert_eq!(pa, pb, "same seed, same parameters, bit for bit");
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.subnets.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>(), y.subnets.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            x.subnets.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>(),
+            y.subnets.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>()
+        );
     }
     let fresh = {
         let b = CpuBackend::new();

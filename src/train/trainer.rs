@@ -86,7 +86,7 @@ fn holdout_split(n: usize, holdout: usize, seed: u64) -> Result<(Vec<u32>, Vec<u
         )));
     }
     let mut idx: Vec<u32> = (0..n as u32).collect();
-    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x484f_4c44_4f55_54));
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x0048_4f4c_444f_5554));
     let held = idx.split_off(n - holdout);
     Ok((idx, held))
 }
@@ -123,7 +123,7 @@ fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<AttentiveSam
     let entries = match &cfg.sampler.table {
         Some(path) => table::read_table(space, path)?,
         None => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x5441_424c_45);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x0054_4142_4c45);
             table::generate(space, cfg.sampler.table_samples, cfg.sampler.table_method, step, &mut rng)
         }
     };
@@ -217,7 +217,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
     let settings = settings(cfg)?;
-    let store = CheckpointStore::new(&job.out.join("checkpoints"), cfg.checkpoint.keep)?;
+    let store = CheckpointStore::new(job.out.join("checkpoints"), cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
 
     // resume
@@ -258,7 +258,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         config: cfg.to_value(),
     }))?;
 
-    let eval_batch_limit = cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
+    let eval_batch_limit =
+        cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
     let eval_batches = decode_batches(&eval_loader, 0, eval_batch_limit)?;
     let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
     let bar = progress_bar(job.progress, total_steps, step);
