@@ -59,6 +59,14 @@ fn resume_with_another_config_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("another config") && err.contains("fingerprint"), "{err}");
+    // A new run into a folder that holds one is refused unless told what to do.
+    let o = train(&data, &d, &sets(&["max_steps=1"]), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume") && err.contains("--overwrite"), "{err}");
+    let o = train(&data, &d, &sets(&["max_steps=1"]), &["--overwrite"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(steps(&d.join("metrics.jsonl")).len(), 1, "the old log was replaced");
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct TrainJob {
     /// Run folder: `checkpoints/`, `metrics.jsonl`.
     pub out: PathBuf,
     pub resume: bool,
+    /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
+    pub overwrite: bool,
     pub progress: bool,
 }
 
@@ -217,7 +219,18 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
     let settings = settings(cfg)?;
-    let store = CheckpointStore::new(job.out.join("checkpoints"), cfg.checkpoint.keep)?;
+    let ckpt_dir = job.out.join("checkpoints");
+    if !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
+        if !job.overwrite {
+            return Err(Error::usage(format!(
+                "{} already holds a run; pass --resume to continue it, --overwrite to start afresh, or another --out",
+                job.out.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&ckpt_dir);
+        let _ = std::fs::remove_file(job.out.join("metrics.jsonl"));
+    }
+    let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
 
     // resume
