@@ -445,3 +445,35 @@ pub fn space_of_checkpoint(config: Option<&str>, state: Option<&serde_json::Valu
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
+
+    #[test]
+    fn out_of_memory_names_the_batch_size_and_the_memory() {
+        // A host allocation the system refuses is an error (not an abort) naming the size...
+        let e = match CpuBackend::new().alloc(1 << 45) {
+            Err(e) => e,
+            Ok(_) => return, // a machine that grants 128 TiB lazily: nothing to check here
+        };
+        assert!(e.to_string().contains("GiB"), "{e}");
+        // ...and the trainer's message adds the batch size and the fix.
+        let msg = oom_hint(e, "activation arena", 1 << 28, 64).to_string();
+        assert!(msg.contains("batch size 64") && msg.contains("1.00 GiB") && msg.contains("batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn holdout_split_is_a_seeded_partition() {
+        let (train, held) = holdout_split(100, 10, 3).unwrap();
+        assert_eq!((train.len(), held.len()), (90, 10));
+        let mut all: Vec<u32> = train.iter().chain(&held).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<u32>>());
+        assert_eq!(holdout_split(100, 10, 3).unwrap().1, held, "same seed, same split");
+        assert_ne!(holdout_split(100, 10, 4).unwrap().1, held, "another seed, another split");
+        assert_eq!(holdout_split(100, 100, 3).unwrap_err().exit_code(), 2);
+    }
+}
