@@ -28,6 +28,10 @@ enum Command {
     Train(cli::train_cmd::TrainArgs),
     /// Throughput benchmarks (train: images/s of the full sandwich step).
     Bench(cli::bench_cmd::BenchArgs),
+    /// Evolutionary accuracy-vs-FLOPs search over a trained supernet -> Pareto front (CSV, JSON, SVG).
+    Search(cli::search_cmd::SearchArgs),
+    /// Accuracy predictor on a search's (arch, top-1) pairs (fit; Kendall's tau on held-out pairs).
+    Predictor(cli::predictor_cmd::PredictorArgs),
 }
 
 fn main() {
@@ -48,6 +52,8 @@ fn main() {
         Command::Data(a) => cli::data_cmds::run_data(a),
         Command::Train(a) => cli::train_cmd::run_train(a),
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
+        Command::Search(a) => cli::search_cmd::run_search(a),
+        Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

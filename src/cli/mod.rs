@@ -4,5 +4,7 @@ pub mod bench_cmd;
 pub mod data_cmds;
 pub mod device;
 pub mod info;
+pub mod predictor_cmd;
+pub mod search_cmd;
 pub mod space_cmds;
 pub mod train_cmd;
