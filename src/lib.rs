@@ -11,6 +11,8 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod nn;
+pub mod predictor;
+pub mod search;
 pub mod space;
 pub mod testing;
 pub mod train;

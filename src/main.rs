@@ -30,6 +30,10 @@ enum Command {
     Bench(cli::bench_cmd::BenchArgs),
     /// The supernet's tensors: state-dict names, PyTorch shapes, parameter or buffer (`--json` for tools).
     Params(cli::params_cmd::ParamsArgs),
+    /// Evolutionary accuracy-vs-FLOPs search over a trained supernet -> Pareto front (CSV, JSON, SVG).
+    Search(cli::search_cmd::SearchArgs),
+    /// Accuracy predictor on a search's (arch, top-1) pairs (fit; Kendall's tau on held-out pairs).
+    Predictor(cli::predictor_cmd::PredictorArgs),
 }
 
 fn main() {
@@ -51,6 +55,8 @@ fn main() {
         Command::Train(a) => cli::train_cmd::run_train(a),
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
         Command::Params(a) => cli::params_cmd::run_params(a),
+        Command::Search(a) => cli::search_cmd::run_search(a),
+        Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

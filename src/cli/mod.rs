@@ -5,5 +5,7 @@ pub mod data_cmds;
 pub mod device;
 pub mod info;
 pub mod params_cmd;
+pub mod predictor_cmd;
+pub mod search_cmd;
 pub mod space_cmds;
 pub mod train_cmd;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::space::attentive::flops_bin;
 use crate::space::config::Space;
 use crate::space::flops;
-use crate::train::config::{SamplerMethod, TrainConfig};
+use crate::train::config::{SamplerMethod, Scorer, TrainConfig};
 
 /// Collects the problems found, each naming its key.
 struct Problems(Vec<String>);
@@ -101,6 +101,13 @@ impl TrainConfig {
         p.at_least("sampler.num_trials", sm.num_trials as u64, 1);
         p.positive("sampler.discretize_step", sm.discretize_step);
         p.at_least("sampler.table_samples", sm.table_samples as u64, 2);
+        if sm.scorer == Scorer::Predictor && sm.method != SamplerMethod::Uniform && sm.predictor.is_none() {
+            p.push(
+                "train.sampler.scorer = predictor needs train.sampler.predictor: PATH (a predictor from `attnas \
+                 predictor fit`), or use scorer: loss"
+                    .into(),
+            );
+        }
         if sm.method != SamplerMethod::Uniform && sm.discretize_step.is_finite() && sm.discretize_step > 0.0 {
             let lo = flops::mflops(space, &space.min_arch());
             let hi = flops::mflops(space, &space.max_arch());

@@ -108,6 +108,8 @@ pub struct SamplerConfig {
     pub discretize_step: f64,
     /// How candidates are scored: the current minibatch loss (spec 4.3) or an accuracy predictor.
     pub scorer: Scorer,
+    /// The accuracy predictor file (`attnas predictor fit`) used when `scorer` is `predictor`.
+    pub predictor: Option<PathBuf>,
     /// Prior over target bins: `empirical` (bin frequency, spec 4.2) or `uniform` over the bins present.
     pub prior: Prior,
     /// A FLOPs table (`.map`); `None`: generate one at start-up with `table_samples` / `table_method`.
@@ -147,7 +149,8 @@ impl SamplerMethod {
 pub enum Scorer {
     /// Minus the label-smoothed CE on the current minibatch, no grad, train-mode BN (spec 4.3).
     Loss,
-    /// An accuracy predictor (spec 4.5); parsed, not implemented by the trainer yet.
+    /// The predicted top-1 of an accuracy predictor (spec 4.5; `sampler.predictor`): no forwards, but the
+    /// maintainers found the minibatch loss better (spec 4.3).
     Predictor,
 }
 
@@ -258,6 +261,7 @@ impl Default for SamplerConfig {
             num_trials: 3,
             discretize_step: 25.0,
             scorer: Scorer::Loss,
+            predictor: None,
             prior: Prior::Empirical,
             table: None,
             table_samples: 20_000,

@@ -101,6 +101,10 @@ impl TrainConfig {
         for key in RUN_ONLY_KEYS {
             remove_path(&mut config, key);
         }
+        // An unset predictor path leaves the fingerprint of runs from before the key existed unchanged.
+        if self.sampler.predictor.is_none() {
+            remove_path(&mut config, "sampler.predictor");
+        }
         let genes: Vec<(String, &[usize])> =
             space.genes().into_iter().map(|g| (space.gene_name(g), space.choices(g))).collect();
         let space_id = serde_json::json!({

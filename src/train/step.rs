@@ -3,7 +3,8 @@
 //! 1. the max subnet on the labels (label-smoothed CE) with dropout and drop-connect; its logits become
 //!    the teacher's soft labels;
 //! 2. `num_arch_training - 2` sampled subnets: uniform, or BestUp-k / WorstUp-k over k candidates drawn
-//!    for a FLOPs target and scored by `-CE_ls` on the current batch (no-grad, batch-statistics BN);
+//!    for a FLOPs target and scored by `-CE_ls` on the current batch (no-grad, batch-statistics BN) or,
+//!    with [`CandidateScorer::Predictor`], by an accuracy predictor's top-1 (no forwards);
 //!    each trained with soft CE against the teacher;
 //! 3. the min subnet, the same way;
 //! 4. gradients summed over the subnets (accumulated by the backwards), element-wise clip, SGD Nesterov
@@ -13,6 +14,7 @@
 //! pure function of (seed, step): the architecture draws come from an RNG seeded per step and the masks
 //! from per-step seeds, so a resumed run repeats exactly the steps an uninterrupted one takes.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -23,6 +25,7 @@ use crate::backend::{Arena, DeviceMemory, SupernetOps, Tensor};
 use crate::error::{Error, Result};
 use crate::nn::tape::layer_seed;
 use crate::nn::{ForwardOptions, Supernet};
+use crate::predictor::Predictor;
 use crate::space::attentive::{select, AttentiveSampler, Selection};
 use crate::space::{flops, sampler, Arch};
 pub use crate::train::metrics::Role;
@@ -32,6 +35,15 @@ pub use crate::train::metrics::Role;
 pub enum MiddleSampling {
     Uniform,
     Attentive(Selection),
+}
+
+/// How attentive candidates are scored (higher is better either way).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CandidateScorer {
+    /// Minus the label-smoothed CE on the current minibatch (spec 4.3).
+    Loss,
+    /// The predicted top-1 of an accuracy predictor (spec 4.5).
+    Predictor(Arc<Predictor>),
 }
 
 /// The recipe knobs one step needs (from the training config).
@@ -46,6 +58,7 @@ pub struct StepSettings {
     pub sampling: MiddleSampling,
     /// Candidates per attentive draw (k of BestUp-k).
     pub num_trials: usize,
+    pub scorer: CandidateScorer,
     pub momentum: f32,
     /// Element-wise gradient clip; `f32::INFINITY` for none.
     pub clip: f32,
@@ -57,7 +70,7 @@ pub struct StepSettings {
 pub struct ScoredCandidate {
     pub arch: Arch,
     pub mflops: f64,
-    /// -CE_ls on the current batch (higher is better).
+    /// -CE_ls on the current batch, or the predicted top-1 (higher is better).
     pub score: f64,
     /// False when the sampler fell back to its last draw (no draw landed in the target bin).
     pub landed: bool,
@@ -267,7 +280,11 @@ impl<B: SupernetOps> StepState<'_, B> {
         let started = Instant::now();
         let mut candidates = Vec::with_capacity(drawn.len());
         for c in drawn {
-            let score = if s.num_trials > 1 { self.score(&c.arch, s)? } else { 0.0 };
+            let score = match &s.scorer {
+                CandidateScorer::Predictor(p) => p.predict(&c.arch)?,
+                CandidateScorer::Loss if s.num_trials > 1 => self.score(&c.arch, s)?,
+                CandidateScorer::Loss => 0.0,
+            };
             candidates.push(ScoredCandidate { arch: c.arch, mflops: c.mflops, score, landed: c.landed });
         }
         times.scoring += started.elapsed().as_secs_f64();

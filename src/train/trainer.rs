@@ -17,7 +17,7 @@ use super::config::{SamplerMethod, Scorer, TrainConfig};
 use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
-use super::step::{MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
+use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
 use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
@@ -27,6 +27,7 @@ use crate::data::loader::Loader;
 use crate::data::reader::PackedDataset;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, NamedTensor, Supernet};
+use crate::predictor::Predictor;
 use crate::space::attentive::AttentiveSampler;
 use crate::space::{flops, table, Space};
 
@@ -93,16 +94,23 @@ fn holdout_split(n: usize, holdout: usize, seed: u64) -> Result<(Vec<u32>, Vec<u
     Ok((idx, held))
 }
 
-fn settings(cfg: &TrainConfig) -> Result<StepSettings> {
+fn settings(cfg: &TrainConfig, space: &Space) -> Result<StepSettings> {
     let sampling = match cfg.sampler.method.selection() {
         Some(sel) => MiddleSampling::Attentive(sel),
         None => MiddleSampling::Uniform,
     };
-    if cfg.sampler.scorer != Scorer::Loss && !matches!(cfg.sampler.method, SamplerMethod::Uniform) {
-        return Err(Error::usage(
-            "train.sampler.scorer = predictor is not available yet (the accuracy predictor is a later issue); use loss",
-        ));
-    }
+    let attentive = !matches!(cfg.sampler.method, SamplerMethod::Uniform);
+    let scorer = match (cfg.sampler.scorer, &cfg.sampler.predictor) {
+        (Scorer::Predictor, Some(path)) if attentive => {
+            let p = Predictor::load(path)?;
+            p.check_space(space, &path.display().to_string())?;
+            CandidateScorer::Predictor(Arc::new(p))
+        }
+        (Scorer::Predictor, None) if attentive => {
+            return Err(Error::usage("train.sampler.scorer = predictor needs train.sampler.predictor: PATH"))
+        }
+        _ => CandidateScorer::Loss,
+    };
     Ok(StepSettings {
         label_smoothing: cfg.label_smoothing as f32,
         dropout: cfg.sandwich.dropout as f32,
@@ -111,6 +119,7 @@ fn settings(cfg: &TrainConfig) -> Result<StepSettings> {
         num_arch_training: cfg.sandwich.num_arch_training,
         sampling,
         num_trials: cfg.sampler.num_trials,
+        scorer,
         momentum: cfg.momentum as f32,
         clip: cfg.grad_clip_value.map_or(f32::INFINITY, |c| c as f32),
         seed: cfg.seed,
@@ -218,7 +227,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let bufs = StepBuffers::new(b, cfg.batch_size, side, space.num_classes)?;
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
-    let settings = settings(cfg)?;
+    let settings = settings(cfg, space)?;
     let ckpt_dir = job.out.join("checkpoints");
     if !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
         if !job.overwrite {

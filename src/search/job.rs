@@ -1,0 +1,242 @@
+//! `attnas search` on one device: load the supernet, decode the calibration and held-out images once,
+//! run the evolution ([`super::evolution`]) scoring each new subnet by BN recalibration + top-1 on the
+//! held-out images, save the state after every iteration, then write the result files and the plot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::data::{resolve_paths, DataSettings, SearchFiles};
+use super::evolution::{self, Evaluated, EvolutionSettings, Observer, SearchProgress};
+use super::pareto::{best_per_bucket, pareto_front, Point};
+use super::state::{self, SearchState};
+use super::{plot, report};
+use crate::backend::{Arena, SupernetOps};
+use crate::error::{Error, Result};
+use crate::eval::load_supernet;
+use crate::nn::activation_arena_len;
+use crate::predictor::Predictor;
+use crate::train::config::{load_config, TrainConfig};
+use crate::train::validate::{calibrate_and_evaluate, EvalBuffers};
+
+/// What `attnas search` was asked to do.
+#[derive(Clone, Debug)]
+pub struct SearchJob {
+    pub ckpt: PathBuf,
+    /// A space file or built-in name; `None`: the space stored with the checkpoint.
+    pub config: Option<String>,
+    pub data: PathBuf,
+    pub eval_data: Option<PathBuf>,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub settings: EvolutionSettings,
+    pub data_settings: DataSettings,
+    /// Overrides the loader's crop (else the training config's).
+    pub crop: Option<u32>,
+    pub predictor: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// What the search reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SearchSummary {
+    pub iterations_done: usize,
+    pub evaluated: usize,
+    /// Subnets evaluated by this invocation (not resumed, not cached).
+    pub evaluated_now: usize,
+    pub seconds: f64,
+    pub candidates_per_sec: f64,
+    pub front: Vec<Evaluated>,
+    pub out: PathBuf,
+}
+
+/// The training config whose data section describes the loader: the `--config` file's `train:` section,
+/// else the one stored with the checkpoint, else the defaults.
+fn train_config(config: Option<&str>, state: Option<&Value>) -> Result<TrainConfig> {
+    if let Some(c) = config.filter(|c| Path::new(c).is_file()) {
+        return Ok(load_config(Path::new(c))?.1);
+    }
+    match state.and_then(|s| s.get("config")) {
+        Some(v) => TrainConfig::from_value(v.clone()),
+        None => Ok(TrainConfig::default()),
+    }
+}
+
+/// Progress bar + state file after each iteration.
+struct Reporter<'a> {
+    bar: ProgressBar,
+    started: Instant,
+    evaluated_now: usize,
+    state_path: PathBuf,
+    identity: &'a BTreeMap<String, Value>,
+    bucket: f64,
+    /// Print a line per iteration (on stderr when there is no bar).
+    log: bool,
+}
+
+impl Observer for Reporter<'_> {
+    fn candidate(&mut self, iteration: usize, cached: bool) {
+        if !cached {
+            self.evaluated_now += 1;
+        }
+        let rate = self.evaluated_now as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_message(format!("iteration {iteration}, {rate:.2} candidates/s"));
+        self.bar.inc(1);
+    }
+
+    fn iteration(&mut self, progress: &SearchProgress) -> Result<()> {
+        let st = SearchState {
+            format: state::FORMAT.to_string(),
+            identity: self.identity.clone(),
+            progress: progress.clone(),
+        };
+        state::save(&self.state_path, &st)?;
+        let points: Vec<Point> = progress.evaluated.iter().map(Evaluated::point).collect();
+        let front = pareto_front(&points);
+        let best = front.last().map_or(f64::NAN, |&i| points[i].top1);
+        let line = format!(
+            "iteration {}: {} evaluated, {} buckets, front of {}, best top-1 {best:.2}%",
+            progress.iterations_done - 1,
+            points.len(),
+            best_per_bucket(&points, self.bucket).len(),
+            front.len()
+        );
+        if !self.bar.is_hidden() {
+            self.bar.println(line);
+        } else if self.log {
+            eprintln!("{line}");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the search on backend `b`.
+pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
+    let s = &job.settings;
+    s.check()?;
+    // A training run folder holds its checkpoints in checkpoints/.
+    let run_ckpts = job.ckpt.join("checkpoints");
+    let ckpt = if run_ckpts.is_dir() { run_ckpts } else { job.ckpt.clone() };
+    let loaded = load_supernet(b, &ckpt, job.config.as_deref())?;
+    let net = &loaded.net;
+    let space = &net.space;
+    let mut cfg = train_config(job.config.as_deref(), loaded.state.as_ref())?.data;
+    if let Some(c) = job.crop {
+        cfg.crop = c;
+    }
+    let (train_path, eval_path) = resolve_paths(&job.data, job.eval_data.as_deref())?;
+    let files = SearchFiles::open(&train_path, &eval_path, space.num_classes)?;
+    let predictor = match &job.predictor {
+        Some(p) => {
+            let pred = Predictor::load(p)?;
+            pred.check_space(space, &p.display().to_string())?;
+            Some((pred, state::file_digest(p)?))
+        }
+        None => None,
+    };
+    let mut settings_id = serde_json::to_value(s).map_err(|e| Error::Other(e.to_string()))?;
+    if let Some(m) = settings_id.as_object_mut() {
+        m.remove("iterations");
+        if predictor.is_none() {
+            m.remove("predictor_keep");
+        }
+    }
+    let identity: BTreeMap<String, Value> = [
+        ("space", json!({"name": space.name, "sha256": state::text_digest(&format!("{space:?}"))})),
+        ("checkpoint", json!(state::file_digest(&loaded.weights)?)),
+        ("data", files.identity(&cfg, &job.data_settings)),
+        ("settings", settings_id),
+        ("predictor", predictor.as_ref().map_or(Value::Null, |(_, d)| json!(d))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+
+    std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, e))?;
+    let state_path = state::state_path(&job.out);
+    let mut progress = if job.resume {
+        if !state_path.is_file() {
+            return Err(Error::usage(format!("--resume: no search state at {}", state_path.display())));
+        }
+        let stored = state::load(&state_path)?;
+        state::check_identity(&state_path, &stored.identity, &identity)?;
+        stored.progress
+    } else {
+        if state_path.exists() {
+            return Err(Error::usage(format!(
+                "{} already holds a search; pass --resume to continue it, or choose another --out",
+                state_path.display()
+            )));
+        }
+        SearchProgress::default()
+    };
+
+    let started = Instant::now();
+    let mut reporter = Reporter {
+        bar: ProgressBar::hidden(),
+        started,
+        evaluated_now: 0,
+        state_path,
+        identity: &identity,
+        bucket: s.bucket,
+        log: job.progress,
+    };
+    if progress.iterations_done < s.iterations {
+        let data = files.decode(&cfg, &job.data_settings)?;
+        eprintln!(
+            "search: {} calibration + {} held-out images decoded ({:.2} GiB on the host)",
+            data.calib_images(),
+            data.eval_images(),
+            data.bytes() as f64 / (1u64 << 30) as f64
+        );
+        let n = job.data_settings.calib_batch_size.max(job.data_settings.eval_batch_size);
+        let mut arena = Arena::new(b, "activations", activation_arena_len(space, n, cfg.crop as usize, false)?)?;
+        let mut bufs = EvalBuffers::<B>::new(space.num_classes);
+        if job.progress {
+            let children = s.mutations + s.crossovers;
+            let children =
+                if predictor.is_some() { (children as f64 * s.predictor_keep).ceil() as usize } else { children };
+            let remaining = s.iterations - progress.iterations_done;
+            let todo = match progress.iterations_done {
+                0 => s.population + (remaining - 1) * children,
+                _ => remaining * children,
+            };
+            reporter.bar = ProgressBar::new(todo as u64);
+            let style = ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} candidates [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            reporter.bar.set_style(style);
+        }
+        let mut evaluate = |arch: &crate::space::Arch| {
+            calibrate_and_evaluate(b, net, &mut arena, &mut bufs, arch, &data.calib, &data.eval)
+        };
+        let pred = predictor.as_ref().map(|(p, _)| p);
+        evolution::run(space, s, pred, &mut progress, &mut evaluate, &mut reporter)?;
+        reporter.bar.finish_and_clear();
+    }
+
+    let points: Vec<Point> = progress.evaluated.iter().map(Evaluated::point).collect();
+    let front: Vec<&Evaluated> = pareto_front(&points).into_iter().map(|i| &progress.evaluated[i]).collect();
+    let buckets: Vec<&Evaluated> =
+        best_per_bucket(&points, s.bucket).into_values().map(|i| &progress.evaluated[i]).collect();
+    report::write_evaluated(&job.out.join("evaluated.csv"), &progress.evaluated)?;
+    report::write_front(&job.out, &front, &buckets, s.bucket)?;
+    let front_points: Vec<Point> = front.iter().map(|e| e.point()).collect();
+    let title = format!("{}: top-1 vs MFLOPs, {} subnets evaluated", space.name, points.len());
+    plot::write_svg(&job.out.join("pareto.svg"), &points, &front_points, &title)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(SearchSummary {
+        iterations_done: progress.iterations_done,
+        evaluated: progress.evaluated.len(),
+        evaluated_now: reporter.evaluated_now,
+        seconds,
+        candidates_per_sec: reporter.evaluated_now as f64 / seconds.max(1e-9),
+        front: front.into_iter().cloned().collect(),
+        out: job.out.clone(),
+    })
+}
