@@ -15,7 +15,7 @@ use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::Space;
 use attnas::testing::{assert_close, random_vec};
-use attnas::train::step::{MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState};
+use attnas::train::step::{CandidateScorer, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState};
 use rand::SeedableRng;
 
 const N: usize = 4;
@@ -31,6 +31,7 @@ fn settings() -> StepSettings {
         num_arch_training: 3,
         sampling: MiddleSampling::Attentive(Selection::BestUp),
         num_trials: 2,
+        scorer: CandidateScorer::Loss,
         momentum: 0.9,
         clip: 1.0,
         seed: 7,
