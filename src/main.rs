@@ -28,6 +28,10 @@ enum Command {
     Train(cli::train_cmd::TrainArgs),
     /// Throughput benchmarks (train: images/s of the full sandwich step).
     Bench(cli::bench_cmd::BenchArgs),
+    /// BN recalibration and top-1/top-5 of subnets of a trained supernet.
+    Eval(cli::eval_cmd::EvalArgs),
+    /// A subnet as a standalone model: safetensors (recalibrated BN), arch.json, ONNX.
+    Export(cli::export_cmd::ExportArgs),
 }
 
 fn main() {
@@ -48,6 +52,8 @@ fn main() {
         Command::Data(a) => cli::data_cmds::run_data(a),
         Command::Train(a) => cli::train_cmd::run_train(a),
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
+        Command::Eval(a) => cli::eval_cmd::run(a),
+        Command::Export(a) => cli::export_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
