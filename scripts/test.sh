@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The test suite, as the README gives it: installs the pinned CUDA 13.0 wheels (nvcc, ptxas, NVRTC; no GPU
-# needed, idempotent), then runs every test with the SIMT emulator built in, so each CUDA kernel runs on the
-# CPU against its reference. GPU tests run too when a GPU is present, and skip with one line otherwise.
+# needed, idempotent), builds the optimised binary that the CLI tests drive (the end-to-end training test
+# trains on Fashion-MNIST for a few minutes and needs it), then runs every test with the SIMT emulator
+# built in, so each CUDA kernel runs on the CPU against its reference. GPU tests run too when a GPU is
+# present, and skip with one line otherwise.
+# It also sets up the Python tools venv (.venv-tools: numpy, safetensors, onnx, onnxruntime) for the
+# checkpoint-import and ONNX tests; if that fails (offline), those tests skip with one line, unless
+# REQUIRE_PYTHON_TOOLS=1 (CI), where the failure stops the run.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test gemm`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1090
 source <(scripts/setup-cuda-wheels.sh)
+if ! scripts/setup-python-tools.sh; then
+  [ "${REQUIRE_PYTHON_TOOLS:-}" = 1 ] && exit 1
+  echo "test.sh: Python tools unavailable; their tests will skip" >&2
+fi
+cargo build --release --quiet
+export ATTNAS_BIN="$PWD/target/release/attnas"
 cargo test --features emu "$@"

@@ -32,6 +32,8 @@ enum Command {
     Eval(cli::eval_cmd::EvalArgs),
     /// A subnet as a standalone model: safetensors (recalibrated BN), arch.json, ONNX.
     Export(cli::export_cmd::ExportArgs),
+    /// The supernet's tensors: state-dict names, PyTorch shapes, parameter or buffer (`--json` for tools).
+    Params(cli::params_cmd::ParamsArgs),
 }
 
 fn main() {
@@ -54,6 +56,7 @@ fn main() {
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
         Command::Eval(a) => cli::eval_cmd::run(a),
         Command::Export(a) => cli::export_cmd::run(a),
+        Command::Params(a) => cli::params_cmd::run_params(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -43,7 +43,11 @@ fn onnx_graph_has_the_subnet_structure() {
         .iter()
         .chain(&table.buffers)
         .enumerate()
-        .map(|(i, p)| NamedTensor { name: p.name.clone(), shape: p.torch_shape.clone(), data: vec![i as f32; p.len] })
+        .map(|(i, p)| NamedTensor {
+            name: p.name.clone(),
+            shape: p.torch_shape.clone(),
+            data: vec![i as f32; p.torch_len()],
+        })
         .collect();
     let tensors = extract(&space, &arch, &named).unwrap();
     let dw = tensors.iter().find(|t| t.name == "blocks.0.mobile_inverted_conv.depth_conv.conv.weight").unwrap();

@@ -6,5 +6,6 @@ pub mod device;
 pub mod eval_cmd;
 pub mod export_cmd;
 pub mod info;
+pub mod params_cmd;
 pub mod space_cmds;
 pub mod train_cmd;

@@ -31,6 +31,9 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in --out (same config required).
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in an --out folder that holds an earlier run (removes its checkpoints and log).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -52,8 +55,16 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
     let (space, config) = load_with_overrides(&a.config, &a.sets)?;
     let space_yaml = std::fs::read_to_string(&a.config).map_err(|e| crate::error::Error::io(&a.config, e))?;
     let progress = !a.quiet && config.log.progress;
-    let job =
-        TrainJob { space, space_yaml, config, data: a.data.clone(), out: a.out.clone(), resume: a.resume, progress };
+    let job = TrainJob {
+        space,
+        space_yaml,
+        config,
+        data: a.data.clone(),
+        out: a.out.clone(),
+        resume: a.resume,
+        overwrite: a.overwrite,
+        progress,
+    };
     let summary = run_on(a.device, Job(job))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());

@@ -1,7 +1,8 @@
 //! After training: loading a trained (or imported) supernet for evaluation, search and export.
 //! [`load_supernet`] resolves `--ckpt` (a run folder, its checkpoint folder, a `ckpt-N.safetensors`, its state
 //! file, or any safetensors holding the supernet's tensors, e.g. one converted from an official
-//! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint) and
+//! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint: in its
+//! state file, or for a converted checkpoint in the safetensors metadata `space_yaml`) and
 //! loads the weights with shape checks that name the first mismatching tensor.
 //!
 //! - [`data`]: calibration and evaluation images (`--data`, `--train-data`, `--eval-data`);
@@ -51,8 +52,13 @@ pub fn load_supernet<B: SupernetOps>(b: &B, ckpt: &Path, config: Option<&str>) -
     let ckpt = if run_checkpoints.is_dir() { run_checkpoints.as_path() } else { ckpt };
     let weights = resolve_weights_arg(ckpt)?;
     let state = state_beside(&weights)?;
-    let space: Space = space_of_checkpoint(config, state.as_ref(), &weights)?;
-    let (tensors, _meta) = read_safetensors(&weights)?;
+    let (tensors, meta) = read_safetensors(&weights)?;
+    // A converted checkpoint has no state file; the converter stores the space in the metadata instead.
+    let stored_space = match (&state, meta.get("space_yaml")) {
+        (None, Some(yaml)) => Some(serde_json::json!({ "space_yaml": yaml })),
+        _ => None,
+    };
+    let space: Space = space_of_checkpoint(config, state.as_ref().or(stored_space.as_ref()), &weights)?;
     let named: Vec<NamedTensor> =
         tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
     let net = Supernet::new(b, space, 0)?;

@@ -4,7 +4,7 @@
 //!
 //! Every tensor is the leading slice of the supernet tensor (spec 1.4): `W[:out, :in]` for convs and the
 //! linear layer, the first C channels of each BN (running statistics included: the caller recalibrates
-//! them first), and the centre `k x k` of the stored 5x5 depthwise kernel. Layouts are PyTorch's (NCHW
+//! them first), and the centre `k x k` of the stored depthwise kernel (the stage's largest). Layouts are PyTorch's (NCHW
 //! conv weights `[out, in / groups, kh, kw]`, linear `[out, in]`). Blocks are numbered 0.. over the
 //! *active* blocks only, in network order (index `j` below), as the static model's `blocks` list is.
 //!
@@ -30,7 +30,6 @@ use std::collections::HashMap;
 
 use crate::checkpoint::TensorRecord;
 use crate::error::{Error, Result};
-use crate::nn::params::STORED_DW_KERNEL;
 use crate::nn::NamedTensor;
 use crate::space::{Arch, Space};
 
@@ -139,14 +138,11 @@ pub fn extract(space: &Space, arch: &Arch, supernet: &[NamedTensor]) -> Result<V
             x.conv1x1(&format!("{from}.inverted_bottleneck"), &format!("{to}.inverted_bottleneck"), blk.mid, blk.c_in)?;
             x.bn(&format!("{from}.inverted_bottleneck"), &format!("{to}.inverted_bottleneck"), blk.mid)?;
         }
-        let k = blk.kernel;
-        let off = (STORED_DW_KERNEL - k) / 2;
-        x.take(
-            &format!("{from}.depth_conv.conv.conv.weight"),
-            format!("{to}.depth_conv.conv.weight"),
-            &[blk.mid, 1, k, k],
-            Some(&[0, 0, off, off]),
-        )?;
+        // The supernet's kernel is the stage's largest (PyTorch's allocation); a smaller one is its centre.
+        let (k, dw) = (blk.kernel, format!("{from}.depth_conv.conv.conv.weight"));
+        let stored_k = x.by_name.get(dw.as_str()).and_then(|t| t.shape.get(2).copied()).unwrap_or(k);
+        let off = stored_k.saturating_sub(k) / 2;
+        x.take(&dw, format!("{to}.depth_conv.conv.weight"), &[blk.mid, 1, k, k], Some(&[0, 0, off, off]))?;
         x.bn(&format!("{from}.depth_conv"), &format!("{to}.depth_conv"), blk.mid)?;
         if blk.se {
             for (fc, c_out, c_in) in [("reduce", blk.se_mid, blk.mid), ("expand", blk.mid, blk.se_mid)] {
@@ -199,7 +195,7 @@ mod tests {
             .params
             .iter()
             .chain(&table.buffers)
-            .map(|p| NamedTensor { name: p.name.clone(), shape: p.torch_shape.clone(), data: vec![0.5; p.len] })
+            .map(|p| NamedTensor { name: p.name.clone(), shape: p.torch_shape.clone(), data: vec![0.5; p.torch_len()] })
             .collect();
         let out = extract(&space, &arch, &named).unwrap();
         let mut names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();

@@ -12,7 +12,9 @@
 //! buffers. `num_batches_tracked` and the unused `bn_tracking` buffers are not kept.
 //!
 //! Layout permutations (everything else is PyTorch's own row-major layout, 1x1 convs as `[out, in]`):
-//! - depthwise `[C, 1, 5, 5]` -> ours `[5, 5, C]`: `ours[(ky*5+kx)*C + c] = torch[c][0][ky][kx]`;
+//! - depthwise `[C, 1, k, k]` (k the stage's max kernel, as PyTorch allocates it) -> ours `[5, 5, C]`
+//!   with the k x k kernel centred (o = (5 - k) / 2): `ours[((ky+o)*5 + kx+o)*C + c] = torch[c][0][ky][kx]`;
+//!   the ring outside it (k < 5 only) is never read and stays 0;
 //! - stem `[C, 3, 3, 3]` -> ours `[3, 3, 3, C]`: `ours[((ky*3+kx)*3+ci)*C + co] = torch[co][ci][ky][kx]`.
 //!
 //! Arena order: all weights (conv and linear) first, then BN affine parameters and biases, so the
@@ -29,7 +31,7 @@ use crate::space::Space;
 pub enum Layout {
     /// Identical (row-major, same shape up to trailing 1x1 dims).
     Plain,
-    /// Depthwise conv: torch `[C, 1, k, k]`, ours `[k, k, C]`.
+    /// Depthwise conv: torch `[C, 1, k, k]`, ours `[5, 5, C]` with the k x k kernel at its centre.
     Depthwise { channels: usize, kernel: usize },
     /// Stem conv: torch `[C, cin, k, k]`, ours `[k, k, cin, C]`.
     Stem { channels: usize, in_channels: usize, kernel: usize },
@@ -64,18 +66,32 @@ pub struct ParamSpec {
     pub len: usize,
 }
 
+/// (channel, torch tap ky * k + kx, our index) of every weight of a k x k depthwise kernel stored
+/// centred in our `[5, 5, channels]`.
+fn depthwise_taps(channels: usize, kernel: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let off = (STORED_DW_KERNEL - kernel) / 2;
+    (0..channels).flat_map(move |c| {
+        (0..kernel * kernel).map(move |tap| {
+            let (ky, kx) = (tap / kernel + off, tap % kernel + off);
+            (c, tap, (ky * STORED_DW_KERNEL + kx) * channels + c)
+        })
+    })
+}
+
 impl ParamSpec {
+    /// Elements in PyTorch's layout (fewer than `len` for a depthwise kernel below 5 x 5).
+    pub fn torch_len(&self) -> usize {
+        self.torch_shape.iter().product()
+    }
+
     /// Our layout -> PyTorch's (a copy in PyTorch's element order).
     pub fn to_torch(&self, ours: &[f32]) -> Vec<f32> {
         match self.layout {
             Layout::Plain => ours.to_vec(),
             Layout::Depthwise { channels, kernel } => {
-                let taps = kernel * kernel;
-                let mut t = vec![0.0; ours.len()];
-                for c in 0..channels {
-                    for tap in 0..taps {
-                        t[c * taps + tap] = ours[tap * channels + c];
-                    }
+                let mut t = vec![0.0; self.torch_len()];
+                for (c, tap, o) in depthwise_taps(channels, kernel) {
+                    t[c * kernel * kernel + tap] = ours[o];
                 }
                 t
             }
@@ -99,12 +115,9 @@ impl ParamSpec {
         match self.layout {
             Layout::Plain => torch.to_vec(),
             Layout::Depthwise { channels, kernel } => {
-                let taps = kernel * kernel;
-                let mut o = vec![0.0; torch.len()];
-                for c in 0..channels {
-                    for tap in 0..taps {
-                        o[tap * channels + c] = torch[c * taps + tap];
-                    }
+                let mut o = vec![0.0; self.len];
+                for (c, tap, at) in depthwise_taps(channels, kernel) {
+                    o[at] = torch[c * kernel * kernel + tap];
                 }
                 o
             }
@@ -234,10 +247,11 @@ impl ParamTable {
                 b.conv1x1(&format!("{p}.inverted_bottleneck"), mid, blk.max_c_in);
                 b.bn(&format!("{p}.inverted_bottleneck"), mid, false);
             }
-            let k = STORED_DW_KERNEL;
+            // PyTorch allocates the stage's max kernel; we store every kernel in a centred 5 x 5
+            let (k, ks) = (blk.max_kernel, STORED_DW_KERNEL);
             b.weights.push(spec(
                 format!("{p}.depth_conv.conv.conv.weight"),
-                vec![k, k, mid],
+                vec![ks, ks, mid],
                 vec![mid, 1, k, k],
                 Layout::Depthwise { channels: mid, kernel: k },
                 Init::KaimingUniform { fan_in: k * k },
@@ -311,8 +325,8 @@ impl ParamTable {
             .map(|&(is_param, i)| if is_param { (&self.params[i], true) } else { (&self.buffers[i], false) })
     }
 
-    /// Learnable parameter count (elements, without alignment gaps).
+    /// Learnable parameter count (PyTorch's: without alignment gaps and unused depthwise rings).
     pub fn num_params(&self) -> usize {
-        self.params.iter().map(|p| p.len).sum()
+        self.params.iter().map(|p| p.torch_len()).sum()
     }
 }

@@ -35,13 +35,13 @@ pub struct Supernet<M: DeviceMemory> {
     stats: NetStats,
 }
 
-/// Initial values of one tensor (spec 1.5), drawn from `rng` in our layout.
+/// Initial values of one tensor (spec 1.5) in our layout, drawn from `rng` in PyTorch's.
 fn initial_values(p: &ParamSpec, rng: &mut rand::rngs::StdRng) -> Vec<f32> {
     match p.init {
         Init::Const(v) => vec![v; p.len],
         Init::KaimingUniform { fan_in } | Init::BiasUniform { fan_in } => {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            (0..p.len).map(|_| rng.random_range(-bound..bound)).collect()
+            p.from_torch(&(0..p.torch_len()).map(|_| rng.random_range(-bound..bound)).collect::<Vec<_>>())
         }
     }
 }
@@ -224,7 +224,7 @@ impl<M: DeviceMemory> Supernet<M> {
                 None => (name, false),
             };
             let Some((spec, is_param)) = self.table.lookup(name) else { continue };
-            if t.shape != spec.torch_shape || t.data.len() != spec.len {
+            if t.shape != spec.torch_shape || t.data.len() != spec.torch_len() {
                 return Err(Error::input(
                     origin,
                     0,

@@ -186,6 +186,8 @@ pub struct BnCalibConfig {
     pub batch_size: usize,
     /// Images per validation batch (spec 3.6: 16 per GPU).
     pub eval_batch_size: usize,
+    /// Cap on the held-out images of each validation (`null` = all of them).
+    pub eval_images: Option<usize>,
 }
 
 /// When checkpoints are written and how many are kept.
@@ -283,7 +285,7 @@ impl Default for DataConfig {
 
 impl Default for BnCalibConfig {
     fn default() -> Self {
-        BnCalibConfig { batches: 64, batch_size: 32, eval_batch_size: 16 }
+        BnCalibConfig { batches: 64, batch_size: 32, eval_batch_size: 16, eval_images: None }
     }
 }
 

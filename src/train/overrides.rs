@@ -27,6 +27,7 @@ pub const RUN_ONLY_KEYS: &[&str] = &[
     "data.threads",
     "data.prefetch",
     "bn_calib.eval_batch_size",
+    "bn_calib.eval_images",
     "checkpoint.every_epochs",
     "checkpoint.every_steps",
     "checkpoint.keep",

@@ -43,6 +43,8 @@ pub struct TrainJob {
     /// Run folder: `checkpoints/`, `metrics.jsonl`.
     pub out: PathBuf,
     pub resume: bool,
+    /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
+    pub overwrite: bool,
     pub progress: bool,
 }
 
@@ -86,7 +88,7 @@ fn holdout_split(n: usize, holdout: usize, seed: u64) -> Result<(Vec<u32>, Vec<u
         )));
     }
     let mut idx: Vec<u32> = (0..n as u32).collect();
-    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x484f_4c44_4f55_54));
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x0048_4f4c_444f_5554));
     let held = idx.split_off(n - holdout);
     Ok((idx, held))
 }
@@ -123,7 +125,7 @@ fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<AttentiveSam
     let entries = match &cfg.sampler.table {
         Some(path) => table::read_table(space, path)?,
         None => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x5441_424c_45);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x0054_4142_4c45);
             table::generate(space, cfg.sampler.table_samples, cfg.sampler.table_method, step, &mut rng)
         }
     };
@@ -217,7 +219,18 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
     let settings = settings(cfg)?;
-    let store = CheckpointStore::new(&job.out.join("checkpoints"), cfg.checkpoint.keep)?;
+    let ckpt_dir = job.out.join("checkpoints");
+    if !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
+        if !job.overwrite {
+            return Err(Error::usage(format!(
+                "{} already holds a run; pass --resume to continue it, --overwrite to start afresh, or another --out",
+                job.out.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&ckpt_dir);
+        let _ = std::fs::remove_file(job.out.join("metrics.jsonl"));
+    }
+    let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
 
     // resume
@@ -258,7 +271,9 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         config: cfg.to_value(),
     }))?;
 
-    let eval_batches = decode_batches(&eval_loader, 0, usize::MAX)?;
+    let eval_batch_limit =
+        cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
+    let eval_batches = decode_batches(&eval_loader, 0, eval_batch_limit)?;
     let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
     let bar = progress_bar(job.progress, total_steps, step);
     let started = Instant::now();
@@ -428,5 +443,37 @@ pub fn space_of_checkpoint(config: Option<&str>, state: Option<&serde_json::Valu
             "{}: no space stored with this checkpoint; pass --config SPACE.yaml (or a built-in: attentivenas, tiny)",
             origin.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
+
+    #[test]
+    fn out_of_memory_names_the_batch_size_and_the_memory() {
+        // A host allocation the system refuses is an error (not an abort) naming the size...
+        let e = match CpuBackend::new().alloc(1 << 45) {
+            Err(e) => e,
+            Ok(_) => return, // a machine that grants 128 TiB lazily: nothing to check here
+        };
+        assert!(e.to_string().contains("GiB"), "{e}");
+        // ...and the trainer's message adds the batch size and the fix.
+        let msg = oom_hint(e, "activation arena", 1 << 28, 64).to_string();
+        assert!(msg.contains("batch size 64") && msg.contains("1.00 GiB") && msg.contains("batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn holdout_split_is_a_seeded_partition() {
+        let (train, held) = holdout_split(100, 10, 3).unwrap();
+        assert_eq!((train.len(), held.len()), (90, 10));
+        let mut all: Vec<u32> = train.iter().chain(&held).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<u32>>());
+        assert_eq!(holdout_split(100, 10, 3).unwrap().1, held, "same seed, same split");
+        assert_ne!(holdout_split(100, 10, 4).unwrap().1, held, "another seed, another split");
+        assert_eq!(holdout_split(100, 100, 3).unwrap_err().exit_code(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! The fixture shared by the eval and export tests: Fashion-MNIST packed from the system dataset, and a
 //! tiny supernet trained on it for a few steps by the CLI. Both are cached under CARGO_TARGET_TMPDIR
-//! (keyed by the training recipe and configs/tiny.yaml), so the test files and later runs share them;
+//! (the run keyed by the recipe, configs/tiny.yaml and the binary), so the test files share them;
 //! each is built in a scratch folder and renamed into place, so an interrupted run leaves no half fixture.
 //!
 //! Training never updates the BN running statistics (spec 1.4); the checkpoint holds those the trainer's
@@ -11,9 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
-
-/// The system copy of Fashion-MNIST (Debian's dataset-fashion-mnist, which CI installs).
-const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Training settings of the fixture: enough steps (with the LR schedule fitted to them) for the max
 /// subnet to beat chance clearly once its BN is recalibrated, few enough for a debug build. The held-out
@@ -95,11 +92,15 @@ fn cached(dst: &Path, make: impl FnOnce(&Path)) {
     assert!(dst.is_dir(), "fixture {} was not created", dst.display());
 }
 
+/// The cache key of the trained run: the recipe, the space file and the binary (size and mtime), so a
+/// rebuilt binary retrains rather than reusing a checkpoint an older build wrote.
 fn key() -> String {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     TRAIN_SETS.hash(&mut h);
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.yaml")).unwrap().hash(&mut h);
+    let bin = std::fs::metadata(attnas_bin()).expect("the attnas binary");
+    (bin.len(), bin.modified().ok()).hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
@@ -110,12 +111,11 @@ pub fn fixture(test: &str) -> Option<&'static Fixture> {
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let f = FIXTURE.get_or_init(|| {
-        if !Path::new(FASHION_MNIST).join("train-images-idx3-ubyte.gz").is_file() {
-            return None;
-        }
+        // Debian's dataset-fashion-mnist (CI installs it).
+        let src = attnas::data::fashion_mnist_dir()?;
         let data = tmp_root().join("eval-fixture-fashion-mnist");
         cached(&data, |tmp| {
-            attnas_ok(&["prepare", FASHION_MNIST, tmp.to_str().unwrap()]);
+            attnas_ok(&["prepare", src.to_str().unwrap(), tmp.to_str().unwrap(), "--quiet"]);
         });
         let run = tmp_root().join(format!("eval-fixture-run-{}", key()));
         cached(&run, |tmp| {
@@ -138,7 +138,7 @@ pub fn fixture(test: &str) -> Option<&'static Fixture> {
         Some(Fixture { run, data })
     });
     if f.is_none() {
-        println!("skipped: {test}: {FASHION_MNIST} not found (apt-get install dataset-fashion-mnist)");
+        println!("skipped: {test}: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
     }
     f.as_ref()
 }

@@ -13,6 +13,8 @@
 //! followed by BN + swish. `saved` holds `[mean(c), biased var(c)]` from the training forward; the
 //! backward recomputes `xhat` from it.
 
+use rayon::prelude::*;
+
 /// BatchNorm epsilon: `bn_eps: 1e-5` in `configs/train_attentive_nas_models.yml` (PyTorch's default).
 pub const BN_EPS: f32 = 1e-5;
 
@@ -39,27 +41,68 @@ fn activate_grad(z: f64, swish: bool) -> f64 {
     }
 }
 
+/// Rows per chunk of the chunked reductions: the chunking is fixed (independent of the thread count),
+/// and chunk results are combined in order, so every reduction gives the same bits on any machine.
+const ROWS_PER_CHUNK: usize = 256;
+
+/// Per-channel sums over rows of `f(p, ch)` (f64), row-major for cache locality, in fixed chunks
+/// reduced in order.
+fn channel_sums<const K: usize>(pixels: usize, c: usize, f: impl Fn(usize, usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
+    let chunks: Vec<Vec<[f64; K]>> = (0..pixels.div_ceil(ROWS_PER_CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![[0.0f64; K]; c];
+            for p in chunk * ROWS_PER_CHUNK..((chunk + 1) * ROWS_PER_CHUNK).min(pixels) {
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    let v = f(p, ch);
+                    for k in 0..K {
+                        a[k] += v[k];
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![[0.0f64; K]; c];
+    for part in chunks {
+        for (t, v) in total.iter_mut().zip(part) {
+            for k in 0..K {
+                t[k] += v[k];
+            }
+        }
+    }
+    total
+}
+
 /// Per-channel batch mean and biased variance (f64 two-pass) into `saved = [mean(c), var(c)]`.
 pub fn batch_stats(x: &[f32], c: usize, saved: &mut [f32]) {
     let pixels = x.len() / c;
+    let np = pixels as f64;
+    let mean: Vec<f64> = channel_sums(pixels, c, |p, ch| [x[p * c + ch] as f64]).iter().map(|s| s[0] / np).collect();
+    let var = channel_sums(pixels, c, |p, ch| [(x[p * c + ch] as f64 - mean[ch]).powi(2)]);
     for ch in 0..c {
-        let mean = (0..pixels).map(|p| x[p * c + ch] as f64).sum::<f64>() / pixels as f64;
-        let var = (0..pixels).map(|p| (x[p * c + ch] as f64 - mean).powi(2)).sum::<f64>() / pixels as f64;
-        saved[ch] = mean as f32;
-        saved[c + ch] = var as f32;
+        saved[ch] = mean[ch] as f32;
+        saved[c + ch] = (var[ch][0] / np) as f32;
     }
+}
+
+/// 1 / sqrt(var + eps) per channel, in f64.
+fn inv_std(var: &[f32]) -> Vec<f64> {
+    var.iter().map(|&v| 1.0 / (v as f64 + BN_EPS as f64).sqrt()).collect()
 }
 
 /// y = act(gamma * (x - mean) / sqrt(var + eps) + beta) with the per-channel `mean`, `var` given.
 #[allow(clippy::too_many_arguments)]
 fn normalize(x: &[f32], c: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], swish: bool, y: &mut [f32]) {
-    for (p, row) in y.chunks_exact_mut(c).enumerate() {
-        for (ch, out) in row.iter_mut().enumerate() {
-            let invstd = 1.0 / (var[ch] as f64 + BN_EPS as f64).sqrt();
-            let z = gamma[ch] as f64 * (x[p * c + ch] as f64 - mean[ch] as f64) * invstd + beta[ch] as f64;
-            *out = activate(z, swish) as f32;
+    let invstd = inv_std(&var[..c]);
+    y.par_chunks_mut(c * ROWS_PER_CHUNK).zip(x.par_chunks(c * ROWS_PER_CHUNK)).for_each(|(rows, xs)| {
+        for (row, xr) in rows.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+            for (ch, out) in row.iter_mut().enumerate() {
+                let z = gamma[ch] as f64 * (xr[ch] as f64 - mean[ch] as f64) * invstd[ch] + beta[ch] as f64;
+                *out = activate(z, swish) as f32;
+            }
         }
-    }
+    });
 }
 
 /// Training-mode forward: batch statistics into `saved`, then the normalisation into `y`.
@@ -102,23 +145,30 @@ pub fn train_bwd(
 ) {
     let pixels = x.len() / c;
     let np = pixels as f64;
+    let invstd = inv_std(&saved[c..2 * c]);
+    let xhat = |p: usize, ch: usize| (x[p * c + ch] as f64 - saved[ch] as f64) * invstd[ch];
+    let dz = |p: usize, ch: usize| {
+        let xh = xhat(p, ch);
+        (dy[p * c + ch] as f64 * activate_grad(gamma[ch] as f64 * xh + beta[ch] as f64, swish), xh)
+    };
+    let sums = channel_sums(pixels, c, |p, ch| {
+        let (d, xh) = dz(p, ch);
+        [d, d * xh]
+    });
     for ch in 0..c {
-        let mean = saved[ch] as f64;
-        let invstd = 1.0 / (saved[c + ch] as f64 + BN_EPS as f64).sqrt();
-        let (g, b) = (gamma[ch] as f64, beta[ch] as f64);
-        let xhat = |p: usize| (x[p * c + ch] as f64 - mean) * invstd;
-        let dz = |p: usize| dy[p * c + ch] as f64 * activate_grad(g * xhat(p) + b, swish);
-        let (mut sum_dz, mut sum_dz_xhat) = (0.0f64, 0.0f64);
-        for p in 0..pixels {
-            sum_dz += dz(p);
-            sum_dz_xhat += dz(p) * xhat(p);
-        }
-        dbeta[ch] += sum_dz as f32;
-        dgamma[ch] += sum_dz_xhat as f32;
-        for p in 0..pixels {
-            dx[p * c + ch] = (g * invstd / np * (np * dz(p) - sum_dz - xhat(p) * sum_dz_xhat)) as f32;
-        }
+        dbeta[ch] += sums[ch][0] as f32;
+        dgamma[ch] += sums[ch][1] as f32;
     }
+    dx.par_chunks_mut(c * ROWS_PER_CHUNK).enumerate().for_each(|(chunk, rows)| {
+        for (i, row) in rows.chunks_exact_mut(c).enumerate() {
+            let p = chunk * ROWS_PER_CHUNK + i;
+            for (ch, out) in row.iter_mut().enumerate() {
+                let (d, xh) = dz(p, ch);
+                let [sum_dz, sum_dz_xhat] = sums[ch];
+                *out = (gamma[ch] as f64 * invstd[ch] / np * (np * d - sum_dz - xh * sum_dz_xhat)) as f32;
+            }
+        }
+    });
 }
 
 /// Calibration update after batch number `batches` (1-based) of `pixels` pixels: cumulative mean of

@@ -27,6 +27,20 @@ impl HostMemory {
     pub fn zeroed(len: usize) -> Self {
         HostMemory { data: vec![0.0f32; len].into_boxed_slice() }
     }
+
+    /// Like [`HostMemory::zeroed`], but an allocation the system refuses is an error naming the size
+    /// (instead of aborting the process).
+    pub fn try_zeroed(len: usize) -> Result<Self> {
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| {
+            Error::Other(format!(
+                "out of host memory: cannot allocate {len} f32 ({:.2} GiB)",
+                len as f64 * 4.0 / (1u64 << 30) as f64
+            ))
+        })?;
+        v.resize(len, 0.0);
+        Ok(HostMemory { data: v.into_boxed_slice() })
+    }
 }
 
 impl DeviceMemory for HostMemory {
@@ -116,7 +130,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<HostMemory> {
-        Ok(HostMemory::zeroed(len))
+        HostMemory::try_zeroed(len)
     }
 
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()> {

@@ -1,0 +1,103 @@
+//! The supernet on every CUDA target (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a
+//! GPU when present) against the CPU backend: the same weights (loaded with `load_named`), inputs and
+//! options give the same logits and parameter gradients, for three small archs of the tiny space (n = 2,
+//! r = 24; one from a 28-pixel input, one with dropout and drop-connect); and BN calibration
+//! (`ForwardOptions::calibrate(k)` over two batches) gives the same running statistics and then the same
+//! eval-mode logits.
+//!
+//! Tolerances (|got - want| <= abs + rel |want|):
+//! - logits: abs 1e-5 + rel 1e-4. Both sides run the same ops in f32; they differ in summation order
+//!   (warp / block reductions and tiled GEMMs against the CPU's f64 reductions and blocked f32 GEMM),
+//!   ~1e-7 relative per layer; observed worst ~1e-7 on logits of ~0.1-1.
+//! - gradients, per tensor: abs 1e-4 * max|want in the tensor| + 1e-7 * max|want in any tensor| + rel
+//!   1e-3. The backward sums over every pixel of the batch (up to 2 * 12 * 12 per BN channel and
+//!   grad-weight element) in a different order on each side, and BN's backward subtracts two such sums,
+//!   so small elements carry the absolute error of the tensor's large ones: observed worst 3e-6 of the
+//!   tensor's scale. The global term is for tensors whose exact gradient is 0 and whose computed one is
+//!   rounding noise: the project-BN betas of blocks without drop-connect (every path from a block's
+//!   output to the loss passes a batch-statistics BN, which cancels a per-channel shift).
+//! - running statistics after calibration: abs 1e-5 + rel 1e-4 (batch means and variances, f64 on the
+//!   CPU, f32 partial sums on the device).
+//!
+//! Elements of the gradient outside the active slices are exactly 0 on both sides (`nn_backward`
+//! checks the CPU; here the comparison with abs > 0 would hide a stray write, so they are compared for
+//! exact equality).
+
+mod nn_common;
+
+use attnas::backend::cpu::CpuBackend;
+use attnas::backend::SupernetOps;
+use attnas::nn::{ForwardOptions, NamedTensor, Supernet};
+use attnas::space::{Arch, Space};
+use attnas::testing::{assert_close, random_vec};
+use nn_common::{active_box, arch, in_box, input, named_grads, run, tiny_net};
+
+const N: usize = 2;
+
+fn archs() -> Vec<(Arch, usize, ForwardOptions)> {
+    let reg = ForwardOptions { dropout: 0.3, drop_connect: 0.8, seed: 9, ..ForwardOptions::train() };
+    vec![
+        (arch(24, [8, 8, 16, 24, 32, 64], [1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 2, 3]), 24, ForwardOptions::train()),
+        (arch(24, [16, 8, 24, 32, 40, 96], [1, 2, 1, 2], [3, 5, 3, 5], [1, 3, 2, 4]), 28, ForwardOptions::train()),
+        (arch(24, [16, 16, 24, 32, 32, 96], [1, 2, 2, 2], [3, 3, 5, 5], [1, 2, 3, 4]), 24, reg),
+    ]
+}
+
+fn stats(named: &[NamedTensor]) -> Vec<f32> {
+    named.iter().filter(|t| t.name.contains("running_")).flat_map(|t| t.data.iter().copied()).collect()
+}
+
+fn compare_on<B: SupernetOps>(dev: &B, target: &str) {
+    let space = Space::builtin("tiny").unwrap();
+    let cpu = CpuBackend::new();
+    let (net_c, named) = tiny_net(&cpu, 41);
+    let net_d = Supernet::new(dev, space.clone(), 1).unwrap();
+    net_d.load_named(dev, &named, "cpu weights").unwrap();
+    for (a, side, opt) in archs() {
+        let what = format!("{target}, {a:?} side {side}");
+        let x = input(12, N, side);
+        let r = random_vec(13, N * space.num_classes, -1.0, 1.0);
+        net_c.zero_grads(&cpu).unwrap();
+        net_d.zero_grads(dev).unwrap();
+        let want = run(&cpu, &net_c, &a, &x, N, side, opt, Some(&r));
+        let got = run(dev, &net_d, &a, &x, N, side, opt, Some(&r));
+        assert_close(&format!("{what}: logits"), &got, &want, 1e-5, 1e-4);
+        let (gc, gd) = (named_grads(&cpu, &net_c), named_grads(dev, &net_d));
+        let maxabs = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let global = gc.iter().map(|t| maxabs(&t.data)).fold(0f32, f32::max);
+        for (c, d) in gc.iter().zip(&gd) {
+            let scale = maxabs(&c.data);
+            assert_close(&format!("{what}: grad {}", c.name), &d.data, &c.data, 1e-4 * scale + 1e-7 * global, 1e-3);
+            let bx = active_box(&space, &a, &c.name, &c.shape);
+            for (i, (&u, &v)) in c.data.iter().zip(&d.data).enumerate() {
+                assert!(in_box(&c.shape, &bx, i) || (u == 0.0 && v == 0.0), "{what}: {}[{i}] inactive", c.name);
+            }
+        }
+    }
+
+    // BN calibration over two batches at r = 24 from 28-pixel inputs, then evaluation
+    let a = archs()[1].0.clone();
+    net_c.reset_running_stats(&cpu).unwrap();
+    net_d.reset_running_stats(dev).unwrap();
+    for (k, seed) in [(1u32, 20u64), (2, 21)] {
+        let x = input(seed, N, 28);
+        let want = run(&cpu, &net_c, &a, &x, N, 28, ForwardOptions::calibrate(k), None);
+        let got = run(dev, &net_d, &a, &x, N, 28, ForwardOptions::calibrate(k), None);
+        assert_close(&format!("{target}: logits in calibration batch {k}"), &got, &want, 1e-5, 1e-4);
+    }
+    let (sc, sd) = (stats(&net_c.to_named(&cpu, false).unwrap()), stats(&net_d.to_named(dev, false).unwrap()));
+    assert!(sc.iter().filter(|&&v| v != 0.0 && v != 1.0).count() > sc.len() / 4, "calibration changed little");
+    assert_close(&format!("{target}: running statistics after calibration"), &sd, &sc, 1e-5, 1e-4);
+    let x = input(22, N, 28);
+    let want = run(&cpu, &net_c, &a, &x, N, 28, ForwardOptions::eval(), None);
+    let got = run(dev, &net_d, &a, &x, N, 28, ForwardOptions::eval(), None);
+    assert_close(&format!("{target}: eval logits after calibration"), &got, &want, 1e-5, 1e-4);
+}
+
+#[test]
+fn cuda_targets_match_the_cpu_backend() {
+    attnas::on_cuda_targets!("nn_devices", |b| {
+        let name = attnas::backend::Backend::name(&b);
+        compare_on(&b, &name);
+    });
+}

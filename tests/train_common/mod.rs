@@ -1,0 +1,69 @@
+//! Shared by the training tests: the binary, the packed Fashion-MNIST (prepared once per target dir),
+//! and the metrics-log readers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use attnas::train::metrics::{read_log, LogLine, StepRecord};
+
+/// The release binary from `ATTNAS_BIN` (scripts/test.sh builds and sets it), else this profile's binary.
+pub fn attnas_bin() -> String {
+    std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string())
+}
+
+/// Whether `attnas_bin()` is an optimised build (the multi-minute training tests need one).
+pub fn have_release_bin() -> bool {
+    std::env::var("ATTNAS_BIN").is_ok() || !env!("CARGO_BIN_EXE_attnas").contains("/debug/")
+}
+
+/// Fashion-MNIST packed into `train.pack` / `val.pack` under the target's temp dir (once per run of the
+/// test binary; `attnas prepare` is atomic, so a concurrent test binary cannot see a half-written file).
+/// `None` (after one `skipped:` line) when Debian's dataset-fashion-mnist is not installed.
+pub fn fashion_mnist_packed(test: &str) -> Option<PathBuf> {
+    static PACKED: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let packed = PACKED.get_or_init(|| {
+        let src = attnas::data::fashion_mnist_dir()?;
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fashion-mnist-packed");
+        if !out.join("val.pack").is_file() {
+            let o = Command::new(attnas_bin()).arg("prepare").arg(&src).arg(&out).arg("--quiet").output().ok()?;
+            assert!(o.status.success(), "prepare failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Some(out)
+    });
+    if packed.is_none() {
+        println!("skipped: {test}: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+    }
+    packed.clone()
+}
+
+/// Runs `attnas train` with the tiny config and the given `--set` overrides into `out`.
+pub fn train(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
+    let mut cmd = Command::new(attnas_bin());
+    cmd.args(["train", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.yaml"), "--device", "cpu"]);
+    cmd.arg("--data").arg(data).arg("--out").arg(out).arg("--quiet");
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(extra);
+    cmd.output().expect("run attnas train")
+}
+
+pub fn steps(log: &Path) -> Vec<StepRecord> {
+    read_log(log)
+        .expect("read metrics log")
+        .into_iter()
+        .filter_map(|l| match l {
+            LogLine::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
