@@ -148,4 +148,6 @@ fn missing_data_and_bad_dump_requests_are_usage_errors() {
     ];
     let err = attnas_usage_error(&args);
     assert!(err.contains("exactly one --arch"), "{err}");
+    let err = attnas_usage_error(&["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", "min", "--crop", "0"]);
+    assert!(err.contains("--crop must be positive"), "{err}");
 }

@@ -23,11 +23,19 @@ pub struct DataArgs {
     /// Packed file of evaluation images; overrides DIR/val.pack.
     #[arg(long)]
     pub eval_data: Option<PathBuf>,
+    /// Side of the loader's crop (default: the checkpoint's training config, else 224).
+    #[arg(long)]
+    pub crop: Option<u32>,
 }
 
 impl DataArgs {
     pub fn paths(&self) -> DataPaths {
-        DataPaths { dir: self.data.clone(), train: self.train_data.clone(), eval: self.eval_data.clone() }
+        DataPaths {
+            dir: self.data.clone(),
+            train: self.train_data.clone(),
+            eval: self.eval_data.clone(),
+            crop: self.crop,
+        }
     }
 }
 

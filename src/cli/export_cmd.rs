@@ -29,6 +29,9 @@ pub struct ExportArgs {
     /// Packed file of calibration (training) images; overrides DIR/train.pack.
     #[arg(long)]
     pub train_data: Option<PathBuf>,
+    /// Side of the loader's crop (default: the checkpoint's training config, else 224).
+    #[arg(long)]
+    pub crop: Option<u32>,
     /// Space YAML or built-in name; default: the space stored with the checkpoint.
     #[arg(long)]
     pub config: Option<String>,
@@ -60,7 +63,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         config: a.config.clone(),
         arch: a.arch.clone(),
         out: a.out.clone(),
-        data: DataPaths { dir: a.data.clone(), train: a.train_data.clone(), eval: None },
+        data: DataPaths { dir: a.data.clone(), train: a.train_data.clone(), eval: None, crop: a.crop },
         calib: a.calib.settings(),
         progress: !a.quiet,
     };

@@ -7,7 +7,8 @@
 //! for evaluation, as `attnas prepare` writes them); `--train-data FILE` / `--eval-data FILE` name the
 //! packed files directly and take precedence. The transforms and the loader's crop come from the
 //! training config stored with the checkpoint (so a Fashion-MNIST run evaluates at its 28-pixel crop),
-//! else from the published defaults (224 crop, AutoAugment), which fit an imported AttentiveNAS model.
+//! else from the published defaults (224 crop, AutoAugment), which fit an imported AttentiveNAS model;
+//! `--crop` overrides the crop side.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub struct DataPaths {
     pub train: Option<PathBuf>,
     /// Evaluation images (overrides `dir/val.pack`).
     pub eval: Option<PathBuf>,
+    /// The loader's crop side, overriding the checkpoint's config (e.g. 28 for an imported tiny model
+    /// evaluated on Fashion-MNIST).
+    pub crop: Option<u32>,
 }
 
 impl DataPaths {
@@ -77,12 +81,19 @@ impl DataPaths {
 }
 
 /// The loader settings of a checkpoint: the `data` section of its stored training config, or the
-/// defaults when it has none (an imported checkpoint).
-pub fn data_config_of(state: Option<&serde_json::Value>) -> Result<DataConfig> {
-    match state.and_then(|s| s.get("config")) {
-        Some(cfg) => Ok(TrainConfig::from_value(cfg.clone())?.data),
-        None => Ok(DataConfig::default()),
+/// defaults when it has none (an imported checkpoint); `crop` overrides the crop side.
+pub fn data_config_of(state: Option<&serde_json::Value>, crop: Option<u32>) -> Result<DataConfig> {
+    let mut cfg = match state.and_then(|s| s.get("config")) {
+        Some(c) => TrainConfig::from_value(c.clone())?.data,
+        None => DataConfig::default(),
+    };
+    if let Some(c) = crop {
+        if c == 0 {
+            return Err(Error::usage("--crop must be positive"));
+        }
+        cfg.crop = c;
     }
+    Ok(cfg)
 }
 
 /// Opens a packed file and checks that its classes match the space.

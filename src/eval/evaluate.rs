@@ -212,7 +212,7 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
     if wants_dump && archs.len() != 1 {
         return Err(Error::usage("--dump-inputs / --dump-logits take exactly one --arch"));
     }
-    let data_cfg = data_config_of(loaded.state.as_ref())?;
+    let data_cfg = data_config_of(loaded.state.as_ref(), job.data.crop)?;
     let eval_path = job.data.eval_file()?;
     let calib = match &job.calib {
         Some(settings) => {

@@ -80,7 +80,7 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
     let loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
     let space = &loaded.net.space;
     let arch = resolve_arch(space, &job.arch)?;
-    let data_cfg = data_config_of(loaded.state.as_ref())?;
+    let data_cfg = data_config_of(loaded.state.as_ref(), job.data.crop)?;
     let train_path = job.data.train_file()?;
     if job.out.is_file() {
         return Err(Error::usage(format!("--out {}: is a file; give a folder", job.out.display())));
