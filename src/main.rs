@@ -28,6 +28,10 @@ enum Command {
     Train(cli::train_cmd::TrainArgs),
     /// Throughput benchmarks (train: images/s of the full sandwich step).
     Bench(cli::bench_cmd::BenchArgs),
+    /// BN recalibration and top-1/top-5 of subnets of a trained supernet.
+    Eval(cli::eval_cmd::EvalArgs),
+    /// A subnet as a standalone model: safetensors (recalibrated BN), arch.json, ONNX.
+    Export(cli::export_cmd::ExportArgs),
     /// The supernet's tensors: state-dict names, PyTorch shapes, parameter or buffer (`--json` for tools).
     Params(cli::params_cmd::ParamsArgs),
     /// Evolutionary accuracy-vs-FLOPs search over a trained supernet -> Pareto front (CSV, JSON, SVG).
@@ -54,6 +58,8 @@ fn main() {
         Command::Data(a) => cli::data_cmds::run_data(a),
         Command::Train(a) => cli::train_cmd::run_train(a),
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
+        Command::Eval(a) => cli::eval_cmd::run(a),
+        Command::Export(a) => cli::export_cmd::run(a),
         Command::Params(a) => cli::params_cmd::run_params(a),
         Command::Search(a) => cli::search_cmd::run_search(a),
         Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),

@@ -1,9 +1,20 @@
 //! After training: loading a trained (or imported) supernet for evaluation, search and export.
-//! [`load_supernet`] resolves `--ckpt` (a run's checkpoint folder, a `ckpt-N.safetensors`, its state
+//! [`load_supernet`] resolves `--ckpt` (a run folder, its checkpoint folder, a `ckpt-N.safetensors`, its state
 //! file, or any safetensors holding the supernet's tensors, e.g. one converted from an official
 //! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint: in its
 //! state file, or for a converted checkpoint in the safetensors metadata `space_yaml`) and
 //! loads the weights with shape checks that name the first mismatching tensor.
+//!
+//! - [`data`]: calibration and evaluation images (`--data`, `--train-data`, `--eval-data`);
+//! - [`evaluate`]: BN recalibration + top-1/top-5 of a list of subnets (`attnas eval`);
+//! - [`static_subnet`]: a subnet's weights cut out under AttentiveNAS's static-model names;
+//! - [`onnx`]: the static subnet as an ONNX graph; [`export`]: `attnas export`.
+
+pub mod data;
+pub mod evaluate;
+pub mod export;
+pub mod onnx;
+pub mod static_subnet;
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +46,10 @@ fn state_beside(weights: &Path) -> Result<Option<serde_json::Value>> {
 }
 
 /// Loads `ckpt` onto `b`. `config` overrides the space stored with the checkpoint.
+/// A run folder (`attnas train --out`) stands for its `checkpoints/` folder.
 pub fn load_supernet<B: SupernetOps>(b: &B, ckpt: &Path, config: Option<&str>) -> Result<LoadedSupernet<B>> {
+    let run_checkpoints = ckpt.join("checkpoints");
+    let ckpt = if run_checkpoints.is_dir() { run_checkpoints.as_path() } else { ckpt };
     let weights = resolve_weights_arg(ckpt)?;
     let state = state_beside(&weights)?;
     let (tensors, meta) = read_safetensors(&weights)?;

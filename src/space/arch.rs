@@ -43,6 +43,10 @@ struct ArchRecord {
     #[serde(default)]
     #[allow(dead_code)]
     model: Option<String>,
+    /// Params (millions) as `attnas export` records them in `arch.json`; informational, ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    params: Option<f64>,
 }
 
 impl Arch {

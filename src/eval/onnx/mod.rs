@@ -1,0 +1,257 @@
+//! ONNX export of a static subnet (opset 17, IR version 8): the graph AttentiveNAS's static model runs,
+//! written node by node over the tensors of [`crate::eval::static_subnet`] (same names; they become the
+//! graph's initializers).
+//!
+//! Input `images`: `[N, 3, r, r]` float32 NCHW at the subnet's resolution r, already resized (the model
+//! resizes its loader crop bicubically to r, spec 1.3; that step is outside the graph) and normalised
+//! (`(x / 255 - mean) / std` with the ImageNet mean and std per RGB channel; grey images replicated to
+//! RGB). Output `logits`: `[N, classes]`. N is symbolic.
+//!
+//! Ops: stem Conv 3x3 s2 + BatchNormalization + swish; per block: [Conv 1x1 + BN + swish], depthwise
+//! Conv (group = mid, pads k/2, stride s) + BN + swish, [SE: GlobalAveragePool, Conv + bias, Relu,
+//! Conv + bias, HardSigmoid(alpha = 1/6, beta = 0.5), Mul], Conv 1x1 + BN, shortcut ([AveragePool 2x2
+//! s2] [Conv 1x1]) and Add; head Conv 1x1 + BN + swish, GlobalAveragePool, Conv 1x1 + swish, Flatten,
+//! Gemm (transB). Swish is Sigmoid then Mul; BN runs in inference mode on the running statistics with
+//! epsilon 1e-5 (the supernet's).
+
+pub mod proto;
+
+use std::collections::{HashMap, HashSet};
+
+use proto::{
+    attribute_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, DATA_TYPE_FLOAT,
+};
+
+use super::static_subnet::{block_prefix, bn_names, shortcut_weight, CLASSIFIER, FEATURE_MIX, HEAD_EXPAND, STEM};
+use crate::backend::cpu::batchnorm::BN_EPS;
+use crate::checkpoint::TensorRecord;
+use crate::error::{Error, Result};
+use crate::space::{Arch, Space};
+
+/// The opset the graph is written against and the IR version that goes with it.
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+pub const INPUT: &str = "images";
+pub const OUTPUT: &str = "logits";
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: Some(v), r#type: attribute_type::INT, ..Default::default() }
+}
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: attribute_type::INTS, ..Default::default() }
+}
+fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f: Some(v), r#type: attribute_type::FLOAT, ..Default::default() }
+}
+
+fn value_info(name: &str, dims: &[Dimension]) -> ValueInfoProto {
+    let shape = TensorShapeProto { dim: dims.to_vec() };
+    let tensor = TypeProtoTensor { elem_type: DATA_TYPE_FLOAT, shape: Some(shape) };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { tensor_type: Some(tensor), ..Default::default() }),
+        ..Default::default()
+    }
+}
+fn dim(v: usize) -> Dimension {
+    Dimension { value: Some(dimension::Value::DimValue(v as i64)), ..Default::default() }
+}
+fn dim_param(p: &str) -> Dimension {
+    Dimension { value: Some(dimension::Value::DimParam(p.into())), ..Default::default() }
+}
+
+/// A conv's square kernel side, stride and group count.
+#[derive(Clone, Copy)]
+struct Geometry {
+    k: usize,
+    stride: usize,
+    group: usize,
+}
+
+/// A 1x1 conv, stride 1, dense.
+const POINTWISE: Geometry = Geometry { k: 1, stride: 1, group: 1 };
+
+/// Builds the node list; initializers are added the first time a node reads them.
+struct Builder<'a> {
+    tensors: HashMap<&'a str, &'a TensorRecord>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    added: HashSet<String>,
+}
+
+impl Builder<'_> {
+    fn weight(&mut self, name: &str) -> Result<String> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::Other(format!("onnx export: no tensor '{name}'")))?;
+        if self.added.insert(name.to_string()) {
+            self.initializers.push(TensorProto {
+                dims: t.shape.iter().map(|&d| d as i64).collect(),
+                data_type: DATA_TYPE_FLOAT,
+                name: name.to_string(),
+                raw_data: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            });
+        }
+        Ok(name.to_string())
+    }
+
+    /// Appends a node named `name` with one output `name.out`, returning the output's name.
+    fn node(&mut self, name: &str, op: &str, inputs: Vec<String>, attribute: Vec<AttributeProto>) -> String {
+        let out = format!("{name}.out");
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![out.clone()],
+            name: name.into(),
+            op_type: op.into(),
+            attribute,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// Conv with `weight` (and `bias`), padding k/2.
+    fn conv(&mut self, name: &str, x: String, weight: &str, bias: Option<&str>, geo: Geometry) -> Result<String> {
+        let Geometry { k, stride: s, group } = geo;
+        let mut inputs = vec![x, self.weight(weight)?];
+        if let Some(b) = bias {
+            inputs.push(self.weight(b)?);
+        }
+        let p = (k / 2) as i64;
+        let mut attrs = vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[s as i64, s as i64]),
+            attr_ints("pads", &[p, p, p, p]),
+        ];
+        if group > 1 {
+            attrs.push(attr_int("group", group as i64));
+        }
+        Ok(self.node(name, "Conv", inputs, attrs))
+    }
+
+    /// Inference BatchNormalization over the static BN tensors under `prefix`.
+    fn bn(&mut self, prefix: &str, x: String) -> Result<String> {
+        let mut inputs = vec![x];
+        for n in bn_names(prefix) {
+            inputs.push(self.weight(&n)?);
+        }
+        Ok(self.node(&format!("{prefix}.bn"), "BatchNormalization", inputs, vec![attr_float("epsilon", BN_EPS)]))
+    }
+
+    /// x * sigmoid(x).
+    fn swish(&mut self, name: &str, x: String) -> String {
+        let s = self.node(&format!("{name}.sigmoid"), "Sigmoid", vec![x.clone()], vec![]);
+        self.node(&format!("{name}.swish"), "Mul", vec![x, s], vec![])
+    }
+
+    /// Conv (no bias) + BN, then swish when `act`.
+    fn conv_bn(&mut self, prefix: &str, x: String, geo: Geometry, act: bool) -> Result<String> {
+        let y = self.conv(&format!("{prefix}.conv"), x, &format!("{prefix}.conv.weight"), None, geo)?;
+        let y = self.bn(prefix, y)?;
+        Ok(if act { self.swish(prefix, y) } else { y })
+    }
+}
+
+/// The ONNX model of `arch` over its static tensors (`tensors`, from
+/// [`crate::eval::static_subnet::extract`]). `metadata` goes into the model's `metadata_props`.
+pub fn build_model(
+    space: &Space,
+    arch: &Arch,
+    tensors: &[TensorRecord],
+    metadata: &[(String, String)],
+) -> Result<ModelProto> {
+    space.validate(arch).map_err(Error::usage)?;
+    let mut g = Builder {
+        tensors: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        added: HashSet::new(),
+    };
+    let mut x = g.conv_bn(
+        STEM,
+        INPUT.to_string(),
+        Geometry { k: space.stem.kernel, stride: space.stem.stride, group: 1 },
+        true,
+    )?;
+    for (j, blk) in space.active_blocks(arch).enumerate() {
+        let p = block_prefix(j);
+        let input = x.clone();
+        let mut y = input.clone();
+        if blk.has_expand_conv {
+            y = g.conv_bn(&format!("{p}.inverted_bottleneck"), y, POINTWISE, true)?;
+        }
+        y = g.conv_bn(
+            &format!("{p}.depth_conv"),
+            y,
+            Geometry { k: blk.kernel, stride: blk.stride, group: blk.mid },
+            true,
+        )?;
+        if blk.se {
+            let se = format!("{p}.depth_conv.se");
+            let v = g.node(&format!("{se}.pool"), "GlobalAveragePool", vec![y.clone()], vec![]);
+            let (rw, rb) = (format!("{se}.fc.reduce.weight"), format!("{se}.fc.reduce.bias"));
+            let v = g.conv(&format!("{se}.fc.reduce"), v, &rw, Some(&rb), POINTWISE)?;
+            let v = g.node(&format!("{se}.fc.relu"), "Relu", vec![v], vec![]);
+            let (ew, eb) = (format!("{se}.fc.expand.weight"), format!("{se}.fc.expand.bias"));
+            let v = g.conv(&format!("{se}.fc.expand"), v, &ew, Some(&eb), POINTWISE)?;
+            let hs = vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)];
+            let v = g.node(&format!("{se}.fc.h_sigmoid"), "HardSigmoid", vec![v], hs);
+            y = g.node(&format!("{se}.scale"), "Mul", vec![y, v], vec![]);
+        }
+        y = g.conv_bn(&format!("{p}.point_linear"), y, POINTWISE, false)?;
+        let mut sc = input;
+        if blk.stride > 1 {
+            if blk.size_in % 2 != 0 {
+                return Err(Error::usage(format!(
+                    "onnx export: block {j} pools a {0}x{0} map with stride 2; the shortcut pool needs an even size",
+                    blk.size_in
+                )));
+            }
+            let attrs = vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])];
+            sc = g.node(&format!("blocks.{j}.shortcut.pool"), "AveragePool", vec![sc], attrs);
+        }
+        if blk.shortcut_conv {
+            sc = g.conv(&format!("blocks.{j}.shortcut.conv"), sc, &shortcut_weight(j), None, POINTWISE)?;
+        }
+        x = g.node(&format!("blocks.{j}.add"), "Add", vec![y, sc], vec![]);
+    }
+    let y = g.conv_bn(HEAD_EXPAND, x, POINTWISE, true)?;
+    let y = g.node("last_conv.1.pool", "GlobalAveragePool", vec![y], vec![]);
+    let y = g.conv(&format!("{FEATURE_MIX}.conv"), y, &format!("{FEATURE_MIX}.conv.weight"), None, POINTWISE)?;
+    let y = g.swish(FEATURE_MIX, y);
+    let y = g.node("flatten", "Flatten", vec![y], vec![attr_int("axis", 1)]);
+    let (w, b) = (g.weight(&format!("{CLASSIFIER}.weight"))?, g.weight(&format!("{CLASSIFIER}.bias"))?);
+    g.node(CLASSIFIER, "Gemm", vec![y, w, b], vec![attr_int("transB", 1)]);
+    // The classifier's output is the graph's output.
+    if let Some(last) = g.nodes.last_mut() {
+        last.output = vec![OUTPUT.to_string()];
+    }
+
+    let r = arch.resolution;
+    let graph = GraphProto {
+        node: g.nodes,
+        name: format!("attnas_{}_subnet", space.name),
+        initializer: g.initializers,
+        doc_string: format!(
+            "{INPUT}: [N, 3, {r}, {r}] float32 NCHW, resized to {r} and normalised with the ImageNet mean/std outside \
+             the graph; {OUTPUT}: [N, {}]",
+            space.num_classes
+        ),
+        input: vec![value_info(INPUT, &[dim_param("N"), dim(3), dim(r), dim(r)])],
+        output: vec![value_info(OUTPUT, &[dim_param("N"), dim(space.num_classes)])],
+        value_info: Vec::new(),
+    };
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "attnas".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        domain: String::new(),
+        model_version: 1,
+        doc_string: format!("AttentiveNAS static subnet of space '{}': {}", space.name, arch.to_json()),
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+            .collect(),
+    })
+}

@@ -1,0 +1,173 @@
+//! `attnas export`: the static subnet's safetensors (AttentiveNAS static-model names, sliced shapes,
+//! recalibrated BN), arch.json, and an ONNX graph whose structure is checked here and whose logits
+//! onnxruntime reproduces (scripts/onnx_check.py, when the Python tools are installed).
+//!
+//! Parity tolerance: |onnx - rust| <= 1e-4 + 1e-4 * max|rust logit|. Both sides compute in float32 and
+//! differ only in summation order (ORT's convolutions and GEMMs against ours), which costs a few ulps per
+//! op (~1e-6 relative, observed ~3e-7 absolute on logits of magnitude ~1); 1e-4 of the logit scale keeps
+//! a wide margin for that while any real mistake (a wrong slice or kernel crop, a missing BN, the wrong
+//! epsilon or activation) moves logits by 1e-2 or more.
+
+mod eval_common;
+
+use std::collections::HashMap;
+
+use attnas::eval::onnx::proto::ModelProto;
+use attnas::eval::onnx::{build_model, INPUT, OPSET, OUTPUT};
+use attnas::eval::static_subnet::extract;
+use attnas::nn::{NamedTensor, ParamTable};
+use attnas::space::{Arch, Space};
+use eval_common::{attnas_ok, attnas_usage_error, fixture, python_tools, scratch};
+
+/// A tiny-space arch with every block kind: no expand conv (s1), kernel 3 (centre crop) and 5, a
+/// stride-2 shortcut with pool + conv (s2 block 0), pool only (s3 block 0, 24 -> 24), conv only (s4
+/// block 0), identity shortcuts, SE (s3, s4).
+const ARCH: &str =
+    r#"{"resolution":24,"width":[16,8,24,24,40,64],"depth":[1,2,1,2],"kernel":[3,3,5,3],"expand":[1,3,2,4]}"#;
+
+fn op_counts(m: &ModelProto) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for n in &m.graph.as_ref().unwrap().node {
+        *c.entry(n.op_type.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+#[test]
+fn onnx_graph_has_the_subnet_structure() {
+    let space = Space::builtin("tiny").unwrap();
+    let (arch, _) = Arch::parse(ARCH).unwrap();
+    let table = ParamTable::new(&space).unwrap();
+    let named: Vec<NamedTensor> = table
+        .params
+        .iter()
+        .chain(&table.buffers)
+        .enumerate()
+        .map(|(i, p)| NamedTensor {
+            name: p.name.clone(),
+            shape: p.torch_shape.clone(),
+            data: vec![i as f32; p.torch_len()],
+        })
+        .collect();
+    let tensors = extract(&space, &arch, &named).unwrap();
+    let dw = tensors.iter().find(|t| t.name == "blocks.0.mobile_inverted_conv.depth_conv.conv.weight").unwrap();
+    assert_eq!(dw.shape, vec![16, 1, 3, 3]);
+    assert!(!tensors.iter().any(|t| t.name.starts_with("blocks.0.mobile_inverted_conv.inverted_bottleneck")));
+    let se = tensors.iter().find(|t| t.name == "blocks.5.mobile_inverted_conv.depth_conv.se.fc.reduce.weight").unwrap();
+    assert_eq!(se.shape, vec![40, 160, 1, 1]); // mid 40 * 4 = 160, se_mid = 160 / 4
+    assert!(!tensors.iter().any(|t| t.name.starts_with("blocks.6.")));
+
+    let model = ModelProto::from_bytes(&build_model(&space, &arch, &tensors, &[]).unwrap().to_bytes()).unwrap();
+    assert_eq!((model.ir_version, model.opset_import[0].version), (8, OPSET));
+    let g = model.graph.as_ref().unwrap();
+    assert_eq!((g.input[0].name.as_str(), g.output[0].name.as_str()), (INPUT, OUTPUT));
+    let ops = op_counts(&model);
+    assert_eq!(ops["Add"], 6, "one residual add per block");
+    assert_eq!(ops["AveragePool"], 2, "stride-2 blocks");
+    assert_eq!(ops["HardSigmoid"], 3, "SE blocks");
+    assert_eq!(ops["BatchNormalization"], 1 + 2 + 5 * 3 + 1);
+    assert_eq!(ops["Gemm"], 1);
+    // Shortcut convs: s1 b0 (16 -> 8), s2 b0 (8 -> 24), s4 b0 (24 -> 40); unused ones are not initializers.
+    let sc: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).filter(|n| n.contains("shortcut")).collect();
+    assert_eq!(sc, ["blocks.0.shortcut.conv.weight", "blocks.1.shortcut.conv.weight", "blocks.4.shortcut.conv.weight"]);
+    let dw_node = g.node.iter().find(|n| n.name == "blocks.2.mobile_inverted_conv.depth_conv.conv").unwrap();
+    let attr = |k: &str| dw_node.attribute.iter().find(|a| a.name == k).cloned().unwrap();
+    assert_eq!(
+        (attr("group").i, attr("strides").ints.clone(), attr("pads").ints.clone()),
+        (Some(72), vec![1, 1], vec![1; 4])
+    );
+}
+
+#[test]
+fn export_matches_the_rust_forward_in_onnxruntime() {
+    let Some(f) = fixture("export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let dir = scratch("export");
+    let arch_file = dir.join("subnet.json");
+    std::fs::write(&arch_file, ARCH).unwrap();
+    let out = dir.join("model");
+    let (a, o) = (arch_file.to_str().unwrap(), out.to_str().unwrap());
+    let calib = ["--calib-batches", "4", "--calib-batch-size", "64", "--seed", "7", "--device", "cpu", "--quiet"];
+    let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--out", o, "--json"];
+    args.extend(calib);
+    let report: serde_json::Value = serde_json::from_str(&attnas_ok(&args)).unwrap();
+    assert_eq!(report["calib_images"], 256);
+
+    // arch.json: the arch (readable by --arch) plus its cost.
+    let arch_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("arch.json")).unwrap()).unwrap();
+    let (arch, flops) = Arch::parse(&arch_json.to_string()).unwrap();
+    assert_eq!(arch, Arch::parse(ARCH).unwrap().0);
+    assert!((flops.unwrap() - report["mflops"].as_f64().unwrap()).abs() < 1e-3);
+    assert!(arch_json["params"].as_f64().unwrap() > 0.0);
+
+    // Weights: static names and shapes, BN statistics recalibrated (no longer the initial 0 / 1).
+    let (tensors, meta) = attnas::checkpoint::read_safetensors(&out.join("model.safetensors")).unwrap();
+    assert_eq!(meta["format"], "attnas-static-subnet/1");
+    let by_name: HashMap<&str, _> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    assert_eq!(by_name["first_conv.conv.weight"].shape, vec![16, 3, 3, 3]);
+    assert_eq!(by_name["last_conv.2.conv.weight"].shape, vec![64, 240, 1, 1]);
+    let var = &by_name["blocks.3.mobile_inverted_conv.depth_conv.bn.running_var"];
+    assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
+
+    let Some(py) = python_tools("export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let (inputs, logits) = (dir.join("inputs.npy"), dir.join("logits.npy"));
+    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", "64"];
+    args.extend(calib);
+    args.extend(["--dump-inputs", inputs.to_str().unwrap(), "--dump-logits", logits.to_str().unwrap()]);
+    attnas_ok(&args);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/onnx_check.py");
+    let res = std::process::Command::new(py)
+        .args([script, out.join("model.onnx").to_str().unwrap(), inputs.to_str().unwrap()])
+        .args(["--logits", logits.to_str().unwrap(), "--atol", "1e-4", "--rtol", "1e-4", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "onnx_check failed:\n{stdout}\n{}", String::from_utf8_lossy(&res.stderr));
+    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(s["checker"], "ok");
+    assert_eq!(s["input_shape"], serde_json::json!([64, 3, 24, 24]));
+    assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
+    assert_eq!(s["within_tolerance"], true, "{s}");
+    assert_eq!(s["argmax_agreement"], 1.0, "{s}");
+    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+}
+
+#[test]
+fn export_refuses_bad_input() {
+    let Some(f) = fixture("export_refuses_bad_input") else { return };
+    let dir = scratch("export-bad");
+    let o = dir.join("out");
+    let bad = ARCH.replace("\"resolution\":24", "\"resolution\":28");
+    let args = [
+        "export",
+        "--ckpt",
+        f.run(),
+        "--data",
+        f.data(),
+        "--arch",
+        &bad,
+        "--out",
+        o.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let err = attnas_usage_error(&args);
+    assert!(err.contains("resolution = 28") && err.contains("allowed: 24, 32"), "{err}");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let args = [
+        "export",
+        "--ckpt",
+        f.run(),
+        "--data",
+        f.data(),
+        "--arch",
+        "min",
+        "--out",
+        file.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let err = attnas_usage_error(&args);
+    assert!(err.contains("is a file"), "{err}");
+}
