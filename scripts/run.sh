@@ -43,4 +43,23 @@ if [ -f out/data/fashion-mnist/train.pack ]; then
   echo "== attnas train: the tiny supernet on Fashion-MNIST (sandwich rule + BestUp-3, 400 steps of 64)"
   $BIN train --config configs/tiny.yaml --data out/data/fashion-mnist --out out/runs/tiny --overwrite \
     --set max_steps=400 --set schedule_steps=400
+  D=out/data/fashion-mnist
+  CAL=(--calib-batches 8 --calib-batch-size 64)
+  echo "== attnas eval: min and max subnets, BN recalibrated on 512 training images"
+  $BIN eval --ckpt out/runs/tiny --arch min,max --data $D "${CAL[@]}" --quiet
+  echo "== attnas search: a small evolutionary Pareto search (16 + 3 x 16 candidates on 1000 held-out images)"
+  rm -rf out/search
+  $BIN search --ckpt out/runs/tiny --data $D --flops 0.3:2.0 --bucket 0.05 --population 16 --mutations 8 \
+    --crossovers 8 --iterations 3 --calib-batches 4 --calib-batch-size 64 --eval-images 1000 --out out/search --quiet
+  python3 -c 'import json; json.dump(json.load(open("out/search/pareto.json"))[-1]["arch"], open("out/search/best.json", "w"))'
+  echo "== attnas export: the front's most accurate subnet -> out/export (safetensors, arch.json, ONNX)"
+  $BIN export --ckpt out/runs/tiny --arch out/search/best.json --data $D "${CAL[@]}" --out out/export --quiet
+  echo "== ONNX check: onnxruntime vs attnas on the same 64 images"
+  $BIN eval --ckpt out/runs/tiny --arch out/export/arch.json --data $D --max-images 64 "${CAL[@]}" --quiet \
+    --dump-inputs out/export/x.npy --dump-logits out/export/logits.npy
+  if scripts/setup-python-tools.sh; then
+    .venv-tools/bin/python scripts/onnx_check.py out/export/model.onnx out/export/x.npy --logits out/export/logits.npy
+  else
+    echo "(Python tools unavailable: ONNX check skipped)"
+  fi
 fi
