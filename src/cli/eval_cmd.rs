@@ -75,7 +75,9 @@ pub struct EvalArgs {
     pub config: Option<String>,
     #[command(flatten)]
     pub calib: CalibArgs,
-    /// Evaluate with the checkpoint's stored running statistics (no recalibration).
+    /// Evaluate with the checkpoint's stored running statistics (no recalibration). A training checkpoint
+    /// holds those of the last subnet its end-of-epoch validation calibrated (the min subnet), as the
+    /// original's checkpoints do.
     #[arg(long)]
     pub no_calib: bool,
     /// Images per evaluation batch.
