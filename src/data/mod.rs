@@ -31,6 +31,20 @@ pub fn shared_data_dir() -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
+/// The packed training file a `--data` argument names: the file itself, or `train.pack` in a folder that
+/// `attnas prepare` wrote. Errors (usage) say how to make one.
+pub fn train_pack_of(data: &Path) -> crate::error::Result<PathBuf> {
+    let train = if data.is_dir() { data.join("train.pack") } else { data.to_path_buf() };
+    if !train.is_file() {
+        return Err(crate::error::Error::usage(format!(
+            "--data {}: no packed training file there (give a .pack file or a folder with train.pack; make one with \
+             `attnas prepare`)",
+            data.display()
+        )));
+    }
+    Ok(train)
+}
+
 /// Where Debian's `dataset-fashion-mnist` puts its IDX files, when installed.
 pub fn fashion_mnist_dir() -> Option<PathBuf> {
     Some(PathBuf::from("/usr/share/datasets/fashion-mnist")).filter(|p| p.join("train-labels-idx1-ubyte.gz").is_file())

@@ -40,6 +40,20 @@ impl PackedDataset {
         Ok(PackedDataset { path, map, header: layout.header, class_names: layout.class_names, entries: layout.entries })
     }
 
+    /// [`PackedDataset::open`], then checks that the file has `classes` classes; `model` names who expects
+    /// them in the error (e.g. "the space 'tiny'").
+    pub fn open_expecting_classes(path: impl AsRef<Path>, classes: usize, model: &str) -> Result<Self> {
+        let ds = Self::open(path)?;
+        if ds.class_names().len() != classes {
+            return Err(Error::usage(format!(
+                "{} has {} classes but {model} has {classes}; train, evaluate and search on data of the same classes",
+                ds.path.display(),
+                ds.class_names().len()
+            )));
+        }
+        Ok(ds)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

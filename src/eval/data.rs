@@ -98,16 +98,7 @@ pub fn data_config_of(state: Option<&serde_json::Value>, crop: Option<u32>) -> R
 
 /// Opens a packed file and checks that its classes match the space.
 pub fn open_dataset(path: &Path, space: &Space) -> Result<Arc<PackedDataset>> {
-    let ds = PackedDataset::open(path)?;
-    if ds.class_names().len() != space.num_classes {
-        return Err(Error::usage(format!(
-            "{} has {} classes but the space '{}' has num_classes {}",
-            path.display(),
-            ds.class_names().len(),
-            space.name,
-            space.num_classes
-        )));
-    }
+    let ds = PackedDataset::open_expecting_classes(path, space.num_classes, &format!("the space '{}'", space.name))?;
     if ds.is_empty() {
         return Err(Error::usage(format!("{}: no records", path.display())));
     }

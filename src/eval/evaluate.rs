@@ -18,7 +18,7 @@ use crate::nn::{activation_arena_len, ForwardOptions, Supernet};
 use crate::space::arch::resolve_arch;
 use crate::space::{flops, Arch, Space};
 use crate::train::step::StepBuffers;
-use crate::train::validate::{calibrate_bn, evaluate, Accuracy, EvalBuffers, HostBatch};
+use crate::train::validate::{calibrate_bn, count_correct, Accuracy, EvalBuffers, HostBatch};
 
 /// Device memory for evaluating subnets of one supernet on batches of up to `max_batch` images.
 pub struct Evaluator<'a, B: SupernetOps> {
@@ -53,18 +53,14 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     pub fn accuracy(&mut self, arch: &Arch, eval: &EvalSource, mut on_batch: impl FnMut()) -> Result<Accuracy> {
         let (mut c1, mut c5, mut n) = (0u64, 0u64, 0usize);
         eval.for_each(|batch| {
-            let a = evaluate(self.b, self.net, &mut self.arena, &mut self.bufs, arch, std::slice::from_ref(batch))?;
-            // `evaluate` reports percentages of whole counts; recover the counts exactly.
-            c1 += (a.top1 * a.images as f64 / 100.0).round() as u64;
-            c5 += (a.top5 * a.images as f64 / 100.0).round() as u64;
-            n += a.images;
+            let (h1, h5) = count_correct(self.b, self.net, &mut self.arena, &mut self.bufs, arch, batch)?;
+            c1 += h1;
+            c5 += h5;
+            n += batch.len();
             on_batch();
             Ok(())
         })?;
-        if n == 0 {
-            return Err(Error::usage("evaluation needs at least one image"));
-        }
-        Ok(Accuracy { top1: 100.0 * c1 as f64 / n as f64, top5: 100.0 * c5 as f64 / n as f64, images: n })
+        Accuracy::from_counts(c1, c5, n)
     }
 
     /// `batch` resized (bicubic, the model's own resize op) to `r`: what the subnet's stem sees.

@@ -31,14 +31,7 @@ pub struct DataSettings {
 /// The packed training file and the eval file: `data` is a .pack (then `eval` is required) or a folder
 /// with `train.pack` and `val.pack`; `eval` overrides the eval file.
 pub fn resolve_paths(data: &Path, eval: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
-    let train = if data.is_dir() { data.join("train.pack") } else { data.to_path_buf() };
-    if !train.is_file() {
-        return Err(Error::usage(format!(
-            "--data {}: no packed training file there (give a .pack file or a folder with train.pack; make one with \
-             `attnas prepare`)",
-            data.display()
-        )));
-    }
+    let train = crate::data::train_pack_of(data)?;
     let eval = match eval {
         Some(p) => p.to_path_buf(),
         None => train.with_file_name("val.pack"),
@@ -81,17 +74,7 @@ pub struct SearchFiles {
 
 impl SearchFiles {
     pub fn open(train: &Path, eval: &Path, classes: usize) -> Result<SearchFiles> {
-        let open = |p: &Path| -> Result<Arc<PackedDataset>> {
-            let ds = PackedDataset::open(p)?;
-            if ds.class_names().len() != classes {
-                return Err(Error::usage(format!(
-                    "{} has {} classes but the supernet has {classes}",
-                    p.display(),
-                    ds.class_names().len()
-                )));
-            }
-            Ok(Arc::new(ds))
-        };
+        let open = |p: &Path| PackedDataset::open_expecting_classes(p, classes, "the supernet").map(Arc::new);
         Ok(SearchFiles { train: open(train)?, eval: open(eval)? })
     }
 

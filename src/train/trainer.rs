@@ -66,14 +66,7 @@ pub const STATE_FORMAT: &str = "attnas-train-state/1";
 
 /// The packed train file and the eval file (explicit, `val.pack` beside it, or none).
 fn resolve_data(data: &Path, eval_split: &Option<PathBuf>) -> Result<(PathBuf, Option<PathBuf>)> {
-    let train = if data.is_dir() { data.join("train.pack") } else { data.to_path_buf() };
-    if !train.is_file() {
-        return Err(Error::usage(format!(
-            "--data {}: no packed training file there (give a .pack file or a folder with train.pack; make one with \
-             `attnas prepare`)",
-            data.display()
-        )));
-    }
+    let train = crate::data::train_pack_of(data)?;
     let eval = match eval_split {
         Some(p) => Some(p.clone()),
         None => train.parent().map(|d| d.join("val.pack")).filter(|p| p.is_file()),
@@ -175,20 +168,12 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let cfg = &job.config;
     let space = &job.space;
     let (train_path, eval_path) = resolve_data(&job.data, &cfg.data.eval_split)?;
-    let train_ds = Arc::new(PackedDataset::open(&train_path)?);
-    if train_ds.class_names().len() != space.num_classes {
-        return Err(Error::usage(format!(
-            "{} has {} classes but the space '{}' has num_classes {}",
-            train_path.display(),
-            train_ds.class_names().len(),
-            space.name,
-            space.num_classes
-        )));
-    }
+    let model = format!("the space '{}'", space.name);
+    let train_ds = Arc::new(PackedDataset::open_expecting_classes(&train_path, space.num_classes, &model)?);
     // Training, BN-calibration (training images, training augmentation) and held-out loaders.
     let (train_loader, calib_loader, eval_loader) = match &eval_path {
         Some(p) => {
-            let eval_ds = Arc::new(PackedDataset::open(p)?);
+            let eval_ds = Arc::new(PackedDataset::open_expecting_classes(p, space.num_classes, &model)?);
             (
                 Loader::new(train_ds.clone(), cfg.train_loader_config())?,
                 Loader::new(train_ds.clone(), cfg.calib_loader_config())?,

@@ -95,6 +95,36 @@ pub fn calibrate_bn<B: SupernetOps>(
     b.synchronize()
 }
 
+/// Top-1 and top-5 hit counts of `arch` on one batch with the current running statistics.
+pub fn count_correct<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    arena: &mut Arena<B::Memory>,
+    bufs: &mut EvalBuffers<B>,
+    arch: &Arch,
+    batch: &HostBatch,
+) -> Result<(u64, u64)> {
+    let sb = bufs.get(b, batch)?;
+    arena.reset();
+    let tape = net.forward(b, arch, sb.input, sb.n, sb.side, ForwardOptions::eval(), arena)?;
+    let shape = LossShape { n: sb.n, classes: sb.classes };
+    b.topk_correct(&shape, tape.head.logits, sb.labels, sb.rank, sb.counts)?;
+    let counts = b.download(sb.counts)?;
+    // exact small integers in f32 (see `topk_correct`)
+    Ok((counts[0] as u64, counts[1] as u64))
+}
+
+impl Accuracy {
+    /// Percentages from hit counts over `images` images; an error when there are none.
+    pub fn from_counts(top1: u64, top5: u64, images: usize) -> Result<Accuracy> {
+        if images == 0 {
+            return Err(Error::usage("evaluation needs at least one held-out image"));
+        }
+        let pct = |c: u64| 100.0 * c as f64 / images as f64;
+        Ok(Accuracy { top1: pct(top1), top5: pct(top5), images })
+    }
+}
+
 /// Top-1 / top-5 of `arch` on `eval` with the current running statistics.
 pub fn evaluate<B: SupernetOps>(
     b: &B,
@@ -104,22 +134,14 @@ pub fn evaluate<B: SupernetOps>(
     arch: &Arch,
     eval: &[HostBatch],
 ) -> Result<Accuracy> {
-    let (mut c1, mut c5, mut n) = (0f64, 0f64, 0usize);
+    let (mut c1, mut c5, mut n) = (0u64, 0u64, 0usize);
     for batch in eval {
-        let sb = bufs.get(b, batch)?;
-        arena.reset();
-        let tape = net.forward(b, arch, sb.input, sb.n, sb.side, ForwardOptions::eval(), arena)?;
-        let shape = LossShape { n: sb.n, classes: sb.classes };
-        b.topk_correct(&shape, tape.head.logits, sb.labels, sb.rank, sb.counts)?;
-        let counts = b.download(sb.counts)?;
-        c1 += counts[0] as f64;
-        c5 += counts[1] as f64;
-        n += sb.n;
+        let (h1, h5) = count_correct(b, net, arena, bufs, arch, batch)?;
+        c1 += h1;
+        c5 += h5;
+        n += batch.len();
     }
-    if n == 0 {
-        return Err(Error::usage("evaluation needs at least one held-out image"));
-    }
-    Ok(Accuracy { top1: 100.0 * c1 / n as f64, top5: 100.0 * c5 / n as f64, images: n })
+    Accuracy::from_counts(c1, c5, n)
 }
 
 /// Both: calibrate on `calib`, then evaluate on `eval`.
