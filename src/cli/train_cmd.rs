@@ -64,6 +64,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         resume: a.resume,
         overwrite: a.overwrite,
         progress,
+        ranks: crate::dist::single(),
     };
     let summary = run_on(a.device, Job(job))?;
     if a.json {

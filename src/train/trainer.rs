@@ -32,7 +32,7 @@ use crate::space::attentive::AttentiveSampler;
 use crate::space::{flops, table, Space};
 
 /// Where the job's files go and how it was asked to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TrainJob {
     pub space: Space,
     /// The space file's text, stored in every checkpoint's state so `eval`, `search` and `export` rebuild
@@ -47,6 +47,9 @@ pub struct TrainJob {
     /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
     pub overwrite: bool,
     pub progress: bool,
+    /// This process's place among the job's ranks ([`crate::dist::single`] for one device). The trainer
+    /// sees ranks only through this handle; see `src/dist/`.
+    pub ranks: crate::dist::Ranks,
 }
 
 /// What the job reports at the end.
