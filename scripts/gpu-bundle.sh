@@ -3,7 +3,10 @@
 # test and bench executable (release, nvcc cubins embedded, symbols stripped, packed into payload.tar.xz:
 # the executables share most of their code, which xz's window removes, ~10x), and run.sh. The GPU machine
 # has no Rust and no registry; it needs only the NVIDIA driver and cuBLAS (NVRTC only for archs without a
-# cubin). Prints the bundle size, which must stay under 64 MiB (the device tool's carry limit).
+# cubin), from the system or from the Python image's nvidia pip packages (run.sh finds them with
+# find-cuda-libs.sh and prints which copy it used). run.sh sets REQUIRE_GPU=1: a GPU test that cannot open
+# the GPU (a library missing, a module that does not load) fails instead of skipping. Prints the bundle
+# size, which must stay under 64 MiB (the device tool's carry limit).
 #
 #   scripts/gpu-bundle.sh [DIR]          then on the GPU machine:  DIR/run.sh   (logs under $OUT when set)
 set -euo pipefail
@@ -18,6 +21,7 @@ trap 'rm -rf "$STAGE"' EXIT
 rm -rf "$DEST"; mkdir -p "$DEST" "$STAGE/tests" "$STAGE/benches"
 cargo build --release
 cp target/release/attnas "$DEST/attnas"
+cp scripts/find-cuda-libs.sh "$DEST/find-cuda-libs.sh"
 
 # test and bench executables: cargo prints their paths as JSON artifacts
 list_executables() {
@@ -44,9 +48,15 @@ cat > "$DEST/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: device report, every test (GPU targets included), every bench. Logs go to $OUT
 # (or ./logs); a summary line per executable goes to stdout and $OUT/summary.txt.
+# The CUDA libraries (cuBLAS, cuBLASLt, NVRTC 13, NCCL 2) are taken from the loader's path, a CUDA toolkit
+# folder or the Python image's site-packages nvidia/*/lib, in that order (find-cuda-libs.sh), and the
+# copy used for each is printed. REQUIRE_GPU=1: a GPU test fails, naming why, if the GPU does not open.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LOGS="${OUT:-$HERE/logs}"; mkdir -p "$LOGS"
+export REQUIRE_GPU=1
+LIB_ENV="$("$HERE/find-cuda-libs.sh" 2>"$LOGS/cuda-libs.log")"
+eval "$LIB_ENV"
 WORK="${TMPDIR:-/tmp}/attnas-gpu-bundle.$$"; mkdir -p "$WORK"
 if command -v xz >/dev/null; then
   tar -C "$WORK" -xJf "$HERE/payload.tar.xz"
@@ -59,9 +69,9 @@ HERE="$WORK"
 export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the build-machine path
 {
   echo "== date: $(date -u)"; echo "== nvidia-smi"; nvidia-smi || true
-  echo "== CUDA libraries visible to the loader"
-  ldconfig -p | grep -E 'libcuda\.so|libcublas|libcublasLt|libnvrtc' || true
-  ls /usr/local/cuda/lib64 2>/dev/null | grep -E 'cublas|nvrtc' | head || true
+  echo "== CUDA libraries used (find-cuda-libs.sh; LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
+  cat "$LOGS/cuda-libs.log"
+  ldconfig -p | grep -E 'libcuda\.so' || echo "libcuda.so: not in the ld.so cache"
   echo "== attnas info"; ./attnas info --ptxas
 } 2>&1 | tee "$LOGS/device.log"
 : > "$LOGS/summary.txt"

@@ -226,7 +226,8 @@ fn set_mode(p: &Path, mode: u32) {
 #[test]
 fn fashion_mnist_round_trip() {
     let Some(fm) = fashion_mnist_dir() else {
-        println!("skipped: fashion_mnist_round_trip: apt-get install -y dataset-fashion-mnist");
+        let missing = "Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)";
+        attnas::testing::skip_or_require("fashion_mnist_round_trip", missing, "REQUIRE_SHARED_DATA");
         return;
     };
     let dir = scratch("prepare-fashion");

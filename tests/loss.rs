@@ -1,7 +1,7 @@
 //! Losses and metrics (`LossOps`): every CUDA target (SIMT emulator, GPU when present) against the f64
 //! CPU reference on random logits, plus the batch semantics the reference alone cannot show (mean of the
-//! rows, determinism, invalid labels). The gradient checks by finite differences are unit tests of the
-//! reference (`backend::cpu::loss`).
+//! rows, determinism, invalid labels, values derived by hand at non-uniform logits). The gradient checks
+//! by finite differences are unit tests of the reference (`backend::cpu::loss`).
 
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::loss::{LossOps, LossShape};
@@ -180,4 +180,44 @@ fn batch_loss_is_row_mean_and_uniform_is_log_k() {
     let log_k = (1000f32).ln();
     assert!(out.ls_rows.iter().all(|v| (v - log_k).abs() < 1e-5), "{:?}", out.ls_rows);
     assert!(out.soft_rows.iter().all(|v| (v - log_k).abs() < 1e-5), "{:?}", out.soft_rows);
+}
+
+/// Both losses pinned by values derived by hand at non-uniform logits, where the spec's eps / k and the
+/// common variant eps / (k - 1) differ (uniform logits cannot tell them apart). z = ln [1, 2, 3, 4] + c
+/// has softmax p = [0.1, 0.2, 0.3, 0.4] for any shift c (c = 0 in row 0, c = -7 in row 1). eps = 0.2,
+/// k = 4: the target is eps / k = 0.05 on every class plus 1 - eps = 0.8 on the label.
+/// - row 0, label 3, target [0.05, 0.05, 0.05, 0.85]: loss = 0.05 ln(1 / (0.1 * 0.2 * 0.3)) + 0.85 ln(1 / 0.4)
+///   = 0.05 * 5.1159958 + 0.85 * 0.9162907 = 1.0346469 (eps / (k - 1) would give 1.0740990);
+/// - row 1, label 0, target [0.85, 0.05, 0.05, 0.05]: loss = 0.85 ln 10 + 0.05 ln(1 / (0.2 * 0.3 * 0.4))
+///   = 0.85 * 2.3025851 + 0.05 * 3.7297014 = 2.1436824;
+/// - batch loss: the mean, 1.5891647; dlogits = (p - target) / n = [0.025, 0.075, 0.125, -0.225] and
+///   [-0.375, 0.075, 0.125, 0.175].
+///
+/// Soft CE against teacher logits ln [4, 3, 2, 1] (softmax q = [0.4, 0.3, 0.2, 0.1]) in both rows:
+/// loss = 0.4 ln 10 + 0.3 ln 5 + 0.2 ln(10 / 3) + 0.1 ln 2.5 = 1.7362890 per row and for the batch;
+/// dlogits = (p - q) / n = [-0.15, -0.05, 0.05, 0.15] per row.
+///
+/// Tolerance 1e-6 absolute: the inputs are the f32 roundings of the logarithms (relative 6e-8).
+#[test]
+fn losses_match_values_derived_by_hand() {
+    let ln = |v: f64| v.ln() as f32;
+    let s = LossShape { n: 2, classes: 4 };
+    let logits: Vec<f32> =
+        [1.0, 2.0, 3.0, 4.0].iter().map(|&v| ln(v)).chain([1.0, 2.0, 3.0, 4.0].iter().map(|&v| ln(v) - 7.0)).collect();
+    let labels = [3.0f32, 0.0];
+    let teacher: Vec<f32> = [4.0, 3.0, 2.0, 1.0, 4.0, 3.0, 2.0, 1.0].iter().map(|&v| ln(v)).collect();
+    let check = |b: &str, out: &Outputs| {
+        assert_close(&format!("{b}: label-smoothed CE rows"), &out.ls_rows, &[1.034_646_9, 2.143_682_4], 1e-6, 0.0);
+        assert_close(&format!("{b}: label-smoothed CE batch"), &out.ls_loss, &[1.589_164_7], 1e-6, 0.0);
+        let want = [0.025, 0.075, 0.125, -0.225, -0.375, 0.075, 0.125, 0.175];
+        assert_close(&format!("{b}: label-smoothed CE dlogits"), &out.ls_grad, &want, 1e-6, 0.0);
+        assert_close(&format!("{b}: soft CE rows"), &out.soft_rows, &[1.736_289, 1.736_289], 1e-6, 0.0);
+        assert_close(&format!("{b}: soft CE batch"), &out.soft_loss, &[1.736_289], 1e-6, 0.0);
+        let want = [-0.15, -0.05, 0.05, 0.15, -0.15, -0.05, 0.05, 0.15];
+        assert_close(&format!("{b}: soft CE dlogits"), &out.soft_grad, &want, 1e-6, 0.0);
+    };
+    check("cpu", &run(&CpuBackend::new(), &s, 0.2, &logits, &labels, &teacher));
+    attnas::on_cuda_targets!("loss losses_match_values_derived_by_hand", |b| {
+        check(&b.name(), &run(&b, &s, 0.2, &logits, &labels, &teacher));
+    });
 }

@@ -210,7 +210,8 @@ fn training_config_takes_a_predictor_scorer() {
 #[test]
 fn train_command_runs_with_the_predictor_scorer() {
     let Some(src) = attnas::data::fashion_mnist_dir() else {
-        println!("skipped: train with a predictor: apt-get install -y dataset-fashion-mnist");
+        let missing = "Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)";
+        attnas::testing::skip_or_require("train with a predictor", missing, "REQUIRE_SHARED_DATA");
         return;
     };
     let bin = std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string());

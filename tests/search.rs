@@ -161,7 +161,8 @@ fn fixture() -> Option<&'static (tempfile::TempDir, PathBuf, PathBuf)> {
     FIXTURE
         .get_or_init(|| {
             let Some(src) = attnas::data::fashion_mnist_dir() else {
-                println!("skipped: search end to end: apt-get install -y dataset-fashion-mnist");
+                let missing = "Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)";
+                attnas::testing::skip_or_require("search end to end", missing, "REQUIRE_SHARED_DATA");
                 return None;
             };
             let dir = tempfile::tempdir().unwrap();

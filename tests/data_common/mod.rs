@@ -14,12 +14,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// `../shared/data/imagenet-sample-1000/train`, or `None` after printing one skip line.
+/// `../shared/data/imagenet-sample-1000/train`, or `None` after printing one skip line (a failure
+/// under REQUIRE_SHARED_DATA=1, which CI sets).
 pub fn imagenet_sample(test: &str) -> Option<PathBuf> {
     match attnas::data::shared_data_dir().map(|d| d.join("imagenet-sample-1000/train")).filter(|p| p.is_dir()) {
         Some(p) => Some(p),
         None => {
-            println!("skipped: {test}: ../shared/data/imagenet-sample-1000 not found");
+            let missing =
+                "../shared/data/imagenet-sample-1000 not found (or set ATTNAS_SHARED_DATA to the data folder)";
+            attnas::testing::skip_or_require(test, missing, "REQUIRE_SHARED_DATA");
             None
         }
     }

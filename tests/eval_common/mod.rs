@@ -138,7 +138,8 @@ pub fn fixture(test: &str) -> Option<&'static Fixture> {
         Some(Fixture { run, data })
     });
     if f.is_none() {
-        println!("skipped: {test}: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        let missing = "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+        attnas::testing::skip_or_require(test, missing, "REQUIRE_SHARED_DATA");
     }
     f.as_ref()
 }

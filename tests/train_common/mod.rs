@@ -34,7 +34,8 @@ pub fn fashion_mnist_packed(test: &str) -> Option<PathBuf> {
         Some(out)
     });
     if packed.is_none() {
-        println!("skipped: {test}: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        let missing = "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+        attnas::testing::skip_or_require(test, missing, "REQUIRE_SHARED_DATA");
     }
     packed.clone()
 }
