@@ -79,7 +79,8 @@ for t in tests/*; do
   n=$(basename "$t")
   # CPU-only and minutes long (trains on Fashion-MNIST with --device cpu): not what the GPU time is for
   case "$n" in train_e2e) echo "test $n: not run here (CPU-only)" | tee -a "$LOGS/summary.txt"; continue;; esac
-  if timeout 600 "$t" --test-threads=1 > "$LOGS/test-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+  # --nocapture: the logs keep skip lines, notes and the tolerance each comparison used on this card
+  if timeout 600 "$t" --test-threads=1 --nocapture > "$LOGS/test-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
   line="test $n: $s $(grep -E '^test result' "$LOGS/test-$n.log" | tail -1)"
   echo "$line" | tee -a "$LOGS/summary.txt"
 done

@@ -71,6 +71,16 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
     }
 }
 
+/// The largest `|got - want| / (abs + rel * |want|)` over the elements: how much of a tolerance the
+/// comparison used (1 = at the bound). Tests print it so that a run on new hardware (the GPU bundle's logs)
+/// records its margins, not only a pass.
+pub fn tolerance_used(got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g - w).abs() / (abs + rel * w.abs()).max(f32::MIN_POSITIVE))
+        .fold(0.0, f32::max)
+}
+
 /// `n` uniform values in [lo, hi) from a fixed seed.
 pub fn random_vec(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

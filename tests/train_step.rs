@@ -2,19 +2,26 @@
 //! subnet, min distilled) over several steps gives the same losses, the same choices and the same
 //! parameters on the emulated CUDA backend (and a GPU when present) as on the CPU reference.
 //!
-//! Tolerance: 1e-4 relative on the losses and 1e-4 abs + 1e-3 rel on the parameters after the steps.
-//! Both backends compute in f32 with different summation orders (cuBLAS/emulated GEMM tiling, two-stage
-//! reductions vs f64 reference loops); per-op differences are ~1e-6 relative and compound over a few
-//! layers, steps and SGD updates, staying far below these bounds, while a wrong op or a wrong gradient
-//! changes the losses in the second or third digit.
-
+//! Tolerances, set for a real GPU's arithmetic (see `nn_devices.rs`: cuBLAS summation order, FMA
+//! contraction, `__expf`, ~1e-5 of the scale at the logits after ~12 layers; the emulator agrees to
+//! ~1e-7):
+//! - losses and candidate scores: rel 1e-4. A loss is an average of log-softmax terms, so a logit error
+//!   of 1e-5 of the logits' scale moves it by about as much; 1e-4 is 10x that, while a wrong op or a
+//!   wrong gradient changes the losses in the second or third digit;
+//! - parameters after the steps: abs 1e-4 + rel 1e-3. Two SGD updates move a parameter by lr (1 + mu)
+//!   |clip(g)| <= 0.1 each; a gradient error of 1e-4 of its scale moves it by ~1e-5 at most;
+//! - **choices**: BestUp compares candidate scores, and two backends may rank candidates whose scores
+//!   are within the loss tolerance either way. The choice must agree unless the CPU's scores of the two
+//!   choices are within rel 1e-4 of each other; when such a near tie flips, everything after it
+//!   legitimately differs, so the comparison stops there (one `note:` line) instead of failing.
+//!
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::{Arena, Backend, SupernetOps};
 use attnas::nn::{activation_arena_len, Supernet};
 use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::Space;
-use attnas::testing::{assert_close, random_vec};
+use attnas::testing::{assert_close, random_vec, tolerance_used};
 use attnas::train::step::{CandidateScorer, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState};
 use rand::SeedableRng;
 
@@ -61,21 +68,45 @@ fn run<B: SupernetOps>(b: &B) -> (Vec<StepOutcome>, Vec<f32>) {
     (outs, b.download(net.params_arena()).unwrap())
 }
 
+/// Relative tolerance of losses and scores (see the header).
+const LOSS_REL: f64 = 1e-4;
+
+fn within(got: f64, want: f64) -> bool {
+    (got - want).abs() <= LOSS_REL * want.abs().max(1e-12)
+}
+
 #[test]
 fn cuda_targets_match_the_cpu_over_several_steps() {
     let (want, want_params) = run(&CpuBackend::new());
     assert_eq!(want.len() as u64, STEPS);
     attnas::on_cuda_targets!("train_step", |b| {
         let (got, got_params) = run(&b);
-        for (g, w) in got.iter().zip(&want) {
+        let mut diverged = false;
+        'steps: for (step, (g, w)) in got.iter().zip(&want).enumerate() {
             for (gs, ws) in g.subnets.iter().zip(&w.subnets) {
-                assert_eq!(gs.arch, ws.arch, "same subnet chosen");
-                assert_eq!(gs.chosen, ws.chosen);
-                let rel = (gs.loss - ws.loss).abs() / ws.loss.abs().max(1e-12);
-                assert!(rel < 1e-4, "{:?} loss {} vs cpu {}", gs.role, gs.loss, ws.loss);
+                // the draws depend only on (seed, step): the same candidates, scored alike
+                assert_eq!(gs.candidates.len(), ws.candidates.len());
+                for (gc, wc) in gs.candidates.iter().zip(&ws.candidates) {
+                    assert_eq!(gc.arch, wc.arch, "step {step}: same candidates drawn");
+                    assert!(within(gc.score, wc.score), "step {step}: score {} vs cpu {}", gc.score, wc.score);
+                }
+                if gs.chosen != ws.chosen {
+                    let (a, c) = (ws.chosen.unwrap_or(0), gs.chosen.unwrap_or(0));
+                    let (sa, sc) = (ws.candidates[a].score, ws.candidates[c].score);
+                    assert!(within(sc, sa), "step {step}: chose candidate {c} (cpu score {sc}) over {a} ({sa})");
+                    println!("note: train_step: step {step}: a near tie ({sa} vs {sc}) ranked the other way; not compared further");
+                    diverged = true;
+                    break 'steps;
+                }
+                assert_eq!(gs.arch, ws.arch, "same subnet trained");
+                assert!(within(gs.loss, ws.loss), "{:?} loss {} vs cpu {}", gs.role, gs.loss, ws.loss);
             }
         }
-        assert_close("parameters after the steps", &got_params, &want_params, 1e-4, 1e-3);
+        if !diverged {
+            assert_close("parameters after the steps", &got_params, &want_params, 1e-4, 1e-3);
+            let used = tolerance_used(&got_params, &want_params, 1e-4, 1e-3);
+            println!("train_step {}: tolerance used: parameters {:.1}%", b.name(), 100.0 * used);
+        }
     });
 }
 
