@@ -3,7 +3,7 @@
 //! CPU training-step fixture whose candidates do not tie: the tiny supernet with random non-zero BN gammas
 //! (`nn_common::randomized`; at AttentiveNAS's init every project-BN gamma is 0 and subnets that differ
 //! only in depth, kernel or expand give identical logits), random momentum, a random batch and an
-//! attentive sampler. Needs `mod nn_common;` beside `mod step_common;` in the test crate.
+//! attentive sampler, and a classifier scaled up so the logits are far from uniform. Needs `mod nn_common;` beside `mod step_common;` in the test crate.
 #![allow(dead_code)]
 
 use attnas::backend::cpu::{CpuBackend, HostMemory};
@@ -25,6 +25,8 @@ pub const SIDE: usize = 28;
 /// Coupled weight decay on conv / linear weights. The recipe's 1e-5 moves a parameter by ~1e-9 per
 /// step, below what the update comparison can resolve, so the tests use 1e-2 to make a wrong group visible.
 pub const WEIGHT_DECAY: f32 = 1e-2;
+/// Scale of the classifier weights and bias over their initialisation.
+pub const CLASSIFIER_GAIN: f32 = 20.0;
 /// The recipe's no-decay keywords (spec 3.1).
 pub const NO_DECAY: [&str; 2] = [".bn", ".bias"];
 
@@ -105,7 +107,13 @@ impl Fixture {
     pub fn new(seed: u64) -> Fixture {
         let b = CpuBackend::new();
         let space = Space::builtin("tiny").unwrap();
-        let (net, named) = tiny_net(&b, seed);
+        let (net, mut named) = tiny_net(&b, seed);
+        // Logits of a freshly initialised net are nearly uniform (losses ~ ln 10), where the losses and
+        // choices of different rules (which teacher, which regulariser) differ little; a larger classifier
+        // spreads them.
+        for t in named.iter_mut().filter(|t| t.name.starts_with("classifier.")) {
+            t.data.iter_mut().for_each(|v| *v *= CLASSIFIER_GAIN);
+        }
         let momentum: Vec<NamedTensor> = net
             .table
             .params
