@@ -17,6 +17,7 @@
 //! - ~12 layers (stem, 4-7 blocks of expand / depthwise / SE / project, head) compound that additively
 //!   (batch-statistics BN rescales but does not amplify unless a channel's variance is tiny): ~1e-5 of
 //!   the activations' scale at the logits, ~1e-5 of each gradient tensor's scale after the backward.
+//!
 //! So:
 //! - logits: abs 1e-4 x max |logit| + rel 1e-4 (10x the GPU estimate; an error is relative to the scale
 //!   of the logits, not to each one, as logits cross zero). A wrong op moves logits by 1e-3 or more of

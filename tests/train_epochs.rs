@@ -127,7 +127,7 @@ fn final_weights(out: &Path) -> Vec<(String, Vec<u32>)> {
 fn independent_loop(data: &Path) -> (Vec<Vec<u64>>, Vec<Vec<u32>>) {
     let (space, cfg) = config(&[]);
     let b = CpuBackend::new();
-    let ds = Arc::new(PackedDataset::open(&data.join("train.pack")).unwrap());
+    let ds = Arc::new(PackedDataset::open(data.join("train.pack")).unwrap());
     let loader = Loader::new(ds, cfg.train_loader_config()).unwrap();
     assert_eq!(loader.batches_per_epoch() as u64, STEPS_PER_EPOCH);
     let net = Supernet::new(&b, space.clone(), cfg.seed).unwrap();
