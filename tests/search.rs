@@ -31,6 +31,7 @@ fn settings(iterations: usize) -> EvolutionSettings {
         flops_hi: 2.0,
         seed: 3,
         predictor_keep: 0.5,
+        seeds: Vec::new(),
     }
 }
 

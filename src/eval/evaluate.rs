@@ -15,8 +15,8 @@ use crate::backend::ops::resize::ResizeShape;
 use crate::backend::{Arena, SupernetOps};
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, ForwardOptions, Supernet};
-use crate::space::arch::resolve_arch;
-use crate::space::{flops, Arch, Space};
+use crate::space::arch::resolve_arch_list;
+use crate::space::{flops, Arch};
 use crate::train::step::StepBuffers;
 use crate::train::validate::{calibrate_bn, count_correct, Accuracy, EvalBuffers, HostBatch};
 
@@ -91,41 +91,6 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     }
 }
 
-/// Splits a `--arch` list at the commas outside brackets (inline JSON archs contain commas).
-pub fn split_arch_list(list: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0i32);
-    for ch in list.chars() {
-        match ch {
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur).trim().to_string());
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    out.push(cur.trim().to_string());
-    out.into_iter().filter(|s| !s.is_empty()).collect()
-}
-
-/// Resolves every entry of a `--arch` list against `space` (names, files, inline JSON), with its label.
-pub fn resolve_arch_list(space: &Space, list: &str) -> Result<Vec<(String, Arch)>> {
-    let specs = split_arch_list(list);
-    if specs.is_empty() {
-        return Err(Error::usage("--arch: give at least one arch (a name such as a0, min, max, or a file)"));
-    }
-    specs
-        .into_iter()
-        .map(|s| {
-            let arch = resolve_arch(space, &s)?;
-            let label = if s.starts_with('{') { "inline".to_string() } else { s };
-            Ok((label, arch))
-        })
-        .collect()
-}
-
 /// Where `--dump-inputs` / `--dump-logits` go.
 #[derive(Clone, Debug, Default)]
 pub struct DumpPaths {
@@ -138,8 +103,8 @@ pub struct DumpPaths {
 pub struct EvalJob {
     pub ckpt: PathBuf,
     pub config: Option<String>,
-    /// Comma-separated archs.
-    pub archs: String,
+    /// `--arch` values (each a comma list, see `space::arch::split_arch_list`).
+    pub archs: Vec<String>,
     pub data: DataPaths,
     /// `None`: `--no-calib` (the checkpoint's running statistics).
     pub calib: Option<CalibSettings>,
@@ -298,17 +263,4 @@ fn dump<B: SupernetOps>(ev: &mut Evaluator<'_, B>, arch: &Arch, eval: &EvalSourc
         crate::util::npy::write_npy_f32(p, &[n, logits.len() / n.max(1)], &logits)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_arch_list;
-
-    #[test]
-    fn arch_lists_split_outside_brackets() {
-        assert_eq!(split_arch_list("a0, min,max"), vec!["a0", "min", "max"]);
-        let inline = r#"{"resolution":24,"width":[8,8]},a1"#;
-        assert_eq!(split_arch_list(inline), vec![r#"{"resolution":24,"width":[8,8]}"#, "a1"]);
-        assert!(split_arch_list(" , ").is_empty());
-    }
 }
