@@ -119,7 +119,14 @@ fn arch_lists_split_at_commas_outside_brackets_and_name_the_bad_item() {
     assert!(e.to_string().contains("unbalanced brackets in 'a1}'"), "{e}");
     let missing = dir.join("nope.json");
     let e = resolve_arch_list(&s, &[format!("a0,{}", missing.display())]).unwrap_err();
-    assert!(e.to_string().contains(&format!("item 2 of 2 ('{}'): --arch {}: no such file", missing.display(), missing.display())), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "item 2 of 2 ('{}'): --arch {}: no such file",
+            missing.display(),
+            missing.display()
+        )),
+        "{e}"
+    );
     let e = resolve_arch_list(&s, &["[a0, a1]"]).unwrap_err();
     assert!(e.to_string().contains("an inline arch is a {...} mapping"), "{e}");
     let bad = A0_DICT.replace("'resolution': 192", "'resolution': 200");
