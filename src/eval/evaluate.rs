@@ -63,31 +63,33 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
         Accuracy::from_counts(c1, c5, n)
     }
 
-    /// `batch` resized (bicubic, the model's own resize op) to `r`: what the subnet's stem sees.
-    pub fn resize(&mut self, batch: &HostBatch, r: usize) -> Result<HostBatch> {
+    /// `batch` normalised and resized (bicubic, the model's own resize op) to `r`: what the subnet's stem
+    /// sees, [n, r, r, 3].
+    pub fn resize(&mut self, batch: &HostBatch, r: usize) -> Result<Vec<f32>> {
         if batch.side == r {
-            return Ok(batch.clone());
+            return Ok(batch.normalized());
         }
         let n = batch.len();
         let bufs = StepBuffers::new(self.b, n, batch.side, self.net.space.num_classes)?;
-        bufs.upload(self.b, &batch.images, &batch.labels)?;
+        bufs.upload(self.b, &batch.normalized(), &batch.labels)?;
         self.arena.reset();
         let out = self.arena.alloc(n * r * r * 3)?;
         let shape = ResizeShape { n, c: 3, h_in: batch.side, w_in: batch.side, h_out: r, w_out: r };
         self.b.bicubic_resize_fwd(&shape, bufs.input, out)?;
-        Ok(HostBatch { images: self.b.download(out)?, labels: batch.labels.clone(), side: r })
+        self.b.download(out)
     }
 
-    /// Eval-mode logits `[n, classes]` of `arch` on `batch`.
-    pub fn logits(&mut self, arch: &Arch, batch: &HostBatch) -> Result<Vec<f32>> {
+    /// Eval-mode logits `[n, classes]` of `arch` on normalised `images` ([n, side, side, 3], n the
+    /// number of `labels`).
+    pub fn logits(&mut self, arch: &Arch, images: &[f32], labels: &[u32], side: usize) -> Result<Vec<f32>> {
         let classes = self.net.space.num_classes;
-        let bufs = StepBuffers::new(self.b, batch.len(), batch.side, classes)?;
-        bufs.upload(self.b, &batch.images, &batch.labels)?;
+        let bufs = StepBuffers::new(self.b, labels.len(), side, classes)?;
+        bufs.upload(self.b, images, labels)?;
         self.arena.reset();
         let tape =
             self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::eval(), &mut self.arena)?;
         let logits = self.b.download(tape.head.logits)?;
-        Ok(logits[..batch.len() * classes].to_vec())
+        Ok(logits[..labels.len() * classes].to_vec())
     }
 }
 
@@ -241,14 +243,14 @@ fn dump<B: SupernetOps>(ev: &mut Evaluator<'_, B>, arch: &Arch, eval: &EvalSourc
     let (mut inputs, mut logits, mut n) = (Vec::new(), Vec::new(), 0usize);
     eval.for_each(|batch| {
         let resized = ev.resize(batch, r)?;
-        logits.extend(ev.logits(arch, &resized)?);
+        logits.extend(ev.logits(arch, &resized, &batch.labels, r)?);
         // NHWC -> NCHW
-        let m = resized.len();
-        let mut nchw = vec![0f32; resized.images.len()];
+        let m = batch.len();
+        let mut nchw = vec![0f32; resized.len()];
         for i in 0..m {
             for p in 0..r * r {
                 for c in 0..3 {
-                    nchw[(i * 3 + c) * r * r + p] = resized.images[(i * r * r + p) * 3 + c];
+                    nchw[(i * 3 + c) * r * r + p] = resized[(i * r * r + p) * 3 + c];
                 }
             }
         }
