@@ -232,7 +232,7 @@ fn devkit_ground_truth_labels_the_flat_val_split() {
     assert_eq!(val_labels(&dir.join("flags"), &opts, &src).0, want_labels());
 
     // 3. A synset text file instead of meta.mat: line i is the WNID of ILSVRC2012_ID i.
-    let mut by_id = vec!["n00000000"; 7];
+    let mut by_id = ["n00000000"; 7];
     for (id, wnid, children) in SYNSETS {
         if children == 0 {
             by_id[id as usize - 1] = wnid;

@@ -182,10 +182,11 @@ fn numbers(ty: u32, data: &[u8], big_endian: bool) -> Result<Vec<f64>, String> {
     macro_rules! conv {
         ($t:ty) => {{
             const W: usize = std::mem::size_of::<$t>();
-            if data.len() % W != 0 {
+            let chunks = data.chunks_exact(W);
+            if !chunks.remainder().is_empty() {
                 return Err(format!("{} bytes of {}-byte numbers", data.len(), W));
             }
-            data.chunks_exact(W)
+            chunks
                 .map(|c| {
                     let a: [u8; W] = c.try_into().unwrap_or([0; W]);
                     (if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
