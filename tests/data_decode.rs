@@ -128,3 +128,42 @@ fn damaged_jpegs_fail_cleanly() {
     }
     assert!(decode_jpeg(&[], true).is_err());
 }
+
+/// A real photo cut inside its scan data and closed again with an end-of-image marker (FF D9): the
+/// marker check passes and zune-jpeg alone decodes the missing blocks as a flat band; the strict decode
+/// must refuse it, while leaving complete files (baseline, progressive, with restart markers) unchanged.
+#[test]
+fn truncated_jpeg_closed_with_eoi_is_refused() {
+    let Some(sample) = imagenet_sample("truncated_jpeg_closed_with_eoi_is_refused") else { return };
+    let real = std::fs::read(sample.join("n01440764/n01440764_tench.JPEG")).unwrap();
+    let full = decode_jpeg(&real, true).unwrap();
+    let (w, h) = (full.width as u16, full.height as u16);
+    let mut variants = vec![("real baseline", real.clone())];
+    for (name, progressive, restart) in [("progressive", true, 0u16), ("restart markers", false, 2)] {
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        enc.set_progressive(progressive);
+        if restart > 0 {
+            enc.set_restart_interval(restart);
+        }
+        enc.encode(&full.data, w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+        variants.push((name, out));
+    }
+    for (name, jpg) in variants {
+        // Complete: the strict decode (which reads a padded copy) equals the plain lenient decode.
+        assert_eq!(decode_jpeg(&jpg, true).unwrap(), decode_jpeg(&jpg, false).unwrap(), "{name}");
+        let scan = jpg.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        for frac in [0.3, 0.55, 0.8, 0.97] {
+            let cut = scan + 40 + ((jpg.len() - scan - 40) as f64 * frac) as usize;
+            let mut closed = jpg[..cut].to_vec();
+            closed.extend([0xFF, 0xD9]);
+            // What used to pass: the lenient decode fills the rest in without an error.
+            if let Ok(grey) = decode_jpeg(&closed, false) {
+                assert_ne!(grey.data, full.data, "{name} cut at {cut}");
+            }
+            let msg = decode_jpeg(&closed, true).err();
+            let msg = msg.unwrap_or_else(|| panic!("{name} cut at {cut} of {} bytes was accepted", jpg.len()));
+            assert!(msg.contains("JPEG"), "{name} cut at {cut}: {msg}");
+        }
+    }
+}

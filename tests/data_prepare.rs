@@ -34,6 +34,10 @@ fn imagenet_tree_round_trip_with_bad_inputs() {
     padded.resize(jpeg.len(), 0);
     fs::write(bad_dir.join("zero-padded.JPEG"), &padded).unwrap();
     fs::write(bad_dir.join("garbage.JPEG"), [0xFF, 0xD8, 0xFF, 0x00, 0x12, 0x34]).unwrap();
+    // A download cut short and closed with an end-of-image marker (decodes with a grey band if let through).
+    let mut closed = jpeg[..jpeg.len() * 3 / 5].to_vec();
+    closed.extend([0xFF, 0xD9]);
+    fs::write(bad_dir.join("reterminated.JPEG"), &closed).unwrap();
     fs::create_dir(bad_dir.join("nested")).unwrap();
     // A PNG is an image: accepted, re-encoded as JPEG.
     let png_path = src.join("train").join(&classes[2]).join("zz-extra.png");
@@ -51,12 +55,17 @@ fn imagenet_tree_round_trip_with_bad_inputs() {
         .collect();
     reasons.sort();
     let names: Vec<&str> = reasons.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(names, ["garbage.JPEG", "nested", "notes.txt", "truncated.JPEG", "zero-padded.JPEG", "zero.JPEG"]);
+    assert_eq!(
+        names,
+        ["garbage.JPEG", "nested", "notes.txt", "reterminated.JPEG", "truncated.JPEG", "zero-padded.JPEG", "zero.JPEG"]
+    );
     assert!(reasons.iter().any(|r| r.0 == "zero.JPEG" && r.1 == "zero-byte file"));
     assert!(reasons.iter().any(|r| r.0 == "truncated.JPEG" && r.1.contains("corrupt or truncated JPEG")));
+    let why = &reasons.iter().find(|r| r.0 == "reterminated.JPEG").unwrap().1;
+    assert!(why.contains("scan data ends before the last block"), "{why}");
     assert!(reasons.iter().any(|r| r.0 == "notes.txt" && r.1.contains("not a decodable image")));
     let report = fs::read_to_string(out.join("train.skipped.tsv")).unwrap();
-    assert_eq!(report.lines().count(), 1 + 6, "{report}");
+    assert_eq!(report.lines().count(), 1 + 7, "{report}");
     assert!(report.contains("truncated.JPEG\t"));
     assert!(!out.join(".train.pack.partial").exists());
 

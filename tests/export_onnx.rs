@@ -171,3 +171,47 @@ fn export_refuses_bad_input() {
     let err = attnas_usage_error(&args);
     assert!(err.contains("is a file"), "{err}");
 }
+
+/// Several `--arch` items export into one folder each (name, file stem, inline-N), each the same as
+/// exporting it alone; two items that would share a folder are refused before any work.
+#[test]
+fn export_writes_one_folder_per_arch() {
+    let Some(f) = fixture("export_writes_one_folder_per_arch") else { return };
+    let dir = scratch("export-list");
+    let arch_file = dir.join("subnet.json");
+    std::fs::write(&arch_file, ARCH).unwrap();
+    let calib = ["--calib-batches", "1", "--calib-batch-size", "16", "--device", "cpu", "--quiet"];
+    let list = format!("min,{},{ARCH}", arch_file.display());
+    let out = dir.join("all");
+    let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", &list, "--json"];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(calib);
+    let reports: serde_json::Value = serde_json::from_str(&attnas_ok(&args)).unwrap();
+    let names: Vec<&str> = reports.as_array().unwrap().iter().map(|r| r["arch_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["min", arch_file.to_str().unwrap(), ARCH]);
+    for sub in ["min", "subnet", "inline-1"] {
+        assert!(out.join(sub).join("model.onnx").is_file(), "{sub}/model.onnx missing");
+    }
+    // The file item's folder holds what a single export of it writes.
+    let alone = dir.join("alone");
+    let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", arch_file.to_str().unwrap()];
+    args.extend(["--out", alone.to_str().unwrap()]);
+    args.extend(calib);
+    attnas_ok(&args);
+    // (Weights bit for bit; the metadata differs only in the timing it records.)
+    let weights = |d: std::path::PathBuf| {
+        let (t, _) = attnas::checkpoint::read_safetensors(&d.join("model.safetensors")).unwrap();
+        t.into_iter()
+            .map(|t| (t.name, t.shape, t.data.iter().map(|v| v.to_bits()).collect()))
+            .collect::<Vec<(_, _, Vec<u32>)>>()
+    };
+    assert!(weights(alone.clone()) == weights(out.join("subnet")), "a listed export differs from a single one");
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
+    assert_eq!(read(alone.join("arch.json")), read(out.join("subnet").join("arch.json")));
+    assert_eq!(read(out.join("inline-1").join("arch.json")), read(out.join("subnet").join("arch.json")));
+
+    let twice = format!("{},{}", arch_file.display(), arch_file.display());
+    let args = ["export", "--ckpt", f.run(), "--data", f.data(), "--arch", &twice, "--out", out.to_str().unwrap()];
+    let err = attnas_usage_error(&args);
+    assert!(err.contains("would both export to") && err.contains("subnet"), "{err}");
+}

@@ -31,6 +31,7 @@ fn settings(iterations: usize) -> EvolutionSettings {
         flops_hi: 2.0,
         seed: 3,
         predictor_keep: 0.5,
+        seeds: Vec::new(),
     }
 }
 
@@ -98,6 +99,33 @@ fn synthetic_search_front_is_non_dominated_in_range_and_evaluates_each_arch_once
     let mut s = settings(1);
     s.flops_lo = 0.0;
     assert_eq!(evolution::initial_population(&space, &s).unwrap()[0].origin, Origin::Min);
+}
+
+/// `--seed-arch`: the given subnets lead the initial population (duplicates and the min subnet once),
+/// the rest is drawn as without seeds; a seed outside the FLOPs range or more seeds than the population
+/// are usage errors naming the fix.
+#[test]
+fn seed_archs_lead_the_initial_population() {
+    let space = Space::builtin("tiny").unwrap();
+    let mut s = settings(1);
+    s.flops_lo = 0.0;
+    let plain = evolution::initial_population(&space, &s).unwrap();
+    let max = space.max_arch();
+    let mid = plain[3].arch.clone();
+    s.seeds = vec![max.clone(), mid.clone(), max.clone(), space.min_arch()];
+    let seeded = evolution::initial_population(&space, &s).unwrap();
+    assert_eq!(seeded.len(), s.population);
+    let head: Vec<(&Arch, Origin)> = seeded[..3].iter().map(|c| (&c.arch, c.origin)).collect();
+    assert_eq!(head, [(&max, Origin::Seed), (&mid, Origin::Seed), (&space.min_arch(), Origin::Seed)]);
+    assert!(seeded[3..].iter().all(|c| c.origin == Origin::Initial));
+    // The uniform draws are those of the unseeded search (the seeds take no random numbers).
+    assert_eq!(seeded[3].arch, plain[1].arch);
+    s.flops_lo = 0.3;
+    s.seeds = vec![space.min_arch()];
+    let e = evolution::initial_population(&space, &s).unwrap_err();
+    assert!(e.to_string().contains("--seed-arch item 1: 0.24 MFLOPs lies outside --flops 0.3:2"), "{e}");
+    s.seeds = vec![max; 17];
+    assert!(s.check().unwrap_err().to_string().contains("--seed-arch gives 17 subnets but --population is 16"));
 }
 
 #[test]

@@ -31,6 +31,21 @@ fn flops_prints_the_released_numbers() {
     assert!(out.contains("mb7.0.se") && out.contains("classifier") && out.contains("8.95 M params"), "{out}");
 }
 
+/// `--arch` lists: comma-separated and repeated values, inline archs keeping their commas.
+#[test]
+fn flops_takes_arch_lists() {
+    let a0 = attnas::space::Space::builtin("attentivenas").unwrap().named_arch("a0").unwrap().to_json();
+    let (code, out, err) = attnas(&["flops", "--arch", "a6,a0", "--arch", &format!("{a0},max")]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("a6: 709.0 MFLOPs") && lines[1].starts_with("a0: 203.4 MFLOPs"), "{out}");
+    assert!(lines[2].starts_with(&format!("{a0}: 203.4 MFLOPs")) && lines[3].starts_with("max: 1939.3"), "{out}");
+    let (code, _, err) = attnas(&["flops", "--arch", "a0,a9"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("error: --arch item 2 of 2 ('a9'): unknown arch name 'a9'"), "{err}");
+}
+
 #[test]
 fn space_prints_the_summary() {
     let (code, out, err) = attnas(&["space"]);

@@ -1,7 +1,7 @@
 //! Arch text forms (ours and AttentiveNAS's), validation messages, the `.map` table reader/writer and
 //! space-config errors. Bad input must come back as an error naming the place, never a panic.
 
-use attnas::space::arch::{resolve_arch, Arch};
+use attnas::space::arch::{resolve_arch, resolve_arch_list, resolve_arch_list_of, split_arch_list, Arch};
 use attnas::space::table::{self, TableEntry, TableMethod};
 use attnas::space::{flops, sampler, Gene, Space};
 use attnas::Error;
@@ -73,6 +73,71 @@ fn resolve_arch_errors_are_usage_or_input_errors() {
     let p = dir.join("a6.yaml");
     std::fs::write(&p, s.named_arch("a6").unwrap().to_yaml()).unwrap();
     assert_eq!(resolve_arch(&s, p.to_str().unwrap()).unwrap(), s.named_arch("a6").unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The `--arch` rule every command shares: a value naming a file is one arch; otherwise commas outside
+/// `{}`/`[]` separate items (names, files, inline archs), so inline JSON and dict literals keep theirs.
+#[test]
+fn arch_lists_split_at_commas_outside_brackets_and_name_the_bad_item() {
+    let s = space();
+    let (a0, a6) = (s.named_arch("a0").unwrap(), s.named_arch("a6").unwrap());
+    assert_eq!(split_arch_list(" a0, min ,max,").unwrap(), ["a0", "min", "max"]);
+    assert_eq!(split_arch_list("a0,,a1").unwrap(), ["a0", "a1"]);
+    // Inline JSON and AttentiveNAS's dict literal, mixed with names.
+    let list = format!("{},a6,{A0_DICT}", a0.to_json());
+    assert_eq!(split_arch_list(&list).unwrap(), [a0.to_json().as_str(), "a6", A0_DICT]);
+    let got = resolve_arch_list(&s, &[list.as_str()]).unwrap();
+    let labels: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["inline-1", "a6", "inline-2"]);
+    assert_eq!(got.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>(), [a0.clone(), a6.clone(), a0.clone()]);
+    // A repeated flag concatenates its lists; one inline arch is labelled `inline`.
+    let got = resolve_arch_list(&s, &["a6,min", &a0.to_json()]).unwrap();
+    assert_eq!(got.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["a6", "min", "inline"]);
+
+    // A file whose name holds a comma is one arch when named alone; in a list, files sit beside names.
+    let dir = std::env::temp_dir().join(format!("attnas-arch-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let comma = dir.join("front,best.yaml");
+    std::fs::write(&comma, a6.to_yaml()).unwrap();
+    let comma = comma.to_str().unwrap();
+    assert_eq!(split_arch_list(comma).unwrap(), [comma]);
+    assert_eq!(resolve_arch(&s, comma).unwrap(), a6);
+    let plain = dir.join("a0.json");
+    std::fs::write(&plain, a0.to_json()).unwrap();
+    let list = format!("max,{}", plain.display());
+    let got = resolve_arch_list(&s, &[list.as_str()]).unwrap();
+    assert_eq!((got[1].0.as_str(), &got[1].1), (plain.to_str().unwrap(), &a0));
+
+    // Errors name the item at fault and exit with code 2.
+    let e = resolve_arch_list(&s, &["a0,a9,max"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().starts_with("--arch item 2 of 3 ('a9'): unknown arch name 'a9'"), "{e}");
+    let e = resolve_arch_list(&s, &["a0,{'resolution': 192, 'width': [16]"]).unwrap_err();
+    assert!(e.to_string().contains("unbalanced brackets in '{'resolution': 192, 'width': [16]'"), "{e}");
+    let e = resolve_arch_list(&s, &["a0,a1}"]).unwrap_err();
+    assert!(e.to_string().contains("unbalanced brackets in 'a1}'"), "{e}");
+    let missing = dir.join("nope.json");
+    let e = resolve_arch_list(&s, &[format!("a0,{}", missing.display())]).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "item 2 of 2 ('{}'): --arch {}: no such file",
+            missing.display(),
+            missing.display()
+        )),
+        "{e}"
+    );
+    let e = resolve_arch_list(&s, &["[a0, a1]"]).unwrap_err();
+    assert!(e.to_string().contains("an inline arch is a {...} mapping"), "{e}");
+    let bad = A0_DICT.replace("'resolution': 192", "'resolution': 200");
+    let e = resolve_arch_list(&s, &[format!("a0,{bad}")]).unwrap_err();
+    assert!(e.to_string().contains("--arch (inline): resolution = 200"), "{e}");
+    assert!(resolve_arch_list(&s, &[" , "]).unwrap_err().to_string().contains("give at least one arch"));
+    let e = resolve_arch_list_of(&s, "--seed-arch", &["a0,zz"]).unwrap_err();
+    assert!(e.to_string().starts_with("--seed-arch item 2 of 2 ('zz')"), "{e}");
+    // A command that takes one arch refuses a list, naming what it got.
+    let e = resolve_arch(&s, "a0,a6").unwrap_err();
+    assert!(e.to_string().contains("takes one arch; got 2 (a0, a6)"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -27,6 +27,14 @@ pub struct PrepareArgs {
     /// Label file for a flat val/ folder: lines `<image> <class folder or index>`.
     #[arg(long)]
     pub val_labels: Option<PathBuf>,
+    /// The ILSVRC2012 devkit's data/ILSVRC2012_validation_ground_truth.txt, for a flat val/ of
+    /// ILSVRC2012_val_*.JPEG (found by itself under SRC/ILSVRC2012_devkit_t12/data/).
+    #[arg(long)]
+    pub val_ground_truth: Option<PathBuf>,
+    /// The devkit's data/meta.mat (maps its ILSVRC2012_IDs to WNIDs), or a text file with the WNID of
+    /// ILSVRC2012_ID i on line i; default: meta.mat beside --val-ground-truth.
+    #[arg(long)]
+    pub devkit_meta: Option<PathBuf>,
     /// Rebuild splits that are already complete.
     #[arg(long)]
     pub force: bool,
@@ -50,7 +58,14 @@ pub fn run_prepare(a: &PrepareArgs) -> Result<()> {
         "raw" => PayloadMode::Raw,
         other => return Err(Error::usage(format!("--payload {other}: expected original, reencode or raw"))),
     };
-    let opts = PrepareOptions { payload, val_labels: a.val_labels.clone(), force: a.force, progress: !a.quiet };
+    let opts = PrepareOptions {
+        payload,
+        val_labels: a.val_labels.clone(),
+        val_ground_truth: a.val_ground_truth.clone(),
+        devkit_meta: a.devkit_meta.clone(),
+        force: a.force,
+        progress: !a.quiet,
+    };
     let start = std::time::Instant::now();
     let summaries = prepare::prepare(&a.src, &a.out, &opts)?;
     for s in &summaries {

@@ -64,10 +64,10 @@ pub struct EvalArgs {
     /// Checkpoint: a run folder, its checkpoints/ folder, a ckpt-N.safetensors, or any supernet safetensors.
     #[arg(long)]
     pub ckpt: PathBuf,
-    /// Subnets, comma-separated: names of the space (a0..a6, min, max), arch files (JSON, YAML or an
-    /// AttentiveNAS dict), or inline JSON.
-    #[arg(long)]
-    pub arch: String,
+    /// Subnets, comma-separated and/or repeated: names of the space (a0..a6, min, max), arch files (JSON,
+    /// YAML or an AttentiveNAS dict), or inline archs {...}. A value naming a file is that one file.
+    #[arg(long, required = true)]
+    pub arch: Vec<String>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Space YAML or built-in name (attentivenas, tiny); default: the space stored with the checkpoint.

@@ -79,6 +79,10 @@ pub struct SearchArgs {
     /// Accuracy predictor (attnas predictor fit): evaluate only the children it ranks best.
     #[arg(long)]
     pub predictor: Option<PathBuf>,
+    /// Subnets to put first in the initial population (e.g. a0,a6 or a previous search's best.json):
+    /// comma-separated and/or repeated names, arch files or inline archs {...}; each within --flops.
+    #[arg(long)]
+    pub seed_arch: Vec<String>,
     /// Fraction of each iteration's children kept by --predictor.
     #[arg(long, default_value_t = 0.5)]
     pub predictor_keep: f64,
@@ -125,6 +129,7 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         flops_hi: a.flops.1,
         seed: a.seed,
         predictor_keep: a.predictor_keep,
+        seeds: Vec::new(),
     };
     let data_settings = DataSettings {
         calib_batches: a.calib_batches,
@@ -144,6 +149,7 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         data_settings,
         crop: a.crop,
         predictor: a.predictor.clone(),
+        seed_archs: a.seed_arch.clone(),
         progress: !a.quiet,
     };
     let summary = run_on(a.device, Job(job))?;

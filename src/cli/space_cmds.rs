@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use rand::SeedableRng;
 
 use crate::error::{Error, Result};
-use crate::space::arch::resolve_arch;
+use crate::space::arch::resolve_arch_list;
 use crate::space::attentive::flops_bin;
 use crate::space::flops::{self, layer_name};
 use crate::space::table::{self, TableMethod};
@@ -15,7 +15,8 @@ use crate::space::Space;
 
 #[derive(clap::Args, Debug)]
 pub struct FlopsArgs {
-    /// Arch: a name (a0..a6, alphanet-a5, a5-1, min, max), a YAML/JSON file, or inline JSON. Repeatable.
+    /// Archs, comma-separated and/or repeated: names (a0..a6, alphanet-a5, a5-1, min, max), YAML/JSON
+    /// files, or inline archs {...}. A value naming a file is that one file.
     #[arg(long, required = true)]
     pub arch: Vec<String>,
     /// Search space: `attentivenas`, `tiny`, or a YAML file.
@@ -56,9 +57,9 @@ pub struct FlopsTableArgs {
 
 pub fn run_flops(args: &FlopsArgs) -> Result<()> {
     let space = Space::resolve(&args.config)?;
-    for spec in &args.arch {
-        let arch = resolve_arch(&space, spec)?;
+    for (label, arch) in resolve_arch_list(&space, &args.arch)? {
         let cost = flops::cost(&space, &arch);
+        let spec = if label.starts_with("inline") { arch.to_json() } else { label };
         println!(
             "{spec}: {:.1} MFLOPs ({} MACs), {:.2} M params ({}), resolution {}",
             cost.mflops(),

@@ -35,11 +35,27 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 }
 
 /// Decodes a JPEG to upright RGB. `strict` makes zune-jpeg reject damaged streams (truncated data,
-/// bad Huffman codes) instead of filling in grey; `prepare` is strict, the loader is not.
+/// bad Huffman codes) instead of filling in grey, and also catches a file that was cut and closed again
+/// with an end-of-image marker (see [`pad_scan_end`]); `prepare` is strict, the loader is not.
 pub fn decode_jpeg(bytes: &[u8], strict: bool) -> Result<RgbImage, String> {
-    if strict {
-        check_jpeg_complete(bytes)?;
+    if !strict {
+        return decode_jpeg_stream(bytes, false);
     }
+    let eoi = end_of_image(bytes)?;
+    match decode_jpeg_stream(&pad_scan_end(bytes, eoi), true) {
+        Ok(img) => Ok(img),
+        // The padded stream failed: either the file is damaged inside (the plain decode names how), or
+        // its scans ended early and the decoder read the filler (the plain decode alone succeeds).
+        Err(_) => match decode_jpeg_stream(bytes, true) {
+            Err(e) => Err(e),
+            Ok(_) => Err("JPEG truncated: its scan data ends before the last block (a cut file closed with an \
+                          end-of-image marker)"
+                .to_string()),
+        },
+    }
+}
+
+fn decode_jpeg_stream(bytes: &[u8], strict: bool) -> Result<RgbImage, String> {
     let options = DecoderOptions::default()
         .set_strict_mode(strict)
         .jpeg_set_out_colorspace(ColorSpace::RGB)
@@ -70,12 +86,41 @@ pub fn decode_jpeg(bytes: &[u8], strict: bool) -> Result<RgbImage, String> {
 /// can occur inside entropy-coded data (an FF there is followed by 00 or a restart marker), so a file
 /// cut anywhere after its headers fails this check; zune-jpeg alone would decode the rest as grey.
 pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
+    end_of_image(bytes).map(|_| ())
+}
+
+/// The offset of the end-of-image marker that closes the last scan (see [`check_jpeg_complete`]).
+fn end_of_image(bytes: &[u8]) -> Result<usize, String> {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]).ok_or("JPEG has no scan (FF DA) marker")?;
-    if bytes[last_scan..].windows(2).any(|w| w == [0xFF, 0xD9]) {
-        Ok(())
-    } else {
-        Err(format!("JPEG truncated: no end-of-image marker after the last scan ({} bytes)", bytes.len()))
+    match bytes[last_scan..].windows(2).position(|w| w == [0xFF, 0xD9]) {
+        Some(i) => Ok(last_scan + i),
+        None => Err(format!("JPEG truncated: no end-of-image marker after the last scan ({} bytes)", bytes.len())),
     }
+}
+
+/// Filler put before the end-of-image marker by [`pad_scan_end`]: stuffed 0xFF bytes (FF 00), i.e.
+/// entropy-coded data that is all 1 bits.
+const SCAN_FILLER: [u8; 2] = [0xFF, 0x00];
+const SCAN_FILLER_REPEAT: usize = 64;
+
+/// `bytes` with 64 stuffed 0xFF bytes inserted before the end-of-image marker at `eoi`.
+///
+/// A file cut inside its entropy-coded data and closed with FF D9 passes [`check_jpeg_complete`], and
+/// zune-jpeg decodes its missing MCUs from zero bits without an error (a grey or flat band). In a
+/// complete file the decoder stops after the last MCU and never reads the filler (between scans it skips
+/// FF 00 while looking for the next marker), so the image is unchanged. In a cut one it must decode the
+/// missing MCUs from the filler: 16 one bits are no Huffman code of any table (JPEG reserves the
+/// all-ones code word, spec Annex C), so the decode fails. Not caught: a progressive file cut exactly
+/// between two scans (its earlier scans give a complete, coarser image) and a file whose Huffman tables
+/// break the all-ones rule.
+pub fn pad_scan_end(bytes: &[u8], eoi: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + SCAN_FILLER.len() * SCAN_FILLER_REPEAT);
+    out.extend_from_slice(&bytes[..eoi]);
+    for _ in 0..SCAN_FILLER_REPEAT {
+        out.extend_from_slice(&SCAN_FILLER);
+    }
+    out.extend_from_slice(&bytes[eoi..]);
+    out
 }
 
 /// Applies an EXIF orientation (rotate/flip to upright).

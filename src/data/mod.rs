@@ -6,9 +6,11 @@
 pub mod augment;
 pub mod autoaugment;
 pub mod decode;
+pub mod devkit;
 pub mod format;
 pub mod idx;
 pub mod loader;
+pub mod matfile;
 pub mod prepare;
 pub mod reader;
 pub mod rng;

@@ -1,5 +1,5 @@
 //! `attnas prepare SRC OUT`: an ImageNet-style tree (`train/<class>/*`; `val/<class>/*` or a flat `val/`
-//! with a label file) or a pair of IDX sets (Fashion-MNIST/MNIST) -> `OUT/<split>.pack` in the packed
+//! with a label file or the ILSVRC devkit's ground truth, see [`super::devkit`]) or a pair of IDX sets (Fashion-MNIST/MNIST) -> `OUT/<split>.pack` in the packed
 //! format. Files are encoded in parallel (rayon) in chunks and appended in a fixed order, so the output
 //! is the same for any thread count. Each split is written to `OUT/.<split>.pack.partial` and renamed
 //! when complete; a finished split is kept on a re-run (unless `force`), an unfinished one restarted.
@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::augment::{resize_crop_into, CropBox, ResizeFilter};
 use super::decode::{self, RgbImage};
+use super::devkit;
 use super::format::{self, Encoding, Header, IndexEntry, Section};
 use super::idx;
 use super::reader::PackedDataset;
@@ -38,6 +39,12 @@ pub struct PrepareOptions {
     pub payload: PayloadMode,
     /// Label file for a flat `val/` (default: `SRC/val_labels.txt` or `SRC/LOC_val_solution.csv`).
     pub val_labels: Option<PathBuf>,
+    /// The ILSVRC devkit's `ILSVRC2012_validation_ground_truth.txt` for a flat `val/` (default: found
+    /// under SRC by [`devkit::find_devkit`] when no label file is).
+    pub val_ground_truth: Option<PathBuf>,
+    /// The devkit's `data/meta.mat` (or a text file, line i = WNID of ILSVRC2012_ID i); default: beside
+    /// the ground-truth file.
+    pub devkit_meta: Option<PathBuf>,
     /// Rebuild splits that are already complete.
     pub force: bool,
     pub progress: bool,
@@ -45,7 +52,14 @@ pub struct PrepareOptions {
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { payload: PayloadMode::Original, val_labels: None, force: false, progress: true }
+        PrepareOptions {
+            payload: PayloadMode::Original,
+            val_labels: None,
+            val_ground_truth: None,
+            devkit_meta: None,
+            force: false,
+            progress: true,
+        }
     }
 }
 
@@ -205,24 +219,90 @@ fn val_source(src: &Path, val: &Path, classes: &[String], opts: &PrepareOptions)
         }
         return Ok(SplitSource::Files { items, classes: classes.to_vec(), listing_skips: skips });
     }
-    let label_file = opts
-        .val_labels
-        .clone()
-        .or_else(|| ["val_labels.txt", "LOC_val_solution.csv"].iter().map(|n| src.join(n)).find(|p| p.is_file()))
-        .ok_or_else(|| {
-            Error::input(val, 0, "flat val/ needs a label file (--val-labels FILE: lines `<image> <class>`)")
-        })?;
-    let labels = read_val_labels(&label_file, classes)?;
+    let labels = flat_val_labels(src, val, classes, opts)?;
     let mut items = Vec::new();
     for f in files_in(val, &mut skips) {
         let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let name = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        match labels.get(&name).or_else(|| labels.get(&stem)) {
+        match labels.labels.get(&name).or_else(|| labels.labels.get(&stem)) {
             Some(&label) => items.push((f, label)),
-            None => skips.push(Skipped { path: f, reason: format!("no label in {}", label_file.display()) }),
+            None => {
+                let reason = match labels.outside.get(&stem) {
+                    Some(wnid) => format!("class {wnid} ({}) has no train/ folder", labels.origin.display()),
+                    None => format!("no label in {}", labels.origin.display()),
+                };
+                skips.push(Skipped { path: f, reason });
+            }
         }
     }
     Ok(SplitSource::Files { items, classes: classes.to_vec(), listing_skips: skips })
+}
+
+/// The labels of a flat `val/`: image name or stem -> label, the images whose class has no train/
+/// folder (stem -> WNID), and the file they came from.
+struct FlatValLabels {
+    labels: HashMap<String, u32>,
+    outside: HashMap<String, String>,
+    origin: PathBuf,
+}
+
+/// Where a flat `val/`'s labels come from: `--val-labels`, else `--val-ground-truth` (+ the devkit's
+/// meta.mat), else `SRC/val_labels.txt` / `SRC/LOC_val_solution.csv`, else a devkit under SRC.
+fn flat_val_labels(src: &Path, val: &Path, classes: &[String], opts: &PrepareOptions) -> Result<FlatValLabels> {
+    let from_file = |file: PathBuf| -> Result<FlatValLabels> {
+        Ok(FlatValLabels { labels: read_val_labels(&file, classes)?, outside: HashMap::new(), origin: file })
+    };
+    if let Some(file) = &opts.val_labels {
+        return from_file(file.clone());
+    }
+    if let Some(gt) = &opts.val_ground_truth {
+        let meta = match &opts.devkit_meta {
+            Some(m) => m.clone(),
+            None => gt.with_file_name(devkit::META),
+        };
+        if !meta.is_file() {
+            return Err(Error::usage(format!(
+                "--val-ground-truth {}: its ILSVRC2012_IDs need the devkit's data/meta.mat, not found at {}; pass \
+                 --devkit-meta FILE",
+                gt.display(),
+                meta.display()
+            )));
+        }
+        return devkit_labels(gt, &meta, classes);
+    }
+    if opts.devkit_meta.is_some() {
+        return Err(Error::usage("--devkit-meta needs --val-ground-truth FILE (the devkit's ground truth)"));
+    }
+    if let Some(file) = ["val_labels.txt", "LOC_val_solution.csv"].iter().map(|n| src.join(n)).find(|p| p.is_file()) {
+        return from_file(file);
+    }
+    if let Some((gt, meta)) = devkit::find_devkit(src) {
+        return devkit_labels(&gt, &meta, classes);
+    }
+    Err(Error::input(
+        val,
+        0,
+        "flat val/ needs labels: --val-labels FILE (lines `<image> <class>`), or the ILSVRC devkit's \
+         --val-ground-truth ILSVRC2012_validation_ground_truth.txt --devkit-meta meta.mat",
+    ))
+}
+
+fn devkit_labels(gt: &Path, meta: &Path, classes: &[String]) -> Result<FlatValLabels> {
+    let synsets = devkit::read_synsets(meta)?;
+    let truth = devkit::read_ground_truth(gt, &synsets, meta)?;
+    let label_of: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let (mut labels, mut outside) = (HashMap::new(), HashMap::new());
+    for (stem, wnid) in truth {
+        match label_of.get(wnid.as_str()) {
+            Some(&l) => {
+                labels.insert(stem, l);
+            }
+            None => {
+                outside.insert(stem, wnid);
+            }
+        }
+    }
+    Ok(FlatValLabels { labels, outside, origin: gt.to_path_buf() })
 }
 
 /// A label file: per line `<image name or stem> <class>` (whitespace or comma separated), the class a

@@ -20,7 +20,7 @@ use crate::space::Space;
 use crate::train::config::{DataConfig, TrainConfig};
 use crate::train::validate::{decode_batches, HostBatch};
 
-/// Evaluation images kept decoded in memory up to this many bytes (f32); larger splits are streamed.
+/// Evaluation images kept decoded in memory (8-bit) up to this many bytes; larger splits are streamed.
 pub const EVAL_CACHE_BYTES: usize = 2 << 30;
 
 /// Where the packed files are, as given on the command line.
@@ -176,7 +176,7 @@ impl EvalSource {
         let n = max_images.map_or(ds.len(), |m| m.min(ds.len()));
         let loader = Loader::with_subset(ds, cfg.eval_loader_config(batch_size), (0..n as u32).collect())?;
         let side = cfg.crop as usize;
-        if n * side * side * 3 * 4 <= EVAL_CACHE_BYTES {
+        if n * side * side * 3 <= EVAL_CACHE_BYTES {
             Ok(EvalSource::Cached(decode_batches(&loader, 0, usize::MAX)?))
         } else {
             Ok(EvalSource::Streamed(loader))
@@ -198,7 +198,7 @@ impl EvalSource {
             EvalSource::Streamed(loader) => {
                 for batch in loader.epoch(0)? {
                     let host = HostBatch {
-                        images: crate::data::augment::normalize_nhwc(&batch.images),
+                        pixels: batch.images.clone(),
                         labels: batch.labels.clone(),
                         side: batch.side as usize,
                     };

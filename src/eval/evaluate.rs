@@ -15,8 +15,8 @@ use crate::backend::ops::resize::ResizeShape;
 use crate::backend::{Arena, SupernetOps};
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, ForwardOptions, Supernet};
-use crate::space::arch::resolve_arch;
-use crate::space::{flops, Arch, Space};
+use crate::space::arch::resolve_arch_list;
+use crate::space::{flops, Arch};
 use crate::train::step::StepBuffers;
 use crate::train::validate::{calibrate_bn, count_correct, Accuracy, EvalBuffers, HostBatch};
 
@@ -63,67 +63,34 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
         Accuracy::from_counts(c1, c5, n)
     }
 
-    /// `batch` resized (bicubic, the model's own resize op) to `r`: what the subnet's stem sees.
-    pub fn resize(&mut self, batch: &HostBatch, r: usize) -> Result<HostBatch> {
+    /// `batch` normalised and resized (bicubic, the model's own resize op) to `r`: what the subnet's stem
+    /// sees, [n, r, r, 3].
+    pub fn resize(&mut self, batch: &HostBatch, r: usize) -> Result<Vec<f32>> {
         if batch.side == r {
-            return Ok(batch.clone());
+            return Ok(batch.normalized());
         }
         let n = batch.len();
         let bufs = StepBuffers::new(self.b, n, batch.side, self.net.space.num_classes)?;
-        bufs.upload(self.b, &batch.images, &batch.labels)?;
+        bufs.upload(self.b, &batch.normalized(), &batch.labels)?;
         self.arena.reset();
         let out = self.arena.alloc(n * r * r * 3)?;
         let shape = ResizeShape { n, c: 3, h_in: batch.side, w_in: batch.side, h_out: r, w_out: r };
         self.b.bicubic_resize_fwd(&shape, bufs.input, out)?;
-        Ok(HostBatch { images: self.b.download(out)?, labels: batch.labels.clone(), side: r })
+        self.b.download(out)
     }
 
-    /// Eval-mode logits `[n, classes]` of `arch` on `batch`.
-    pub fn logits(&mut self, arch: &Arch, batch: &HostBatch) -> Result<Vec<f32>> {
+    /// Eval-mode logits `[n, classes]` of `arch` on normalised `images` ([n, side, side, 3], n the
+    /// number of `labels`).
+    pub fn logits(&mut self, arch: &Arch, images: &[f32], labels: &[u32], side: usize) -> Result<Vec<f32>> {
         let classes = self.net.space.num_classes;
-        let bufs = StepBuffers::new(self.b, batch.len(), batch.side, classes)?;
-        bufs.upload(self.b, &batch.images, &batch.labels)?;
+        let bufs = StepBuffers::new(self.b, labels.len(), side, classes)?;
+        bufs.upload(self.b, images, labels)?;
         self.arena.reset();
         let tape =
             self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::eval(), &mut self.arena)?;
         let logits = self.b.download(tape.head.logits)?;
-        Ok(logits[..batch.len() * classes].to_vec())
+        Ok(logits[..labels.len() * classes].to_vec())
     }
-}
-
-/// Splits a `--arch` list at the commas outside brackets (inline JSON archs contain commas).
-pub fn split_arch_list(list: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0i32);
-    for ch in list.chars() {
-        match ch {
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur).trim().to_string());
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    out.push(cur.trim().to_string());
-    out.into_iter().filter(|s| !s.is_empty()).collect()
-}
-
-/// Resolves every entry of a `--arch` list against `space` (names, files, inline JSON), with its label.
-pub fn resolve_arch_list(space: &Space, list: &str) -> Result<Vec<(String, Arch)>> {
-    let specs = split_arch_list(list);
-    if specs.is_empty() {
-        return Err(Error::usage("--arch: give at least one arch (a name such as a0, min, max, or a file)"));
-    }
-    specs
-        .into_iter()
-        .map(|s| {
-            let arch = resolve_arch(space, &s)?;
-            let label = if s.starts_with('{') { "inline".to_string() } else { s };
-            Ok((label, arch))
-        })
-        .collect()
 }
 
 /// Where `--dump-inputs` / `--dump-logits` go.
@@ -138,8 +105,8 @@ pub struct DumpPaths {
 pub struct EvalJob {
     pub ckpt: PathBuf,
     pub config: Option<String>,
-    /// Comma-separated archs.
-    pub archs: String,
+    /// `--arch` values (each a comma list, see `space::arch::split_arch_list`).
+    pub archs: Vec<String>,
     pub data: DataPaths,
     /// `None`: `--no-calib` (the checkpoint's running statistics).
     pub calib: Option<CalibSettings>,
@@ -276,14 +243,14 @@ fn dump<B: SupernetOps>(ev: &mut Evaluator<'_, B>, arch: &Arch, eval: &EvalSourc
     let (mut inputs, mut logits, mut n) = (Vec::new(), Vec::new(), 0usize);
     eval.for_each(|batch| {
         let resized = ev.resize(batch, r)?;
-        logits.extend(ev.logits(arch, &resized)?);
+        logits.extend(ev.logits(arch, &resized, &batch.labels, r)?);
         // NHWC -> NCHW
-        let m = resized.len();
-        let mut nchw = vec![0f32; resized.images.len()];
+        let m = batch.len();
+        let mut nchw = vec![0f32; resized.len()];
         for i in 0..m {
             for p in 0..r * r {
                 for c in 0..3 {
-                    nchw[(i * 3 + c) * r * r + p] = resized.images[(i * r * r + p) * 3 + c];
+                    nchw[(i * 3 + c) * r * r + p] = resized[(i * r * r + p) * 3 + c];
                 }
             }
         }
@@ -298,17 +265,4 @@ fn dump<B: SupernetOps>(ev: &mut Evaluator<'_, B>, arch: &Arch, eval: &EvalSourc
         crate::util::npy::write_npy_f32(p, &[n, logits.len() / n.max(1)], &logits)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_arch_list;
-
-    #[test]
-    fn arch_lists_split_outside_brackets() {
-        assert_eq!(split_arch_list("a0, min,max"), vec!["a0", "min", "max"]);
-        let inline = r#"{"resolution":24,"width":[8,8]},a1"#;
-        assert_eq!(split_arch_list(inline), vec![r#"{"resolution":24,"width":[8,8]}"#, "a1"]);
-        assert!(split_arch_list(" , ").is_empty());
-    }
 }

@@ -62,7 +62,7 @@ impl SearchData {
     }
     /// Host memory the decoded images take.
     pub fn bytes(&self) -> usize {
-        self.calib.iter().chain(&self.eval).map(|b| b.images.len() * 4).sum()
+        self.calib.iter().chain(&self.eval).map(HostBatch::bytes).sum()
     }
 }
 

@@ -1,8 +1,9 @@
 //! The evolutionary accuracy-vs-FLOPs search of spec 6.2 (AlphaNet's `parallel_supernet_evo_search.py`),
 //! independent of how a subnet is scored, so it runs the same on a supernet or on a synthetic evaluator.
 //!
-//! - Initial population (`population`, 512): the min subnet first (when it lies in the FLOPs range;
-//!   otherwise one more uniform draw), the rest uniform within [lo, hi] MFLOPs by rejection.
+//! - Initial population (`population`, 512): the `--seed-arch` subnets first (ours; none by default),
+//!   then the min subnet (when it lies in the FLOPs range and is not a seed; otherwise one more uniform
+//!   draw), the rest uniform within [lo, hi] MFLOPs by rejection.
 //! - Each iteration (`iterations`, 20) evaluates the population (an arch met before is not evaluated
 //!   again: its score is cached), updates the best top-1 per FLOPs bucket over everything evaluated so
 //!   far, and builds the next population from that dict only: `mutations` (128) children of a parent
@@ -31,6 +32,8 @@ use crate::train::validate::Accuracy;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
+    /// Given with `--seed-arch`.
+    Seed,
     Min,
     Initial,
     Mutation,
@@ -40,6 +43,7 @@ pub enum Origin {
 impl Origin {
     pub fn name(self) -> &'static str {
         match self {
+            Origin::Seed => "seed",
             Origin::Min => "min",
             Origin::Initial => "initial",
             Origin::Mutation => "mutation",
@@ -97,6 +101,9 @@ pub struct EvolutionSettings {
     pub seed: u64,
     /// Fraction of the children kept by the predictor filter (used only with a predictor).
     pub predictor_keep: f64,
+    /// Subnets placed first in the initial population (`--seed-arch`); each must lie in the FLOPs range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<Arch>,
 }
 
 impl EvolutionSettings {
@@ -120,6 +127,13 @@ impl EvolutionSettings {
         }
         if !(self.predictor_keep > 0.0 && self.predictor_keep <= 1.0) {
             return bad(format!("--predictor-keep must be in (0, 1], got {}", self.predictor_keep));
+        }
+        if self.seeds.len() > self.population {
+            return bad(format!(
+                "--seed-arch gives {} subnets but --population is {}; raise --population",
+                self.seeds.len(),
+                self.population
+            ));
         }
         Ok(())
     }
@@ -157,8 +171,22 @@ pub fn iteration_rng(seed: u64, iteration: usize) -> rand::rngs::StdRng {
 pub fn initial_population(space: &Space, s: &EvolutionSettings) -> Result<Vec<Candidate>> {
     let mut rng = iteration_rng(s.seed, 0);
     let mut out = Vec::with_capacity(s.population);
+    for (i, arch) in s.seeds.iter().enumerate() {
+        let mflops = flops::mflops(space, arch);
+        if !s.in_range(mflops) {
+            return Err(Error::usage(format!(
+                "--seed-arch item {}: {mflops:.2} MFLOPs lies outside --flops {}:{}; drop it or widen --flops",
+                i + 1,
+                s.flops_lo,
+                s.flops_hi
+            )));
+        }
+        if !out.iter().any(|c: &Candidate| &c.arch == arch) {
+            out.push(Candidate { arch: arch.clone(), origin: Origin::Seed, predicted: None });
+        }
+    }
     let min = space.min_arch();
-    if s.in_range(flops::mflops(space, &min)) {
+    if s.in_range(flops::mflops(space, &min)) && !out.iter().any(|c| c.arch == min) && out.len() < s.population {
         out.push(Candidate { arch: min, origin: Origin::Min, predicted: None });
     }
     while out.len() < s.population {

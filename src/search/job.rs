@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::load_supernet;
 use crate::nn::activation_arena_len;
 use crate::predictor::Predictor;
+use crate::space::arch::resolve_arch_list_of;
 use crate::train::config::{load_config, TrainConfig};
 use crate::train::validate::{calibrate_and_evaluate, EvalBuffers};
 
@@ -37,6 +38,8 @@ pub struct SearchJob {
     /// Overrides the loader's crop (else the training config's).
     pub crop: Option<u32>,
     pub predictor: Option<PathBuf>,
+    /// `--seed-arch` values: subnets placed first in the initial population (see `space::arch`).
+    pub seed_archs: Vec<String>,
     pub progress: bool,
 }
 
@@ -115,14 +118,20 @@ impl Observer for Reporter<'_> {
 
 /// Runs the search on backend `b`.
 pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
-    let s = &job.settings;
-    s.check()?;
+    job.settings.check()?;
     // A training run folder holds its checkpoints in checkpoints/.
     let run_ckpts = job.ckpt.join("checkpoints");
     let ckpt = if run_ckpts.is_dir() { run_ckpts } else { job.ckpt.clone() };
     let loaded = load_supernet(b, &ckpt, job.config.as_deref())?;
     let net = &loaded.net;
     let space = &net.space;
+    let mut settings = job.settings.clone();
+    if !job.seed_archs.is_empty() {
+        settings.seeds =
+            resolve_arch_list_of(space, "--seed-arch", &job.seed_archs)?.into_iter().map(|(_, a)| a).collect();
+        settings.check()?;
+    }
+    let s = &settings;
     let mut cfg = train_config(job.config.as_deref(), loaded.state.as_ref())?.data;
     if let Some(c) = job.crop {
         cfg.crop = c;

@@ -156,21 +156,133 @@ impl Arch {
     }
 }
 
-/// Resolve a command-line `--arch` value against a space: a name (`a0`, `min`, ...), a file holding
-/// one arch (JSON, YAML or dict literal), or an inline arch starting with `{`. The result is
-/// validated; every failure is a usage or input error (exit code 2) naming what is wrong.
-pub fn resolve_arch(space: &Space, spec: &str) -> Result<Arch> {
-    let spec_trim = spec.trim();
-    let (arch, origin) = if spec_trim.starts_with('{') {
-        let (arch, _) = Arch::parse(spec_trim).map_err(|e| Error::usage(format!("--arch (inline): {e}")))?;
-        (arch, "--arch (inline)".to_string())
+/// The `--arch` rule, the same for every command that takes archs (`eval`, `export`, `flops`, `grad`,
+/// `search --seed-arch`, ...):
+///
+/// 1. A value that names an existing file is one arch file, whatever characters its name holds.
+/// 2. Otherwise the value is a comma-separated list, split at the commas outside `{...}` and `[...]`, so
+///    an inline arch (our JSON or AttentiveNAS's dict literal, both starting with `{`) keeps its own
+///    commas. Each item is a name of the space (`a0`, `min`, ...), an arch file, or an inline arch.
+///    Blank items (`a0,,a1`, a trailing comma) are ignored.
+///
+/// A flag given several times (`--arch a0 --arch a6`) concatenates its lists. Returns the items as
+/// written (trimmed); unbalanced brackets are a usage error naming the item.
+pub fn split_arch_list(value: &str) -> Result<Vec<String>> {
+    split_arch_list_of("--arch", value)
+}
+
+/// [`split_arch_list`] for a value of the flag `flag` (named in errors).
+pub fn split_arch_list_of(flag: &str, value: &str) -> Result<Vec<String>> {
+    let whole = value.trim();
+    if !whole.is_empty() && std::path::Path::new(whole).is_file() {
+        return Ok(vec![whole.to_string()]);
+    }
+    let unbalanced = |item: &str| {
+        Error::usage(format!(
+            "{flag}: unbalanced brackets in '{}'; an inline arch is one {{...}} mapping, items are separated by \
+             commas outside it",
+            item.trim()
+        ))
+    };
+    let (mut items, mut cur, mut depth) = (Vec::new(), String::new(), 0i32);
+    for ch in value.chars() {
+        match ch {
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth < 0 {
+                    cur.push(ch);
+                    return Err(unbalanced(&cur));
+                }
+            }
+            ',' if depth == 0 => {
+                items.push(std::mem::take(&mut cur).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if depth != 0 {
+        return Err(unbalanced(&cur));
+    }
+    items.push(cur.trim().to_string());
+    Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// How an `--arch` item is written: a name, a file, or inline text.
+fn resolve_item(space: &Space, flag: &str, spec: &str) -> Result<Arch> {
+    let (arch, origin) = if spec.starts_with('{') {
+        let (arch, _) = Arch::parse(spec).map_err(|e| Error::usage(format!("{flag} (inline): {e}")))?;
+        (arch, format!("{flag} (inline)"))
     } else if std::path::Path::new(spec).is_file() {
         let text = std::fs::read_to_string(spec).map_err(|e| Error::io(spec, e))?;
         let (arch, _) = Arch::parse(&text).map_err(|e| Error::input(spec, 0, e))?;
         (arch, spec.to_string())
+    } else if spec.starts_with('[') {
+        return Err(Error::usage(format!(
+            "{flag} '{spec}': an inline arch is a {{...}} mapping (several: separate them with commas)"
+        )));
+    } else if spec.contains(['/', '\\']) || [".json", ".yaml", ".yml"].iter().any(|e| spec.ends_with(e)) {
+        return Err(Error::usage(format!("{flag} {spec}: no such file")));
     } else {
         return space.named_arch(spec);
     };
     space.validate(&arch).map_err(|e| Error::input(origin, 0, e))?;
     Ok(arch)
+}
+
+/// Resolves every item of one or more `--arch` values (see [`split_arch_list`]) against `space`, each
+/// with its label: the name or file as written, `inline` for an inline arch (`inline-2`, ... when there
+/// are several). A failing item's error names it (`--arch item 2 of 3 ('a9'): ...`).
+pub fn resolve_arch_list<S: AsRef<str>>(space: &Space, values: &[S]) -> Result<Vec<(String, Arch)>> {
+    resolve_arch_list_of(space, "--arch", values)
+}
+
+/// [`resolve_arch_list`] for the values of the flag `flag` (named in errors), e.g. `--seed-arch`.
+pub fn resolve_arch_list_of<S: AsRef<str>>(space: &Space, flag: &str, values: &[S]) -> Result<Vec<(String, Arch)>> {
+    let mut items = Vec::new();
+    for v in values {
+        items.extend(split_arch_list_of(flag, v.as_ref())?);
+    }
+    if items.is_empty() {
+        return Err(Error::usage(format!(
+            "{flag}: give at least one arch (a name such as a0, min, max, a file, or {{...}})"
+        )));
+    }
+    let inline_total = items.iter().filter(|s| s.starts_with('{')).count();
+    let (n, mut inline_seen) = (items.len(), 0);
+    let mut out = Vec::with_capacity(n);
+    for (i, item) in items.into_iter().enumerate() {
+        let inline = item.starts_with('{');
+        let label = match (inline, inline_total) {
+            (true, 1) => "inline".to_string(),
+            (true, _) => {
+                inline_seen += 1;
+                format!("inline-{inline_seen}")
+            }
+            (false, _) => item.clone(),
+        };
+        let arch = resolve_item(space, flag, &item).map_err(|e| match e {
+            Error::Usage(m) if n > 1 => Error::usage(format!("{flag} item {} of {n} ('{label}'): {m}", i + 1)),
+            other => other,
+        })?;
+        out.push((label, arch));
+    }
+    Ok(out)
+}
+
+/// Resolves an `--arch` value that must hold exactly one arch (a name, a file, or an inline arch; see
+/// [`split_arch_list`]) and validates it. Every failure is a usage or input error (exit code 2).
+pub fn resolve_arch(space: &Space, spec: &str) -> Result<Arch> {
+    let mut archs = resolve_arch_list(space, &[spec])?;
+    if archs.len() != 1 {
+        let labels: Vec<&str> = archs.iter().map(|(l, _)| l.as_str()).collect();
+        return Err(Error::usage(format!(
+            "--arch: this command takes one arch; got {} ({}): run it once per arch",
+            archs.len(),
+            labels.join(", ")
+        )));
+    }
+    Ok(archs.remove(0).1)
 }

@@ -276,7 +276,7 @@ impl Space {
                 let mut known = vec!["min".to_string(), "max".to_string()];
                 known.extend(self.named_archs.keys().cloned());
                 Error::usage(format!(
-                    "unknown arch name '{name}' in space '{}'; known names: {} (or give a YAML/JSON file or inline JSON)",
+                    "unknown arch name '{name}' in space '{}'; known names: {} (or give a YAML/JSON file or an inline {{...}} arch)",
                     self.name,
                     known.join(", ")
                 ))

@@ -97,12 +97,16 @@ pub fn transform_into(
 
 /// u8 NHWC -> f32 NHWC, `(v / 255 - mean[c]) / std[c]`.
 pub fn normalize_nhwc(pixels: &[u8]) -> Vec<f32> {
-    pixels
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let c = i % 3;
-            (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
-        })
-        .collect()
+    let mut out = vec![0f32; pixels.len()];
+    normalize_nhwc_into(pixels, &mut out);
+    out
+}
+
+/// [`normalize_nhwc`] into a buffer of the same length (reused across batches).
+pub fn normalize_nhwc_into(pixels: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(pixels.len(), out.len());
+    for (i, (&v, o)) in pixels.iter().zip(out.iter_mut()).enumerate() {
+        let c = i % 3;
+        *o = (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+    }
 }
