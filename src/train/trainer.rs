@@ -112,6 +112,7 @@ fn settings(cfg: &TrainConfig, space: &Space) -> Result<StepSettings> {
         dropout: cfg.sandwich.dropout as f32,
         drop_connect: cfg.sandwich.drop_connect as f32,
         drop_connect_only_last_two_stages: cfg.sandwich.drop_connect_only_last_two_stages,
+        kd: cfg.kd.distillation(),
         num_arch_training: cfg.sandwich.num_arch_training,
         sampling,
         num_trials: cfg.sampler.num_trials,
