@@ -120,7 +120,13 @@ fn topk_ties_match_reference() {
 }
 
 /// Row losses, batch loss and gradient of the alpha-divergence KD loss.
-fn run_alpha<B: LossOps>(b: &B, s: &LossShape, cfg: &AlphaDivergence, logits: &[f32], teacher: &[f32]) -> [Vec<f32>; 3] {
+fn run_alpha<B: LossOps>(
+    b: &B,
+    s: &LossShape,
+    cfg: &AlphaDivergence,
+    logits: &[f32],
+    teacher: &[f32],
+) -> [Vec<f32>; 3] {
     let (z, t) = (upload_new(b, logits).unwrap(), upload_new(b, teacher).unwrap());
     let (rows, batch, grad) = (b.alloc(s.n).unwrap(), b.alloc(1).unwrap(), b.alloc(s.logits_len()).unwrap());
     b.alpha_divergence_fwd(s, cfg, z.tensor(), t.tensor(), rows.tensor(), batch.tensor()).unwrap();
@@ -154,8 +160,11 @@ fn alpha_divergence_kernels_match_reference() {
                 let offset = if classes == 300 { 1000.0 } else { 0.0 };
                 let (logits, _, far) = inputs(&s, 40 + i as u64, offset);
                 let (base, _, _) = inputs(&s, 40 + i as u64, 0.0);
-                let near: Vec<f32> =
-                    base.iter().zip(random_vec(j as u64, s.logits_len(), -1.0, 1.0)).map(|(z, e)| z + 0.1 * e).collect();
+                let near: Vec<f32> = base
+                    .iter()
+                    .zip(random_vec(j as u64, s.logits_len(), -1.0, 1.0))
+                    .map(|(z, e)| z + 0.1 * e)
+                    .collect();
                 for (which, logits, teacher) in [("far", &logits, far), ("near", &base, near)] {
                     let what = format!("{} {s:?} {cfg:?} {which} teacher", b.name());
                     let want = run_alpha(&CpuBackend::new(), &s, cfg, logits, &teacher);

@@ -17,7 +17,9 @@ use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::Space;
 use attnas::testing::{assert_close, random_vec};
-use attnas::train::step::{CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState};
+use attnas::train::step::{
+    CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState,
+};
 use rand::SeedableRng;
 
 const N: usize = 4;

@@ -18,7 +18,9 @@ use crate::nn::{activation_arena_len, Supernet};
 use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
 use crate::space::Space;
-use crate::train::step::{CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes};
+use crate::train::step::{
+    CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
+};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

@@ -99,7 +99,9 @@ impl TrainConfig {
         let kd = &self.kd;
         for (key, alpha) in [("kd.alpha_min", kd.alpha_min), ("kd.alpha_max", kd.alpha_max)] {
             if !(alpha.is_finite() && alpha.abs() <= 1000.0) {
-                p.push(format!("train.{key} must be a finite alpha in [-1000, 1000] (AlphaNet: -1 and 1), got {alpha}"));
+                p.push(format!(
+                    "train.{key} must be a finite alpha in [-1000, 1000] (AlphaNet: -1 and 1), got {alpha}"
+                ));
             }
         }
         p.positive("kd.iw_clip", kd.iw_clip);

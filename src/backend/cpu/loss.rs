@@ -383,7 +383,10 @@ mod tests {
                         if near {
                             let div = |x: &[f64]| alpha_divergence_weights(x, &t, &cfg).1;
                             let fd = (div(&plus) - div(&minus)) / (2.0 * h);
-                            assert!((fd - an).abs() < 1e-7, "{cfg:?} divergence row {i} class {c}: fd {fd} analytic {an}");
+                            assert!(
+                                (fd - an).abs() < 1e-7,
+                                "{cfg:?} divergence row {i} class {c}: fd {fd} analytic {an}"
+                            );
                         }
                     }
                 }
