@@ -7,6 +7,7 @@
 pub mod check;
 pub mod config;
 pub mod grad;
+pub mod init;
 pub mod metrics;
 pub mod overrides;
 pub mod step;

@@ -44,6 +44,8 @@ pub struct TrainJob {
     /// Run folder: `checkpoints/`, `metrics.jsonl`.
     pub out: PathBuf,
     pub resume: bool,
+    /// Start from this checkpoint's weights with a fresh optimizer and schedule (`--init`, see `train::init`).
+    pub init: Option<PathBuf>,
     /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
     pub overwrite: bool,
     pub progress: bool,
@@ -230,6 +232,13 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     }
     let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
+    let init = match (&job.init, job.resume) {
+        (Some(p), false) => Some(super::init::init_from_checkpoint(b, &net, p)?),
+        _ => None,
+    };
+    if let Some(notice) = init.as_ref().and_then(|i| i.notice()) {
+        eprintln!("{notice}");
+    }
 
     // resume
     let mut step = 0u64;
@@ -288,6 +297,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             "fingerprint": fingerprint,
             "space": space.name,
             "space_yaml": job.space_yaml,
+            "init": init,
             "config": cfg.to_value(),
             "rng": "every draw is derived from (seed, step) or (seed, epoch): no generator state to store",
             "data": {"train": train_path.display().to_string(), "records": train_loader.len(),
