@@ -85,7 +85,7 @@ fn onnx_graph_has_the_subnet_structure() {
 fn onnx_pads_the_shortcut_pool_at_odd_sizes() {
     let mut space = Space::builtin("tiny").unwrap();
     space.resolutions = vec![24, 28, 32];
-    let (arch, _) = Arch::parse(&ODD_ARCH).unwrap();
+    let (arch, _) = Arch::parse(ODD_ARCH).unwrap();
     let table = ParamTable::new(&space).unwrap();
     let named: Vec<NamedTensor> = table
         .params
