@@ -129,20 +129,7 @@ fn odd_size_export_matches_the_rust_forward_in_onnxruntime() {
     let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--out", o];
     args.extend(calib);
     attnas_ok(&args);
-    let (inputs, logits) = (dir.join("inputs.npy"), dir.join("logits.npy"));
-    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", "32"];
-    args.extend(calib);
-    args.extend(["--dump-inputs", inputs.to_str().unwrap(), "--dump-logits", logits.to_str().unwrap()]);
-    attnas_ok(&args);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/onnx_check.py");
-    let res = std::process::Command::new(py)
-        .args([script, out.join("model.onnx").to_str().unwrap(), inputs.to_str().unwrap()])
-        .args(["--logits", logits.to_str().unwrap(), "--atol", "1e-4", "--rtol", "1e-4", "--json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(res.status.success(), "onnx_check failed:\n{stdout}\n{}", String::from_utf8_lossy(&res.stderr));
-    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let s = onnx_parity(&py, f, &dir, &[a, "32"], &calib, &out);
     assert_eq!(s["input_shape"], serde_json::json!([32, 3, 28, 28]));
     assert_eq!(s["within_tolerance"], true, "{s}");
     println!("onnx parity at odd sizes: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
@@ -180,8 +167,29 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
     assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
 
     let Some(py) = python_tools("export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let s = onnx_parity(&py, f, &dir, &[a, "64"], &calib, &out);
+    assert_eq!(s["checker"], "ok");
+    assert_eq!(s["input_shape"], serde_json::json!([64, 3, 24, 24]));
+    assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
+    assert_eq!(s["within_tolerance"], true, "{s}");
+    assert_eq!(s["argmax_agreement"], 1.0, "{s}");
+    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+}
+
+/// Dumps `eval`'s inputs and logits of `arch_and_images` = [arch, image count] (with `calib` flags) into
+/// `dir`, runs scripts/onnx_check.py on `out/model.onnx` (tolerance 1e-4 + 1e-4 of the logit scale) and
+/// returns its JSON summary.
+fn onnx_parity(
+    py: &std::path::Path,
+    f: &eval_common::Fixture,
+    dir: &std::path::Path,
+    arch_and_images: &[&str; 2],
+    calib: &[&str],
+    out: &std::path::Path,
+) -> serde_json::Value {
     let (inputs, logits) = (dir.join("inputs.npy"), dir.join("logits.npy"));
-    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", "64"];
+    let [a, images] = *arch_and_images;
+    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", images];
     args.extend(calib);
     args.extend(["--dump-inputs", inputs.to_str().unwrap(), "--dump-logits", logits.to_str().unwrap()]);
     attnas_ok(&args);
@@ -193,13 +201,7 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(res.status.success(), "onnx_check failed:\n{stdout}\n{}", String::from_utf8_lossy(&res.stderr));
-    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(s["checker"], "ok");
-    assert_eq!(s["input_shape"], serde_json::json!([64, 3, 24, 24]));
-    assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
-    assert_eq!(s["within_tolerance"], true, "{s}");
-    assert_eq!(s["argmax_agreement"], 1.0, "{s}");
-    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
 #[test]
