@@ -207,6 +207,21 @@ impl<M: DeviceMemory> Supernet<M> {
         Ok(out)
     }
 
+    /// The gradient arena as named tensors in PyTorch's layout, one per parameter in table order.
+    pub fn named_grads<B: Backend<Memory = M>>(&self, b: &B) -> Result<Vec<NamedTensor>> {
+        let g = b.download(self.grads_mem.tensor())?;
+        Ok(self
+            .table
+            .params
+            .iter()
+            .map(|p| NamedTensor {
+                name: p.name.clone(),
+                shape: p.torch_shape.clone(),
+                data: p.to_torch(&g[p.offset..p.offset + p.len]),
+            })
+            .collect())
+    }
+
     /// Loads named tensors (PyTorch layout). Every parameter must be present with its exact shape (the
     /// error names the first mismatching tensor and both shapes); running statistics and momentum are
     /// loaded when present. A `module.` prefix (DDP checkpoints) is stripped; unknown names such as

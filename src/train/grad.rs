@@ -81,16 +81,6 @@ pub fn subnet_gradients<B: SupernetOps>(
     net.backward(b, &tape, dlogits.tensor(), &mut arena)?;
 
     let loss = b.download(loss.tensor())?.first().copied().unwrap_or(f32::NAN);
-    let g = b.download(net.grads_arena())?;
-    let grads = net
-        .table
-        .params
-        .iter()
-        .map(|p| NamedTensor {
-            name: p.name.clone(),
-            shape: p.torch_shape.clone(),
-            data: p.to_torch(&g[p.offset..p.offset + p.len]),
-        })
-        .collect();
+    let grads = net.named_grads(b)?;
     Ok(SubnetGradients { loss, grads })
 }

@@ -155,16 +155,7 @@ pub fn run<B: SupernetOps>(
 
 /// Gradients in PyTorch layout, by parameter name.
 pub fn named_grads<B: Backend>(b: &B, net: &Supernet<B::Memory>) -> Vec<NamedTensor> {
-    let g = b.download(net.grads_arena()).unwrap();
-    net.table
-        .params
-        .iter()
-        .map(|p| NamedTensor {
-            name: p.name.clone(),
-            shape: p.torch_shape.clone(),
-            data: p.to_torch(&g[p.offset..p.offset + p.len]),
-        })
-        .collect()
+    net.named_grads(b).unwrap()
 }
 
 /// An arch of the tiny space from its genes: resolution, widths [stem, s1..s4, head], depths, kernels, expands.
