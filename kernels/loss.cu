@@ -5,6 +5,15 @@
 //                                    dz_c = (exp(z_c - m) / S - (1 - eps) [c == y] - eps / k) * inv_n
 //   soft CE (teacher T, mT, ST):     loss = log S - (1 / ST) sum_c exp(T_c - mT) (z_c - m)
 //                                    dz_c = (exp(z_c - m) / S - exp(T_c - mT) / ST) * inv_n
+//   alpha-divergence KD (AlphaNet's AdaptiveLossSoft; reference: backend::cpu::loss::AlphaDivergence):
+//     lq = log_softmax(z), lp = log_softmax(T), q = exp(lq), log w = lp - lq; per alpha of {a_min, a_max}
+//     a class's divergence term d and gradient weight a = q rho:
+//       |alpha| < 1e-3:     lw = min(log w, log clip);  d = -q lw;            a = q (lw - 1)
+//       |alpha - 1| < 1e-3: p = exp(lp);                d = p log w;          a = p
+//       otherwise:          iw = min(exp(alpha log w), clip), b = 1 / (alpha (alpha - 1));
+//                           d = q (iw - 1) b;           a = q (iw / alpha + b)
+//     D = sum_c d; alpha_min is used iff D(a_min) > D(a_max); then with A = sum_c a (chosen alpha):
+//     loss = -sum_c a_c lq_c (the original's surrogate);  dz_c = (q_c A - a_c) * inv_n
 //   rank of the label:               #{c : z_c > z_y} + #{c < y : z_c == z_y}
 // Both loss forms are -sum_c target_c log_softmax(z)_c rewritten with sum_c target_c = 1, so every term is
 // a max-subtracted quantity (z_c - m <= 0, exp <= 1): no overflow for any finite logits, and no
@@ -170,6 +179,88 @@ extern "C" __global__ void soft_ce_bwd_f32(float* __restrict__ dlogits, const fl
     const float inv_sum_teacher = 1.0f / row_sum_exp(t, k, m_teacher, scratch);
     for (int c = threadIdx.x; c < k; c += blockDim.x) {
         dlogits[row + c] = (expf(z[c] - m) * inv_sum - expf(t[c] - m_teacher) * inv_sum_teacher) * inv_n;
+    }
+}
+
+// Per-class terms of one alpha (see the header): *d the divergence term, *a = q rho.
+__device__ __forceinline__ void alpha_terms(float alpha, float clip, float lq, float lp, float* d, float* a) {
+    const float q = expf(lq), log_w = lp - lq;
+    if (fabsf(alpha) < 1e-3f) {
+        const float lw = fminf(log_w, logf(clip));
+        *d = -q * lw;
+        *a = q * (lw - 1.0f);
+    } else if (fabsf(alpha - 1.0f) < 1e-3f) {
+        const float p = expf(lp);
+        *d = p * log_w;
+        *a = p;
+    } else {
+        const float iw = fminf(expf(alpha * log_w), clip);
+        const float base = 1.0f / (alpha * (alpha - 1.0f));
+        *d = q * (iw - 1.0f) * base;
+        *a = q * (iw / alpha + base);
+    }
+}
+
+// The row's log-softmax offsets (lq_c = z_c - *off_z, lp_c = T_c - *off_t) and the alpha it uses (the one
+// with the larger divergence, alpha_min only when strictly larger). Every thread gets the results.
+__device__ float alpha_row_setup(const float* z, const float* t, int k, float alpha_min, float alpha_max, float clip,
+                                 float* off_z, float* off_t, float* scratch) {
+    const float m = row_max(z, k, scratch);
+    const float m_teacher = row_max(t, k, scratch);
+    *off_z = m + logf(row_sum_exp(z, k, m, scratch));
+    *off_t = m_teacher + logf(row_sum_exp(t, k, m_teacher, scratch));
+    float d_min = 0.0f, d_max = 0.0f, d, a;
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+        const float lq = z[c] - *off_z, lp = t[c] - *off_t;
+        alpha_terms(alpha_min, clip, lq, lp, &d, &a);
+        d_min += d;
+        alpha_terms(alpha_max, clip, lq, lp, &d, &a);
+        d_max += d;
+    }
+    d_min = block_sum(d_min, scratch);
+    d_max = block_sum(d_max, scratch);
+    return d_min > d_max ? alpha_min : alpha_max;
+}
+
+extern "C" __global__ void alpha_divergence_fwd_f32(float* __restrict__ row_loss, const float* __restrict__ logits,
+                                                    const float* __restrict__ teacher, int k, float alpha_min,
+                                                    float alpha_max, float clip) {
+    __shared__ float scratch[LOSS_MAX_WARPS];
+    const float* z = logits + (long long)blockIdx.x * k;
+    const float* t = teacher + (long long)blockIdx.x * k;
+    float off_z, off_t, d, a;
+    const float alpha = alpha_row_setup(z, t, k, alpha_min, alpha_max, clip, &off_z, &off_t, scratch);
+    float cross = 0.0f;
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+        const float lq = z[c] - off_z;
+        alpha_terms(alpha, clip, lq, t[c] - off_t, &d, &a);
+        cross += a * lq;
+    }
+    cross = block_sum(cross, scratch);
+    if (threadIdx.x == 0) {
+        row_loss[blockIdx.x] = -cross;
+    }
+}
+
+extern "C" __global__ void alpha_divergence_bwd_f32(float* __restrict__ dlogits, const float* __restrict__ logits,
+                                                    const float* __restrict__ teacher, int k, float alpha_min,
+                                                    float alpha_max, float clip, float inv_n) {
+    __shared__ float scratch[LOSS_MAX_WARPS];
+    const long long row = (long long)blockIdx.x * k;
+    const float* z = logits + row;
+    const float* t = teacher + row;
+    float off_z, off_t, d, a;
+    const float alpha = alpha_row_setup(z, t, k, alpha_min, alpha_max, clip, &off_z, &off_t, scratch);
+    float sum_a = 0.0f;
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+        alpha_terms(alpha, clip, z[c] - off_z, t[c] - off_t, &d, &a);
+        sum_a += a;
+    }
+    sum_a = block_sum(sum_a, scratch);
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+        const float lq = z[c] - off_z;
+        alpha_terms(alpha, clip, lq, t[c] - off_t, &d, &a);
+        dlogits[row + c] = (expf(lq) * sum_a - a) * inv_n;
     }
 }
 

@@ -1,8 +1,15 @@
 // Pools and joins over NHWC activations, f32. The CPU reference is src/backend/cpu/pool.rs.
 //
 //   global average pool:  y[b, ch] = sum_p x[b, p, ch] / hw;   bwd: dx[b, p, ch] (= or +=) dy[b, ch] / hw
-//   2x2 stride-2 average: y[b, i, j, ch] = 0.25 * (x[2i,2j] + x[2i,2j+1] + x[2i+1,2j] + x[2i+1,2j+1]);
-//                         bwd: dx[b, r, s, ch] = 0.25 * dy[b, r/2, s/2, ch]  (H, W even: spec 1.2 step 5)
+//   2x2 stride-2 average (the stride-2 shortcut, spec 1.2 step 5), as AttentiveNAS's
+//   F.avg_pool2d(x, 2, padding = H % 2) with PyTorch's defaults count_include_pad = True, ceil_mode = False:
+//   pad ph = H % 2, pw = W % 2 (1 on an odd size, else 0), output ceil(H/2) x ceil(W/2), window of output
+//   (i, j) = rows 2i - ph .. 2i - ph + 1, cols 2j - pw .. 2j - pw + 1; taps outside the image are zeros
+//   and still counted, so the divisor is always 4:
+//                         y[b, i, j, ch] = 0.25 * (x[r0,s0] + x[r0,s0+1] + x[r0+1,s0] + x[r0+1,s0+1]),
+//                         r0 = 2i - ph, s0 = 2j - pw, x = 0 outside;
+//                         bwd: dx[b, r, s, ch] = 0.25 * dy[b, (r + ph)/2, (s + pw)/2, ch] (each input pixel
+//                         lies in exactly one window; the padded row/column only ever adds zeros)
 //   residual add: y = a + b;  add_assign: dst += src (gradient fan-in)
 //
 // Global pool (fwd and bwd): grid (ceil(c / 32), n), block 32 channels x 8 pixel lanes: a warp reads
@@ -46,10 +53,12 @@ extern "C" __global__ void global_avg_pool_bwd_f32(float* __restrict__ dx, const
     }
 }
 
-// One thread per output element [n, h/2, w/2, c].
+// One thread per output element [n, ceil(h/2), ceil(w/2), c]. The four taps are summed in the
+// reference's order (row-major over the window, zeros for padded taps), so CPU and GPU agree to the bit.
 extern "C" __global__ void avg_pool2_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long total_out,
                                              int h, int w, int c) {
-    int wo = w / 2, ho = h / 2;
+    const int ph = h % 2, pw = w % 2;
+    const int ho = (h + ph) / 2, wo = (w + pw) / 2;
     GRID_STRIDE_LOOP(o, total_out) {
         int ch = (int)(o % c);
         long long pix = o / c;
@@ -57,16 +66,22 @@ extern "C" __global__ void avg_pool2_fwd_f32(float* __restrict__ y, const float*
         long long t = pix / wo;
         int i = (int)(t % ho);
         long long b = t / ho;
-        const float* p = x + ((b * h + 2 * i) * w + 2 * j) * c + ch;
-        long long row = (long long)w * c;
-        y[o] = 0.25f * (p[0] + p[c] + p[row] + p[row + c]);
+        float sum = 0.0f;
+        for (int dr = 0; dr < 2; ++dr) {
+            for (int ds = 0; ds < 2; ++ds) {
+                const int r = 2 * i - ph + dr, s = 2 * j - pw + ds;
+                sum += (r >= 0 && s >= 0) ? x[((b * h + r) * w + s) * c + ch] : 0.0f;
+            }
+        }
+        y[o] = 0.25f * sum;
     }
 }
 
 // One thread per input element [n, h, w, c].
 extern "C" __global__ void avg_pool2_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy, long long total_in,
                                              int h, int w, int c) {
-    int wo = w / 2, ho = h / 2;
+    const int ph = h % 2, pw = w % 2;
+    const int ho = (h + ph) / 2, wo = (w + pw) / 2;
     GRID_STRIDE_LOOP(i, total_in) {
         int ch = (int)(i % c);
         long long pix = i / c;
@@ -74,7 +89,7 @@ extern "C" __global__ void avg_pool2_bwd_f32(float* __restrict__ dx, const float
         long long t = pix / w;
         int r = (int)(t % h);
         long long b = t / h;
-        dx[i] = 0.25f * dy[((b * ho + r / 2) * wo + s / 2) * c + ch];
+        dx[i] = 0.25f * dy[((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch];
     }
 }
 

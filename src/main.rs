@@ -32,6 +32,9 @@ enum Command {
     Eval(cli::eval_cmd::EvalArgs),
     /// A subnet as a standalone model: safetensors (recalibrated BN), arch.json, ONNX.
     Export(cli::export_cmd::ExportArgs),
+    /// Loss and every parameter's gradient of one train-mode forward of a subnet on a given batch
+    /// (safetensors, PyTorch names and shapes): for checking attnas against another framework.
+    Grad(cli::grad_cmd::GradArgs),
     /// The supernet's tensors: state-dict names, PyTorch shapes, parameter or buffer (`--json` for tools).
     Params(cli::params_cmd::ParamsArgs),
     /// Evolutionary accuracy-vs-FLOPs search over a trained supernet -> Pareto front (CSV, JSON, SVG).
@@ -60,6 +63,7 @@ fn main() {
         Command::Bench(a) => cli::bench_cmd::run_bench(a),
         Command::Eval(a) => cli::eval_cmd::run(a),
         Command::Export(a) => cli::export_cmd::run(a),
+        Command::Grad(a) => cli::grad_cmd::run(a),
         Command::Params(a) => cli::params_cmd::run_params(a),
         Command::Search(a) => cli::search_cmd::run_search(a),
         Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),

@@ -78,6 +78,63 @@ fn onnx_graph_has_the_subnet_structure() {
     );
 }
 
+/// At resolution 28 (a variant of the tiny space) the stride-2 block of s3 pools a 7 x 7 map: its
+/// AveragePool pads by one with count_include_pad, as the original's `F.avg_pool2d(x, 2, padding=1)`;
+/// the even 14 x 14 pool of s2 has no pads.
+#[test]
+fn onnx_pads_the_shortcut_pool_at_odd_sizes() {
+    let mut space = Space::builtin("tiny").unwrap();
+    space.resolutions = vec![24, 28, 32];
+    let (arch, _) = Arch::parse(ODD_ARCH).unwrap();
+    let table = ParamTable::new(&space).unwrap();
+    let named: Vec<NamedTensor> = table
+        .params
+        .iter()
+        .chain(&table.buffers)
+        .map(|p| NamedTensor { name: p.name.clone(), shape: p.torch_shape.clone(), data: vec![0.5; p.torch_len()] })
+        .collect();
+    let tensors = extract(&space, &arch, &named).unwrap();
+    let model = build_model(&space, &arch, &tensors, &[]).unwrap();
+    let pools: Vec<_> = model.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type == "AveragePool").collect();
+    assert_eq!(pools.len(), 2);
+    let attr = |n: &attnas::eval::onnx::proto::NodeProto, k: &str| n.attribute.iter().find(|a| a.name == k).cloned();
+    assert_eq!(attr(pools[0], "pads").unwrap().ints, vec![0; 4], "14 x 14: no padding");
+    assert_eq!(attr(pools[1], "pads").unwrap().ints, vec![1; 4], "7 x 7: padded by one");
+    assert_eq!(attr(pools[1], "count_include_pad").unwrap().i, Some(1));
+}
+
+/// A tiny-space arch at resolution 28: stem 14, s2 (stride 2, 16 -> 24) 14 -> 7, s3 (stride 2, 24 -> 24,
+/// pool only) 7 -> 4 (odd), s4 (24 -> 40) at 4.
+const ODD_ARCH: &str =
+    r#"{"resolution":28,"width":[16,16,24,24,40,64],"depth":[1,1,2,1],"kernel":[3,5,3,5],"expand":[1,2,3,4]}"#;
+
+/// The ONNX model of the odd-size arch in onnxruntime against attnas's logits (the fixture's checkpoint
+/// read with a space file that adds resolution 28; the tensors do not depend on the resolutions).
+#[test]
+fn odd_size_export_matches_the_rust_forward_in_onnxruntime() {
+    let Some(f) = fixture("odd_size_export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let Some(py) = python_tools("odd_size_export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let dir = scratch("export-odd");
+    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.yaml")).unwrap();
+    let yaml: String = tiny
+        .lines()
+        .map(|l| if l.starts_with("resolutions:") { "resolutions: [24, 28, 32]" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (space_file, arch_file, out) = (dir.join("tiny28.yaml"), dir.join("odd.json"), dir.join("model"));
+    std::fs::write(&space_file, yaml).unwrap();
+    std::fs::write(&arch_file, ODD_ARCH).unwrap();
+    let (sf, a, o) = (space_file.to_str().unwrap(), arch_file.to_str().unwrap(), out.to_str().unwrap());
+    let calib = ["--calib-batches", "2", "--calib-batch-size", "32", "--device", "cpu", "--quiet", "--config", sf];
+    let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--out", o];
+    args.extend(calib);
+    attnas_ok(&args);
+    let s = onnx_parity(&py, f, &dir, &[a, "32"], &calib, &out);
+    assert_eq!(s["input_shape"], serde_json::json!([32, 3, 28, 28]));
+    assert_eq!(s["within_tolerance"], true, "{s}");
+    println!("onnx parity at odd sizes: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+}
+
 #[test]
 fn export_matches_the_rust_forward_in_onnxruntime() {
     let Some(f) = fixture("export_matches_the_rust_forward_in_onnxruntime") else { return };
@@ -110,8 +167,29 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
     assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
 
     let Some(py) = python_tools("export_matches_the_rust_forward_in_onnxruntime") else { return };
+    let s = onnx_parity(&py, f, &dir, &[a, "64"], &calib, &out);
+    assert_eq!(s["checker"], "ok");
+    assert_eq!(s["input_shape"], serde_json::json!([64, 3, 24, 24]));
+    assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
+    assert_eq!(s["within_tolerance"], true, "{s}");
+    assert_eq!(s["argmax_agreement"], 1.0, "{s}");
+    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+}
+
+/// Dumps `eval`'s inputs and logits of `arch_and_images` = [arch, image count] (with `calib` flags) into
+/// `dir`, runs scripts/onnx_check.py on `out/model.onnx` (tolerance 1e-4 + 1e-4 of the logit scale) and
+/// returns its JSON summary.
+fn onnx_parity(
+    py: &std::path::Path,
+    f: &eval_common::Fixture,
+    dir: &std::path::Path,
+    arch_and_images: &[&str; 2],
+    calib: &[&str],
+    out: &std::path::Path,
+) -> serde_json::Value {
     let (inputs, logits) = (dir.join("inputs.npy"), dir.join("logits.npy"));
-    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", "64"];
+    let [a, images] = *arch_and_images;
+    let mut args = vec!["eval", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--max-images", images];
     args.extend(calib);
     args.extend(["--dump-inputs", inputs.to_str().unwrap(), "--dump-logits", logits.to_str().unwrap()]);
     attnas_ok(&args);
@@ -123,13 +201,7 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(res.status.success(), "onnx_check failed:\n{stdout}\n{}", String::from_utf8_lossy(&res.stderr));
-    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(s["checker"], "ok");
-    assert_eq!(s["input_shape"], serde_json::json!([64, 3, 24, 24]));
-    assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
-    assert_eq!(s["within_tolerance"], true, "{s}");
-    assert_eq!(s["argmax_agreement"], 1.0, "{s}");
-    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! by finite differences are unit tests of the reference (`backend::cpu::loss`).
 
 use attnas::backend::cpu::CpuBackend;
-use attnas::backend::ops::loss::{LossOps, LossShape};
+use attnas::backend::ops::loss::{AlphaDivergence, LossOps, LossShape};
 use attnas::backend::{upload_new, Backend, DeviceMemory};
 use attnas::testing::{assert_close, random_vec};
 
@@ -117,6 +117,80 @@ fn topk_ties_match_reference() {
         let (top1, top5) = (want.counts[0], want.counts[1]);
         assert!(top1 > 0.0 && top5 > top1 && top5 < s.n as f32, "the test should hit both counts: {top1} {top5}");
     });
+}
+
+/// Row losses, batch loss and gradient of the alpha-divergence KD loss.
+fn run_alpha<B: LossOps>(
+    b: &B,
+    s: &LossShape,
+    cfg: &AlphaDivergence,
+    logits: &[f32],
+    teacher: &[f32],
+) -> [Vec<f32>; 3] {
+    let (z, t) = (upload_new(b, logits).unwrap(), upload_new(b, teacher).unwrap());
+    let (rows, batch, grad) = (b.alloc(s.n).unwrap(), b.alloc(1).unwrap(), b.alloc(s.logits_len()).unwrap());
+    b.alpha_divergence_fwd(s, cfg, z.tensor(), t.tensor(), rows.tensor(), batch.tensor()).unwrap();
+    b.alpha_divergence_bwd(s, cfg, z.tensor(), t.tensor(), grad.tensor()).unwrap();
+    [&rows, &batch, &grad].map(|m| b.download(m.tensor()).unwrap())
+}
+
+/// The alpha-divergence kernels against the f64 reference: AlphaNet's defaults (alpha -1 / 1, clip 5), the
+/// reverse-KL end (alpha 0), two general alphas, a tight clip (1.5, active on most classes); teachers far
+/// from the student (random) and near it (student + 0.1 noise: both alphas compete), every shape of
+/// `SHAPES` (k = 1000, k = 1, k not a multiple of 32), an offset that overflows exp without the max shift.
+/// Tolerances: rows and mean abs 1e-5 + rel 1e-4; gradients abs 1e-5 / n + rel 1e-4. The kernel works in f32
+/// on weights q rho up to clip / |alpha| (5 here) where the reference uses f64, so its error is a few ulp
+/// of 5 on sums over at most 1000 classes; the rows choose alpha by comparing the two divergences, whose
+/// gap in these inputs is far above that error (a wrong branch moves gradients by ~1e-2 / n).
+#[test]
+fn alpha_divergence_kernels_match_reference() {
+    attnas::on_cuda_targets!("loss alpha_divergence_kernels_match_reference", |b| {
+        let configs = [
+            AlphaDivergence::default(),
+            AlphaDivergence { alpha_min: 0.0, alpha_max: 1.0, iw_clip: 5.0 },
+            AlphaDivergence { alpha_min: -0.5, alpha_max: 2.0, iw_clip: 5.0 },
+            AlphaDivergence { alpha_min: -1.0, alpha_max: 1.0, iw_clip: 1.5 },
+        ];
+        for (i, &(n, classes)) in SHAPES.iter().enumerate() {
+            let s = LossShape { n, classes };
+            for (j, cfg) in configs.iter().enumerate() {
+                // offset 1000 with the far teacher only: near teachers make the two divergences differ by
+                // ~1e-4 of their size, below what f32 log-softmax at |z| ~ 1000 resolves, and the alpha
+                // chosen at such a tie may differ (both gradients are then nearly equal)
+                let offset = if classes == 300 { 1000.0 } else { 0.0 };
+                let (logits, _, far) = inputs(&s, 40 + i as u64, offset);
+                let (base, _, _) = inputs(&s, 40 + i as u64, 0.0);
+                let near: Vec<f32> = base
+                    .iter()
+                    .zip(random_vec(j as u64, s.logits_len(), -1.0, 1.0))
+                    .map(|(z, e)| z + 0.1 * e)
+                    .collect();
+                for (which, logits, teacher) in [("far", &logits, far), ("near", &base, near)] {
+                    let what = format!("{} {s:?} {cfg:?} {which} teacher", b.name());
+                    let want = run_alpha(&CpuBackend::new(), &s, cfg, logits, &teacher);
+                    let got = run_alpha(&b, &s, cfg, logits, &teacher);
+                    assert!(want[0].iter().all(|v| v.is_finite()), "{what}: {:?}", want[0]);
+                    assert_close(&format!("{what}: rows"), &got[0], &want[0], 1e-5, 1e-4);
+                    assert_close(&format!("{what}: mean"), &got[1], &want[1], 1e-5, 1e-4);
+                    assert_close(&format!("{what}: dlogits"), &got[2], &want[2], 1e-5 / n as f32, 1e-4);
+                }
+            }
+        }
+    });
+}
+
+/// Bad alpha settings are errors naming the key, on every backend (checked before any launch).
+#[test]
+fn alpha_divergence_rejects_bad_settings() {
+    let b = CpuBackend::new();
+    let s = LossShape { n: 1, classes: 3 };
+    let (z, out) = (upload_new(&b, &[0.0; 3]).unwrap(), b.alloc(3).unwrap());
+    let zero_clip = AlphaDivergence { iw_clip: 0.0, ..AlphaDivergence::default() };
+    let e = b.alpha_divergence_bwd(&s, &zero_clip, z.tensor(), z.tensor(), out.tensor()).unwrap_err().to_string();
+    assert!(e.contains("iw_clip"), "{e}");
+    let bad = AlphaDivergence { alpha_min: f32::NAN, ..AlphaDivergence::default() };
+    let e = b.alpha_divergence_bwd(&s, &bad, z.tensor(), z.tensor(), out.tensor()).unwrap_err().to_string();
+    assert!(e.contains("alpha_min"), "{e}");
 }
 
 /// Same inputs, same bits: the per-row losses and their batch reduction have a fixed order.

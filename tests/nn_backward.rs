@@ -11,7 +11,9 @@
 //! conv, a block beyond the depth), whose gradient must be exactly 0; on two archs that cover: a stride-2 block with a channel change (2x2
 //! pool + 1x1 shortcut), a stride-2 block without (pool only), identity-shortcut blocks with
 //! drop-connect active (masks fixed by the seed, some samples dropped), dropout, SE, the no-expand
-//! first stage, both resolutions, and an input side (28) off the resolution (bicubic resize).
+//! first stage, both resolutions, and an input side (28) off the resolution (bicubic resize); and a third
+//! arch at resolution 26 (`tiny_odd_space`), whose stride-2 blocks see odd sizes (13 and 7): the padded
+//! 2x2 shortcut pool, with and without a shortcut conv.
 //!
 //! Finite differences in f32: eps = 1e-2 (L is summed in f64 from f32 logits). The f32 forward rounds
 //! the logits (~0.1-1) to ~1e-7, which puts ~1e-5 of noise on the difference quotient; a smaller eps
@@ -35,7 +37,9 @@ use attnas::nn::{ForwardOptions, NamedTensor};
 use attnas::space::Space;
 use attnas::testing::random_vec;
 use nn_common::reference::reference_forward;
-use nn_common::{active_box, arch, box_indices, in_box, input, named_grads, run, tiny_net};
+use nn_common::{
+    active_box, arch, box_indices, in_box, input, named_grads, run, tiny_net, tiny_net_in, tiny_odd_space,
+};
 use rand::{RngExt, SeedableRng};
 
 const EPS: f32 = 1e-2;
@@ -76,9 +80,10 @@ fn samples(
 }
 
 fn check_fd(c: &Case, kinds: &[&str], extra: &[(String, usize)], zero: &[(String, usize)]) {
-    let space = Space::builtin("tiny").unwrap();
+    // the tiny space with extra (odd-size) resolutions: the same tensors, so the same weights for seed 21
+    let space = tiny_odd_space();
     let b = CpuBackend::new();
-    let (net, named) = tiny_net(&b, 21);
+    let (net, named) = tiny_net_in(&b, 21, space.clone());
     let x = input(4, c.n, c.side);
     let r = random_vec(8, c.n * space.num_classes, -1.0, 1.0);
     if c.opt.drop_connect > 0.0 {
@@ -226,6 +231,28 @@ fn gradients_match_finite_differences_at_24_resized() {
         ("blocks.1.shortcut.conv.conv.weight".to_string(), 0),
         ("blocks.4.mobile_inverted_conv.point_linear.conv.conv.weight".to_string(), 0),
     ];
+    check_fd(&c, &kinds, &extra, &zero);
+}
+
+/// r = 26: blocks 0 s1 (8 -> 16, 1x1 shortcut), 1 s2.0 (stride 2 on 13: padded pool only, 16 -> 16, k 5),
+/// 2 s2.1 (identity), 3 s3.0 (stride 2 on 7: padded pool + conv 16 -> 32, SE, k 3), 5 s4.0 and 6 s4.1
+/// (identity). The stem and block 0 receive gradient through both padded pools' backward.
+#[test]
+fn gradients_match_finite_differences_at_odd_sizes() {
+    let c = Case {
+        arch: arch(26, [8, 16, 16, 32, 32, 64], [1, 2, 1, 2], [3, 5, 3, 5], [1, 3, 2, 4]),
+        n: 2,
+        side: 26,
+        opt: ForwardOptions::train(),
+    };
+    let mut kinds: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
+    kinds.extend(block_kinds(0, false, false));
+    kinds.extend(block_kinds(1, true, false));
+    kinds.extend(block_kinds(3, true, true));
+    kinds.extend(["blocks.0.shortcut.conv.conv.weight", "blocks.3.shortcut.conv.conv.weight"].map(String::from));
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    let extra = vec![(dw(1), tap(2, 0, 0)), (dw(1), tap(5, 4, 4)), (dw(0), tap3(1, 2, 2))];
+    let zero = vec![(dw(3), tap(2, 0, 0)), ("blocks.1.shortcut.conv.conv.weight".to_string(), 0)];
     check_fd(&c, &kinds, &extra, &zero);
 }
 

@@ -1,7 +1,8 @@
 //! The supernet on every CUDA target (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a
 //! GPU when present) against the CPU backend: the same weights (loaded with `load_named`), inputs and
-//! options give the same logits and parameter gradients, for three small archs of the tiny space (n = 2,
-//! r = 24; one from a 28-pixel input, one with dropout and drop-connect); and BN calibration
+//! options give the same logits and parameter gradients, for four small archs of the tiny space (n = 2,
+//! r = 24; one from a 28-pixel input, one with dropout and drop-connect; and one at r = 26 of
+//! `tiny_odd_space`, whose stride-2 blocks see odd sizes 13 and 7: the padded 2x2 pool); and BN calibration
 //! (`ForwardOptions::calibrate(k)` over two batches) gives the same running statistics and then the same
 //! eval-mode logits.
 //!
@@ -45,9 +46,9 @@ mod nn_common;
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::SupernetOps;
 use attnas::nn::{ForwardOptions, NamedTensor, Supernet};
-use attnas::space::{Arch, Space};
+use attnas::space::Arch;
 use attnas::testing::{assert_close, random_vec, tolerance_used};
-use nn_common::{active_box, arch, in_box, input, named_grads, run, tiny_net};
+use nn_common::{active_box, arch, in_box, input, named_grads, run, tiny_net_in, tiny_odd_space};
 
 const N: usize = 2;
 
@@ -57,6 +58,7 @@ fn archs() -> Vec<(Arch, usize, ForwardOptions)> {
         (arch(24, [8, 8, 16, 24, 32, 64], [1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 2, 3]), 24, ForwardOptions::train()),
         (arch(24, [16, 8, 24, 32, 40, 96], [1, 2, 1, 2], [3, 5, 3, 5], [1, 3, 2, 4]), 28, ForwardOptions::train()),
         (arch(24, [16, 16, 24, 32, 32, 96], [1, 2, 2, 2], [3, 3, 5, 5], [1, 2, 3, 4]), 24, reg),
+        (arch(26, [8, 16, 16, 32, 32, 64], [1, 2, 1, 1], [3, 5, 3, 5], [1, 3, 2, 4]), 26, ForwardOptions::train()),
     ]
 }
 
@@ -69,9 +71,9 @@ fn stats(named: &[NamedTensor]) -> Vec<f32> {
 }
 
 fn compare_on<B: SupernetOps>(dev: &B, target: &str) {
-    let space = Space::builtin("tiny").unwrap();
+    let space = tiny_odd_space();
     let cpu = CpuBackend::new();
-    let (net_c, named) = tiny_net(&cpu, 41);
+    let (net_c, named) = tiny_net_in(&cpu, 41, space.clone());
     let net_d = Supernet::new(dev, space.clone(), 1).unwrap();
     net_d.load_named(dev, &named, "cpu weights").unwrap();
     for (a, side, opt) in archs() {

@@ -10,7 +10,8 @@
 //! Archs of the tiny space: min, max, explicit mixes (kernel 3 vs 5 per stage, so the centre crop of
 //! the stored 5x5 matters; stride-2 blocks with and without channel change; identity blocks), random
 //! uniform ones; both resolutions (24, 32); input sides equal to and different from the resolution
-//! (28 -> bicubic resize down to 24 and up to 32).
+//! (28 -> bicubic resize down to 24 and up to 32); and resolutions 20, 26, 28 of a variant of the space
+//! (`tiny_odd_space`), which put odd feature sizes before stride-2 blocks (the padded 2x2 shortcut pool).
 //!
 //! Tolerance on the logits: |got - want| <= 1e-5 + 1e-4 |want|. Both sides are f32 tensors between
 //! layers; the backend's 1x1 convs are f32 GEMMs (blocked summation order) where the reference sums in
@@ -33,7 +34,7 @@ use attnas::nn::{activation_arena_len, ForwardOptions};
 use attnas::space::{sampler, Arch, Space};
 use attnas::testing::assert_close;
 use nn_common::reference::{reference_forward, resized, stem_conv};
-use nn_common::{arch, input, run, tiny_net};
+use nn_common::{arch, input, run, tiny_net, tiny_net_in, tiny_odd_space};
 use rand::SeedableRng;
 
 const ABS: f32 = 1e-5;
@@ -53,7 +54,7 @@ fn archs(space: &Space) -> Vec<(&'static str, Arch)> {
 
 fn check(space: &Space, a: &Arch, n: usize, side: usize, opt: ForwardOptions, what: &str) {
     let b = CpuBackend::new();
-    let (net, named) = tiny_net(&b, 11);
+    let (net, named) = tiny_net_in(&b, 11, space.clone());
     let x = input(5, n, side);
     let got = run(&b, &net, a, &x, n, side, opt, None);
     let want = reference_forward(space, a, &named, &x, n, side, &opt);
@@ -67,6 +68,24 @@ fn train_mode_matches_reference_on_named_archs() {
     for (name, a) in archs(&space) {
         check(&space, &a, 3, a.resolution, ForwardOptions::train(), name);
         check(&space, &a, 2, 28, ForwardOptions::train(), &format!("{name}, resized"));
+    }
+}
+
+/// Odd sizes before stride-2 blocks: r 26 (13 -> 7 at s2, pool only; 7 -> 4 at s3, pool + conv), r 20
+/// (5 -> 3 at s3, pool only), r 28 (7 -> 4 at s3, pool + conv), from their own side and resized from 28.
+#[test]
+fn odd_sizes_at_stride_2_blocks_match_reference() {
+    let space = tiny_odd_space();
+    let cases = [
+        ("odd-a", arch(26, [8, 16, 16, 32, 32, 64], [1, 2, 1, 2], [3, 5, 3, 5], [1, 3, 2, 4])),
+        ("odd-b", arch(20, [16, 16, 24, 24, 40, 96], [1, 1, 2, 1], [3, 3, 5, 3], [1, 2, 3, 3])),
+        ("odd-c", arch(28, [16, 16, 24, 32, 40, 96], [1, 2, 2, 2], [3, 5, 5, 3], [1, 3, 3, 4])),
+    ];
+    for (name, a) in cases {
+        let blocks = space.active_blocks(&a).filter(|b| b.stride == 2 && b.size_in % 2 == 1).count();
+        assert!(blocks > 0, "{name} has no odd stride-2 block");
+        check(&space, &a, 2, a.resolution, ForwardOptions::train(), name);
+        check(&space, &a, 2, 28, ForwardOptions::eval(), &format!("{name}, eval, side 28"));
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a GPU when present).
 //!
 //! Shapes: channel counts below, across and not a multiple of the 32-channel tile (3, 20, 33, 40),
-//! pixel counts that are not multiples of the 8 pixel lanes, element counts not multiples of 256.
+//! pixel counts that are not multiples of the 8 pixel lanes, element counts not multiples of 256; odd
+//! sides (9 x 9, 7 x 7, 5 x 3, 1 x 1: the 2x2 pool's padded case) next to even ones.
 //!
 //! Tolerances: the global pool forward sums <= 81 values in [-1, 1] in f32 (per-lane then across 8
 //! lanes) against an f64 reference: error <= 81 * 2^-24 * 1 ~ 5e-6 before the division, so
@@ -23,21 +24,19 @@ fn run<B: PoolOps>(b: &B, s: &PoolShape, seed: u64) -> Vec<Vec<f32>> {
     let x = upload_new(b, &random_vec(seed, s.input_len(), -1.0, 1.0)).unwrap();
     let x2 = upload_new(b, &random_vec(seed + 1, s.input_len(), -1.0, 1.0)).unwrap();
     let g = upload_new(b, &random_vec(seed + 2, s.pooled_len(), -1.0, 1.0)).unwrap();
-    let gh = upload_new(b, &random_vec(seed + 3, s.half_len(), -1.0, 1.0)).unwrap();
+    let gh = upload_new(b, &random_vec(seed + 3, s.pool2_len(), -1.0, 1.0)).unwrap();
     let pooled = b.alloc(s.pooled_len()).unwrap();
     let dx_over = upload_new(b, &random_vec(seed + 4, s.input_len(), -1.0, 1.0)).unwrap();
     let dx_acc = upload_new(b, &random_vec(seed + 4, s.input_len(), -1.0, 1.0)).unwrap();
-    let half = b.alloc(s.half_len()).unwrap();
+    let half = b.alloc(s.pool2_len()).unwrap();
     let dx_half = b.alloc(s.input_len()).unwrap();
     let sum = b.alloc(s.input_len()).unwrap();
     let acc = upload_new(b, &random_vec(seed + 5, s.input_len(), -1.0, 1.0)).unwrap();
     b.global_avg_pool_fwd(s, x.tensor(), pooled.tensor()).unwrap();
     b.global_avg_pool_bwd(s, g.tensor(), dx_over.tensor(), false).unwrap();
     b.global_avg_pool_bwd(s, g.tensor(), dx_acc.tensor(), true).unwrap();
-    if s.h % 2 == 0 && s.w % 2 == 0 {
-        b.avg_pool2_fwd(s, x.tensor(), half.tensor()).unwrap();
-        b.avg_pool2_bwd(s, gh.tensor(), dx_half.tensor()).unwrap();
-    }
+    b.avg_pool2_fwd(s, x.tensor(), half.tensor()).unwrap();
+    b.avg_pool2_bwd(s, gh.tensor(), dx_half.tensor()).unwrap();
     b.residual_add_fwd(x.tensor(), x2.tensor(), sum.tensor()).unwrap();
     b.add_assign(acc.tensor(), x2.tensor()).unwrap();
     [&pooled, &dx_over, &dx_acc, &half, &dx_half, &sum, &acc].map(|m| b.download(m.tensor()).unwrap()).to_vec()
@@ -56,7 +55,15 @@ const NAMES: [&str; 7] = [
 #[test]
 fn pools_and_joins_match_cpu_reference() {
     let cpu = CpuBackend::new();
-    let cases = [shape(2, 9, 9, 20), shape(2, 7, 7, 40), shape(2, 8, 6, 33), shape(1, 10, 14, 3), shape(3, 2, 2, 65)];
+    let cases = [
+        shape(2, 9, 9, 20),
+        shape(2, 7, 7, 40),
+        shape(2, 8, 6, 33),
+        shape(1, 10, 14, 3),
+        shape(3, 2, 2, 65),
+        shape(2, 5, 3, 7),
+        shape(1, 1, 1, 4),
+    ];
     for (i, s) in cases.iter().enumerate() {
         let want = run(&cpu, s, 10 * i as u64);
         attnas::on_cuda_targets!("pools_and_joins_match_cpu_reference", |b| {
@@ -69,13 +76,44 @@ fn pools_and_joins_match_cpu_reference() {
     }
 }
 
-/// The 2x2 pool rejects odd sizes (no padding case in this search space) with an error naming them.
+/// Odd sizes pool like the original's `F.avg_pool2d(x, 2, padding=1)` (count_include_pad): a 7 x 7 map
+/// gives 4 x 4, output (i, j) averages rows 2i-1..2i and columns 2j-1..2j with the pad as zeros over a
+/// divisor of 4, checked on every target against values computed here from that definition.
 #[test]
-fn avg_pool2_rejects_odd_sizes() {
-    let cpu = CpuBackend::new();
-    let s = shape(1, 5, 4, 2);
-    let x = cpu.alloc(s.input_len()).unwrap();
-    let y = cpu.alloc(s.half_len()).unwrap();
-    let err = cpu.avg_pool2_fwd(&s, x.tensor(), y.tensor()).unwrap_err().to_string();
-    assert!(err.contains("even") && err.contains("5 x 4"), "{err}");
+fn avg_pool2_pads_odd_sizes_like_the_original() {
+    let s = shape(2, 7, 7, 3);
+    let x = random_vec(9, s.input_len(), -1.0, 1.0);
+    let at = |b: usize, r: i64, q: i64, ch: usize| {
+        if r < 0 || q < 0 {
+            0.0
+        } else {
+            x[((b * 7 + r as usize) * 7 + q as usize) * 3 + ch] as f64
+        }
+    };
+    let mut want = Vec::new();
+    for b in 0..2 {
+        for i in 0..4i64 {
+            for j in 0..4i64 {
+                for ch in 0..3 {
+                    let sum: f64 = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .iter()
+                        .map(|(dr, dq)| at(b, 2 * i - 1 + dr, 2 * j - 1 + dq, ch))
+                        .sum();
+                    want.push((sum / 4.0) as f32);
+                }
+            }
+        }
+    }
+    assert_eq!(s.pool2_len(), want.len());
+    assert_close("avg_pool2_fwd 7x7 on the CPU", &pool_fwd(&CpuBackend::new(), &s, &x), &want, 1e-6, 1e-6);
+    attnas::on_cuda_targets!("avg_pool2_pads_odd_sizes_like_the_original", |b| {
+        assert_close(&format!("avg_pool2_fwd 7x7 on {}", b.name()), &pool_fwd(&b, &s, &x), &want, 1e-6, 1e-6);
+    });
+}
+
+fn pool_fwd<B: PoolOps>(b: &B, s: &PoolShape, x: &[f32]) -> Vec<f32> {
+    let xm = upload_new(b, x).unwrap();
+    let y = b.alloc(s.pool2_len()).unwrap();
+    b.avg_pool2_fwd(s, xm.tensor(), y.tensor()).unwrap();
+    b.download(y.tensor()).unwrap()
 }

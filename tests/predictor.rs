@@ -16,7 +16,7 @@ use attnas::search::{Evaluated, Origin};
 use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::{flops, sampler, Arch, Space};
-use attnas::train::step::{CandidateScorer, MiddleSampling, StepBuffers, StepSettings, StepState};
+use attnas::train::step::{CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepSettings, StepState};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
@@ -146,6 +146,7 @@ fn attentive_step(selection: Selection, p: &Arc<Predictor>) -> Vec<(Vec<f64>, us
         dropout: 0.0,
         drop_connect: 0.0,
         drop_connect_only_last_two_stages: true,
+        kd: Distillation::Kl,
         num_arch_training: 4,
         sampling: MiddleSampling::Attentive(selection),
         num_trials: 4,

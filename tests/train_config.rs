@@ -8,7 +8,7 @@ use attnas::space::attentive::{Prior, Selection};
 use attnas::space::config::{ATTENTIVENAS_YAML, TINY_YAML};
 use attnas::space::table::TableMethod;
 use attnas::space::Space;
-use attnas::train::config::{self, KdLoss, SamplerMethod, Scorer, Teacher};
+use attnas::train::config::{self, KdConfig, KdLoss, SamplerMethod, Scorer, Teacher};
 use attnas::train::TrainConfig;
 
 fn repo_file(name: &str) -> PathBuf {
@@ -44,7 +44,10 @@ fn defaults_are_the_attentivenas_recipe() {
     let s = &c.sandwich;
     assert_eq!((s.num_arch_training, s.dropout, s.drop_connect), (4, 0.2, 0.2));
     assert!(s.drop_connect_only_last_two_stages);
-    assert_eq!((s.kd, s.teacher), (KdLoss::SoftCe, Teacher::Max));
+    assert_eq!(s.teacher, Teacher::Max);
+    // spec 3.2 (AttentiveNAS's KD); the alpha keys are AlphaNet's (train_alphanet_models.yml)
+    let kd = &c.kd;
+    assert_eq!((kd.loss, kd.alpha_min, kd.alpha_max, kd.iw_clip), (KdLoss::Kl, -1.0, 1.0, 5.0));
     // spec 4.2, 4.3
     let m = &c.sampler;
     assert_eq!((m.method, m.num_trials, m.discretize_step), (SamplerMethod::BestUp, 3, 25.0));
@@ -232,7 +235,7 @@ fn set_rejects_bad_types_naming_the_key() {
         ("sampler.method=bestest", &["train.sampler.method", "unknown variant `bestest`", "worstup"]),
         ("data.random_crop_scale=[0.5]", &["train.data.random_crop_scale"]),
         ("log.progress=sometimes", &["train.log.progress"]),
-        ("sandwich.kd=mse", &["train.sandwich.kd", "soft_ce"]),
+        ("kd.loss=mse", &["train.kd.loss", "alpha_divergence"]),
         ("epochs=[1, 2", &["not valid YAML"]),
     ];
     for (set, wants) in cases {
@@ -249,6 +252,8 @@ fn validation_names_the_key_and_the_value() {
     let cases = [
         ("sampler.num_trials=0", "train.sampler.num_trials must be >= 1, got 0"),
         ("sandwich.num_arch_training=1", "train.sandwich.num_arch_training must be >= 2, got 1"),
+        ("kd.iw_clip=0", "train.kd.iw_clip must be a finite number > 0, got 0"),
+        ("kd.alpha_max=.nan", "train.kd.alpha_max must be a finite alpha"),
         ("sandwich.dropout=1.0", "train.sandwich.dropout must be in [0, 1), got 1"),
         ("sandwich.drop_connect=-0.1", "train.sandwich.drop_connect must be in [0, 1)"),
         ("label_smoothing=1.5", "train.label_smoothing must be in [0, 1), got 1.5"),
@@ -314,6 +319,21 @@ fn fingerprint_tracks_the_recipe_and_the_space() {
     assert_eq!(stored.fingerprint(&space), fp);
     let via_yaml: TrainConfig = serde_yaml_ng::from_str(&base.to_yaml()).unwrap();
     assert_eq!(via_yaml, base);
+    // A config stored before the kd section (`sandwich.kd: soft_ce`) reads back as the default KL.
+    let mut old = base.to_value();
+    old.as_object_mut().unwrap().remove("kd");
+    old["sandwich"].as_object_mut().unwrap().insert("kd".into(), "soft_ce".into());
+    assert_eq!(TrainConfig::from_value(old).unwrap(), base);
+    // The alpha keys count only with the alpha-divergence loss.
+    let mut alpha = base.clone();
+    alpha.apply_set("kd.alpha_min=-0.5").unwrap();
+    assert_eq!(alpha.fingerprint(&space), fp, "alpha keys are unused with kd.loss = kl");
+    alpha.apply_set("kd.loss=alpha_divergence").unwrap();
+    let alpha_fp = alpha.fingerprint(&space);
+    assert_ne!(alpha_fp, fp);
+    alpha.apply_set("kd.iw_clip=4").unwrap();
+    assert_ne!(alpha.fingerprint(&space), alpha_fp);
+    assert_eq!(KdConfig::default().loss, KdLoss::Kl);
     // Any recipe key changes it.
     for set in ["sampler.num_trials=5", "seed=1", "base_lr=0.8", "data.autoaugment=false", "bn_calib.batches=32"] {
         let mut c = base.clone();

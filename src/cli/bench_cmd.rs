@@ -18,7 +18,9 @@ use crate::nn::{activation_arena_len, Supernet};
 use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
 use crate::space::Space;
-use crate::train::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes};
+use crate::train::step::{
+    CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
+};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -109,6 +111,7 @@ impl BackendJob for Job<'_> {
             dropout: 0.2,
             drop_connect: 0.2,
             drop_connect_only_last_two_stages: true,
+            kd: Distillation::Kl,
             num_arch_training: 4,
             sampling: if a.k > 1 { MiddleSampling::Attentive(Selection::BestUp) } else { MiddleSampling::Uniform },
             num_trials: a.k.max(1),

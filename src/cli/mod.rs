@@ -5,6 +5,7 @@ pub mod data_cmds;
 pub mod device;
 pub mod eval_cmd;
 pub mod export_cmd;
+pub mod grad_cmd;
 pub mod info;
 pub mod params_cmd;
 pub mod predictor_cmd;

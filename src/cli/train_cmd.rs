@@ -31,6 +31,11 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in --out (same config required).
     #[arg(long)]
     pub resume: bool,
+    /// Start from the weights of this supernet checkpoint (a run folder, a ckpt-N.safetensors, a converted
+    /// official checkpoint) with a fresh optimizer and LR schedule; a different class count re-initialises
+    /// the classifier (with a notice).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Start afresh in an --out folder that holds an earlier run (removes its checkpoints and log).
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
@@ -62,6 +67,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         data: a.data.clone(),
         out: a.out.clone(),
         resume: a.resume,
+        init: a.init.clone(),
         overwrite: a.overwrite,
         progress,
         ranks: crate::dist::single(),

@@ -11,5 +11,5 @@ pub mod supernet;
 pub mod tape;
 
 pub use params::ParamTable;
-pub use supernet::{activation_arena_len, NamedTensor, Supernet};
+pub use supernet::{activation_arena_len, arch_activation_arena_len, NamedTensor, Supernet};
 pub use tape::{BnMode, ForwardOptions, Tape};

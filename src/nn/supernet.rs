@@ -207,6 +207,21 @@ impl<M: DeviceMemory> Supernet<M> {
         Ok(out)
     }
 
+    /// The gradient arena as named tensors in PyTorch's layout, one per parameter in table order.
+    pub fn named_grads<B: Backend<Memory = M>>(&self, b: &B) -> Result<Vec<NamedTensor>> {
+        let g = b.download(self.grads_mem.tensor())?;
+        Ok(self
+            .table
+            .params
+            .iter()
+            .map(|p| NamedTensor {
+                name: p.name.clone(),
+                shape: p.torch_shape.clone(),
+                data: p.to_torch(&g[p.offset..p.offset + p.len]),
+            })
+            .collect())
+    }
+
     /// Loads named tensors (PyTorch layout). Every parameter must be present with its exact shape (the
     /// error names the first mismatching tensor and both shapes); running statistics and momentum are
     /// loaded when present. A `module.` prefix (DDP checkpoints) is stripped; unknown names such as
@@ -271,16 +286,28 @@ impl<M: DeviceMemory> Supernet<M> {
 /// training loop plans up front. The max arch is the largest subnet at every layer, so every smaller
 /// subnet's plan fits; the count uses the arena's own alignment, so it is exact.
 pub fn activation_arena_len(space: &Space, n: usize, input_side: usize, with_backward: bool) -> Result<usize> {
-    let mut arena = Arena::measuring("activation plan");
-    let input = arena.alloc(n * input_side * input_side * 3)?;
-    let before = arena.used();
     let options = ForwardOptions {
         dropout: 0.5,
         drop_connect: 0.5,
         drop_connect_only_last_two_stages: false,
         ..ForwardOptions::train()
     };
-    let tape = Tape::allocate(space, &space.max_arch(), n, input, input_side, options, &mut arena)?;
+    arch_activation_arena_len(space, &space.max_arch(), n, input_side, options, with_backward)
+}
+
+/// The same count for one subnet `arch` and forward `options` (what a single forward and backward needs).
+pub fn arch_activation_arena_len(
+    space: &Space,
+    arch: &Arch,
+    n: usize,
+    input_side: usize,
+    options: ForwardOptions,
+    with_backward: bool,
+) -> Result<usize> {
+    let mut arena = Arena::measuring("activation plan");
+    let input = arena.alloc(n * input_side * input_side * 3)?;
+    let before = arena.used();
+    let tape = Tape::allocate(space, arch, n, input, input_side, options, &mut arena)?;
     if with_backward {
         GradBuffers::allocate(&tape, &mut arena)?;
     }

@@ -6,8 +6,9 @@
 //! Shapes (NHWC, P = n * h * w of the layer, "mid" the active expanded width):
 //! stem: input [n, r, r, 3], pre/out [n, r/2, r/2, c0];
 //! block: expand pre/out [P_in, mid], depthwise pre/out [P_out, mid], SE out [P_out, mid],
-//! project pre/out [P_out, c_out], drop-connect out, shortcut pool [P_out, c_in], shortcut conv
-//! [P_out, c_out], block out [P_out, c_out];
+//! project pre/out [P_out, c_out], drop-connect out, shortcut pool [P_out, c_in] (2x2, padded by one on
+//! an odd size_in: both branches give P_out = n * ceil(size_in / 2)^2), shortcut conv [P_out, c_out],
+//! block out [P_out, c_out];
 //! head: final-expand pre/out [P, 6 c], pooled [n, 6 c], feature-mix pre/out [n, w], dropout out, logits [n, classes].
 
 use crate::backend::ops::batchnorm::{BatchNormSpec, BnActivation};
@@ -220,7 +221,8 @@ fn bn_spec(pixels: usize, c_active: usize, c_stored: usize, activation: BnActiva
 impl Tape {
     /// Allocates every buffer of `arch`'s forward on a batch of `n` images of side `input_side` (the
     /// caller's input tensor `input`, `[n, side, side, 3]`, is referenced, not copied, when the side
-    /// equals the resolution). Errors on a shape the ops cannot run (e.g. an odd size at a stride-2 block).
+    /// equals the resolution). Errors on a shape the ops cannot run. Odd sizes at stride-2 blocks are fine:
+    /// the depthwise conv and the padded 2x2 shortcut pool both give ceil(size / 2).
     pub fn allocate<M: DeviceMemory>(
         space: &Space,
         arch: &Arch,
@@ -274,13 +276,6 @@ impl Tape {
         for blk in space.active_blocks(arch) {
             let st = stored[blk.global];
             let (p_in, p_out) = (n * blk.size_in * blk.size_in, n * blk.size_out * blk.size_out);
-            if blk.stride == 2 && blk.size_in % 2 == 1 && !blk.identity_shortcut {
-                return Err(Error::usage(format!(
-                    "resolution {r}: block {} (stage {}) has stride 2 on an odd feature size {}; the 2x2 shortcut \
-                     pool needs an even size. Use a resolution whose feature sizes stay even at stride-2 stages",
-                    blk.global, space.stages[blk.stage].name, blk.size_in
-                )));
-            }
             let expand = if blk.has_expand_conv {
                 Some(ExpandTape {
                     pre: arena.alloc(p_in * blk.mid)?,

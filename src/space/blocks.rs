@@ -6,6 +6,10 @@
 //! se_mid = make_divisible(mid / 4, 8). The shortcut is an identity iff c_in == c_out and stride 1,
 //! otherwise avg-pool 2x2 (stride 2) then a 1x1 conv if channels change. Spatial sizes follow the conv
 //! arithmetic with padding k/2: out = ceil(in / stride) (the stem of an even resolution r gives r/2).
+//! At an odd size before a stride-2 block the original pads its shortcut pool by one (zeros counted), which
+//! also gives ceil(in / 2), so both branches meet; its analytic FLOPs count (`compute_active_subnet_flops`)
+//! uses the same (size + 1) // 2 there. It floors only the stem of an odd resolution (r // 2), where the
+//! conv really outputs ceil(r / 2) as here and in its hook-based profiler; every published resolution is even.
 //! [`StoredBlock`] gives the supernet's allocation: the max of every active size over the space.
 
 use crate::space::arch::Arch;

@@ -96,6 +96,15 @@ impl TrainConfig {
         p.at_least("sandwich.num_arch_training", s.num_arch_training as u64, 2);
         p.rate("sandwich.dropout", s.dropout);
         p.rate("sandwich.drop_connect", s.drop_connect);
+        let kd = &self.kd;
+        for (key, alpha) in [("kd.alpha_min", kd.alpha_min), ("kd.alpha_max", kd.alpha_max)] {
+            if !(alpha.is_finite() && alpha.abs() <= 1000.0) {
+                p.push(format!(
+                    "train.{key} must be a finite alpha in [-1000, 1000] (AlphaNet: -1 and 1), got {alpha}"
+                ));
+            }
+        }
+        p.positive("kd.iw_clip", kd.iw_clip);
 
         let sm = &self.sampler;
         p.at_least("sampler.num_trials", sm.num_trials as u64, 1);

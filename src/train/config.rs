@@ -55,6 +55,8 @@ pub struct TrainConfig {
     /// fraction of the schedule (see [`TrainConfig::schedule_iters`]).
     pub schedule_steps: Option<u64>,
     pub sandwich: SandwichConfig,
+    /// The distillation loss of the sampled and min subnets (spec 3.2; AlphaNet's alpha-divergence).
+    pub kd: KdConfig,
     pub sampler: SamplerConfig,
     pub data: DataConfig,
     pub bn_calib: BnCalibConfig,
@@ -74,18 +76,56 @@ pub struct SandwichConfig {
     pub drop_connect: f64,
     /// Drop-connect only in the last two stages (spec 3.4: true).
     pub drop_connect_only_last_two_stages: bool,
-    /// Distillation loss of the other subnets (spec 3.2: soft CE against the max subnet's logits).
-    pub kd: KdLoss,
     /// Which subnet teaches (spec 3.2: the max subnet).
     pub teacher: Teacher,
+}
+
+/// In-place distillation: the loss of every subnet but the max against the teacher's logits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KdConfig {
+    /// `kl` (AttentiveNAS, spec 3.2) or `alpha_divergence` (AlphaNet).
+    pub loss: KdLoss,
+    /// `alpha_divergence`: the two alphas whose larger divergence is trained on (AlphaNet: -1 and 1).
+    pub alpha_min: f64,
+    pub alpha_max: f64,
+    /// `alpha_divergence`: clip of the importance weights (p / q)^alpha (AlphaNet: 5).
+    pub iw_clip: f64,
 }
 
 /// The in-place distillation loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KdLoss {
-    /// -sum softmax(T) * log_softmax(z), temperature 1, no ground-truth term (AttentiveNAS `KLLossSoft`).
-    SoftCe,
+    /// -sum softmax(T) * log_softmax(z), temperature 1, no ground-truth term (AttentiveNAS `KLLossSoft`:
+    /// the soft CE, whose gradient is KL's). `soft_ce` is accepted as its old name.
+    #[serde(alias = "soft_ce")]
+    Kl,
+    /// AlphaNet's adaptive alpha-divergence (`AdaptiveLossSoft`): per image, the larger of the alpha_min-
+    /// and alpha_max-divergences between teacher and student, importance weights clipped at `iw_clip`.
+    AlphaDivergence,
+}
+
+impl KdConfig {
+    /// The loss as the training step runs it.
+    pub fn distillation(&self) -> crate::train::step::Distillation {
+        use crate::train::step::Distillation;
+        match self.loss {
+            KdLoss::Kl => Distillation::Kl,
+            KdLoss::AlphaDivergence => Distillation::AlphaDivergence(crate::backend::ops::loss::AlphaDivergence {
+                alpha_min: self.alpha_min as f32,
+                alpha_max: self.alpha_max as f32,
+                iw_clip: self.iw_clip as f32,
+            }),
+        }
+    }
+}
+
+impl Default for KdConfig {
+    /// AttentiveNAS's KL; the alpha keys take AlphaNet's `train_alphanet_models.yml` values.
+    fn default() -> Self {
+        KdConfig { loss: KdLoss::Kl, alpha_min: -1.0, alpha_max: 1.0, iw_clip: 5.0 }
+    }
 }
 
 /// The teacher of in-place distillation.
@@ -232,6 +272,7 @@ impl Default for TrainConfig {
             max_steps: None,
             schedule_steps: None,
             sandwich: SandwichConfig::default(),
+            kd: KdConfig::default(),
             sampler: SamplerConfig::default(),
             data: DataConfig::default(),
             bn_calib: BnCalibConfig::default(),
@@ -248,7 +289,6 @@ impl Default for SandwichConfig {
             dropout: 0.2,
             drop_connect: 0.2,
             drop_connect_only_last_two_stages: true,
-            kd: KdLoss::SoftCe,
             teacher: Teacher::Max,
         }
     }
@@ -402,8 +442,13 @@ impl TrainConfig {
         serde_yaml_ng::to_string(self).unwrap_or_default()
     }
 
-    /// Parse a config from JSON (as stored by [`TrainConfig::to_value`] in a checkpoint).
-    pub fn from_value(value: serde_json::Value) -> Result<TrainConfig> {
+    /// Parse a config from JSON (as stored by [`TrainConfig::to_value`] in a checkpoint). Configs stored
+    /// before the `kd` section held the loss as `sandwich.kd: soft_ce`; it is moved to `kd.loss`.
+    pub fn from_value(mut value: serde_json::Value) -> Result<TrainConfig> {
+        let old = value.get_mut("sandwich").and_then(|s| s.as_object_mut()).and_then(|s| s.remove("kd"));
+        if let (Some(loss), Some(root)) = (old, value.as_object_mut()) {
+            root.entry("kd").or_insert_with(|| serde_json::json!({ "loss": loss }));
+        }
         serde_json::from_value(value).map_err(|e| Error::usage(format!("stored training config: {e}")))
     }
 }

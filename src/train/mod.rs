@@ -1,10 +1,13 @@
 //! Supernet training: the recipe (`config`, read from the `train:` section of a space file, with
 //! `--set` overrides and validation, `check`, `overrides`), one step of the sandwich rule with attentive
 //! sampling (`step`), BN recalibration and evaluation (`validate`), the JSON-lines metrics log
-//! (`metrics`) and the job that ties them together (`trainer`).
+//! (`metrics`), the job that ties them together (`trainer`), its `--init` weights (`init`), and one
+//! subnet's gradient on a given batch for parity checks (`grad`, `attnas grad`).
 
 pub mod check;
 pub mod config;
+pub mod grad;
+pub mod init;
 pub mod metrics;
 pub mod overrides;
 pub mod step;

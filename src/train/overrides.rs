@@ -105,6 +105,14 @@ impl TrainConfig {
         if self.sampler.predictor.is_none() {
             remove_path(&mut config, "sampler.predictor");
         }
+        // So does the default KD loss, written as it was before the `kd` section (`sandwich.kd: soft_ce`);
+        // the alpha keys only matter with `alpha_divergence`.
+        if self.kd.loss == crate::train::config::KdLoss::Kl {
+            remove_path(&mut config, "kd");
+            if let Some(s) = config.get_mut("sandwich").and_then(|s| s.as_object_mut()) {
+                s.insert("kd".into(), "soft_ce".into());
+            }
+        }
         let genes: Vec<(String, &[usize])> =
             space.genes().into_iter().map(|g| (space.gene_name(g), space.choices(g))).collect();
         let space_id = serde_json::json!({

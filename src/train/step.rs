@@ -5,7 +5,8 @@
 //! 2. `num_arch_training - 2` sampled subnets: uniform, or BestUp-k / WorstUp-k over k candidates drawn
 //!    for a FLOPs target and scored by `-CE_ls` on the current batch (no-grad, batch-statistics BN) or,
 //!    with [`CandidateScorer::Predictor`], by an accuracy predictor's top-1 (no forwards);
-//!    each trained with soft CE against the teacher;
+//!    each trained with the distillation loss against the teacher (soft CE = KL, or AlphaNet's
+//!    alpha-divergence, [`Distillation`]);
 //! 3. the min subnet, the same way;
 //! 4. gradients summed over the subnets (accumulated by the backwards), element-wise clip, SGD Nesterov
 //!    with the weight-decay groups.
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 
-use crate::backend::ops::loss::LossShape;
+use crate::backend::ops::loss::{AlphaDivergence, LossShape};
 use crate::backend::ops::optimizer::{ParamGroup, SgdStep};
 use crate::backend::{Arena, DeviceMemory, SupernetOps, Tensor};
 use crate::error::{Error, Result};
@@ -46,6 +47,15 @@ pub enum CandidateScorer {
     Predictor(Arc<Predictor>),
 }
 
+/// The in-place distillation loss of the sampled and min subnets (`train.kd`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distillation {
+    /// Soft CE against the teacher's softmax (AttentiveNAS's `KLLossSoft`; the gradient of KL).
+    Kl,
+    /// AlphaNet's adaptive alpha-divergence (`AdaptiveLossSoft`).
+    AlphaDivergence(AlphaDivergence),
+}
+
 /// The recipe knobs one step needs (from the training config).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepSettings {
@@ -53,6 +63,8 @@ pub struct StepSettings {
     pub dropout: f32,
     pub drop_connect: f32,
     pub drop_connect_only_last_two_stages: bool,
+    /// The loss of every subnet but the max against the max subnet's logits.
+    pub kd: Distillation,
     /// Subnets per step, max and min included (4 in the recipe).
     pub num_arch_training: usize,
     pub sampling: MiddleSampling,
@@ -238,8 +250,16 @@ impl<B: SupernetOps> StepState<'_, B> {
             b.fill(bufs.teacher, 0.0)?;
             b.add_assign(bufs.teacher, logits)?;
         } else {
-            b.soft_ce_fwd(&shape, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
-            b.soft_ce_bwd(&shape, logits, bufs.teacher, bufs.dlogits)?;
+            match &s.kd {
+                Distillation::Kl => {
+                    b.soft_ce_fwd(&shape, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
+                    b.soft_ce_bwd(&shape, logits, bufs.teacher, bufs.dlogits)?;
+                }
+                Distillation::AlphaDivergence(cfg) => {
+                    b.alpha_divergence_fwd(&shape, cfg, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
+                    b.alpha_divergence_bwd(&shape, cfg, logits, bufs.teacher, bufs.dlogits)?;
+                }
+            }
         }
         let loss = check_finite(role, arch, download_scalar(b, bufs.loss)?)?;
         self.net.backward(b, &tape, bufs.dlogits, self.arena)?;

@@ -44,6 +44,8 @@ pub struct TrainJob {
     /// Run folder: `checkpoints/`, `metrics.jsonl`.
     pub out: PathBuf,
     pub resume: bool,
+    /// Start from this checkpoint's weights with a fresh optimizer and schedule (`--init`, see `train::init`).
+    pub init: Option<PathBuf>,
     /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
     pub overwrite: bool,
     pub progress: bool,
@@ -112,6 +114,7 @@ fn settings(cfg: &TrainConfig, space: &Space) -> Result<StepSettings> {
         dropout: cfg.sandwich.dropout as f32,
         drop_connect: cfg.sandwich.drop_connect as f32,
         drop_connect_only_last_two_stages: cfg.sandwich.drop_connect_only_last_two_stages,
+        kd: cfg.kd.distillation(),
         num_arch_training: cfg.sandwich.num_arch_training,
         sampling,
         num_trials: cfg.sampler.num_trials,
@@ -229,6 +232,13 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     }
     let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
+    let init = match (&job.init, job.resume) {
+        (Some(p), false) => Some(super::init::init_from_checkpoint(b, &net, p)?),
+        _ => None,
+    };
+    if let Some(notice) = init.as_ref().and_then(|i| i.notice()) {
+        eprintln!("{notice}");
+    }
 
     // resume
     let mut step = 0u64;
@@ -287,6 +297,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             "fingerprint": fingerprint,
             "space": space.name,
             "space_yaml": job.space_yaml,
+            "init": init,
             "config": cfg.to_value(),
             "rng": "every draw is derived from (seed, step) or (seed, epoch): no generator state to store",
             "data": {"train": train_path.display().to_string(), "records": train_loader.len(),

@@ -104,7 +104,20 @@ pub fn randomized(named: &[NamedTensor], seed: u64) -> Vec<NamedTensor> {
 
 /// The tiny space's supernet on `b` with the randomized weights of `seed`; returns it and those weights.
 pub fn tiny_net<B: Backend>(b: &B, seed: u64) -> (Supernet<B::Memory>, Vec<NamedTensor>) {
-    let space = Space::builtin("tiny").unwrap();
+    tiny_net_in(b, seed, Space::builtin("tiny").unwrap())
+}
+
+/// The tiny space with more resolutions (same supernet tensors): 20, 26 and 28 put odd feature sizes
+/// before stride-2 blocks (r 26: stem 13 -> s2 at stride 2 -> 7 -> s3 at stride 2 -> 4; r 28: 14 -> 7 -> 4;
+/// r 20: 10 -> 5 -> 3), where the 2x2 shortcut pool pads by one as the original does.
+pub fn tiny_odd_space() -> Space {
+    let mut space = Space::builtin("tiny").unwrap();
+    space.resolutions = vec![20, 24, 26, 28, 32];
+    space
+}
+
+/// [`tiny_net`] over `space` (the tiny space or a variant with the same tensors, e.g. [`tiny_odd_space`]).
+pub fn tiny_net_in<B: Backend>(b: &B, seed: u64, space: Space) -> (Supernet<B::Memory>, Vec<NamedTensor>) {
     let net = Supernet::new(b, space, seed).unwrap();
     let named = randomized(&net.to_named(b, false).unwrap(), seed + 1);
     net.load_named(b, &named, "test weights").unwrap();
@@ -142,16 +155,7 @@ pub fn run<B: SupernetOps>(
 
 /// Gradients in PyTorch layout, by parameter name.
 pub fn named_grads<B: Backend>(b: &B, net: &Supernet<B::Memory>) -> Vec<NamedTensor> {
-    let g = b.download(net.grads_arena()).unwrap();
-    net.table
-        .params
-        .iter()
-        .map(|p| NamedTensor {
-            name: p.name.clone(),
-            shape: p.torch_shape.clone(),
-            data: p.to_torch(&g[p.offset..p.offset + p.len]),
-        })
-        .collect()
+    net.named_grads(b).unwrap()
 }
 
 /// An arch of the tiny space from its genes: resolution, widths [stem, s1..s4, head], depths, kernels, expands.

@@ -14,7 +14,9 @@ use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::Space;
 use attnas::testing::random_vec;
-use attnas::train::step::{CandidateScorer, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState};
+use attnas::train::step::{
+    CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState,
+};
 use rand::SeedableRng;
 
 use crate::nn_common::{input, tiny_net};
@@ -75,6 +77,7 @@ pub fn soft_ce(logits: &[f32], teacher: &[f32], k: usize) -> (f64, Vec<f64>) {
 pub fn settings(selection: Selection, num_arch_training: usize, num_trials: usize, clip: f32) -> StepSettings {
     StepSettings {
         label_smoothing: 0.1,
+        kd: Distillation::Kl,
         dropout: 0.2,
         drop_connect: 0.6,
         drop_connect_only_last_two_stages: true,

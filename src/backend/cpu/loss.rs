@@ -2,6 +2,7 @@
 //!
 //! - Label-smoothing CE: target = (1 - eps) onehot(y) + eps / k; row loss = -sum_c target_c log_softmax(z)_c.
 //! - Soft CE (in-place distillation): row loss = -sum_c softmax(T)_c log_softmax(z)_c; gradient to z only.
+//! - Alpha-divergence KD (AlphaNet's `AdaptiveLossSoft`, `loss_ops.py`): see [`AlphaDivergence`].
 //! - Batch loss = mean of the row losses; every gradient is of that mean: dz = (softmax(z) - target) / n.
 //! - Top-k: rank of the true class = #{c : z_c > z_y} + #{c < y : z_c == z_y} (ties go to the lower
 //!   class index, so the rank is well defined); the row is top-k correct when rank < k.
@@ -49,6 +50,122 @@ pub fn label_smoothing_ce_row(z: &[f64], y: usize, eps: f64) -> f64 {
 pub fn soft_ce_row(z: &[f64], t: &[f64]) -> f64 {
     let p_teacher: Vec<f64> = log_softmax(t).iter().map(|l| l.exp()).collect();
     cross_entropy(&p_teacher, &log_softmax(z))
+}
+
+/// AlphaNet's adaptive alpha-divergence distillation loss (`AdaptiveLossSoft` in `loss_ops.py`; defaults
+/// alpha in [-1, 1], importance-weight clip 5). Per row, with student q = softmax(z), teacher
+/// p = softmax(T), importance weight w = p / q, and for each alpha of {alpha_min, alpha_max}:
+///
+/// - |alpha| < 1e-3: f = -log w~ with w~ = min(w, clip) (KL(q || p)); rho = log w~ - 1;
+/// - |alpha - 1| < 1e-3: f = w log w, unclipped (KL(p || q)); rho = w, so q_c rho_c = p_c;
+/// - otherwise: f - f_base = (w~a - 1) / (a (a - 1)) with w~a = min(w^a, clip); rho = w~a / a + 1 / (a (a - 1)).
+///
+/// The alpha whose divergence is larger is used (alpha_min only when its D is strictly larger, as the
+/// original's `torch.gt`); the row loss is the original's surrogate -sum_c q_c rho_c log q_c with q and
+/// rho held constant, so the gradient is dz_j = q_j (sum_c q_c rho_c - rho_j) (divided by n for the batch
+/// mean). Without clipping this is exactly the gradient of the chosen divergence; with it, the clipped
+/// weights bound the gradient (the reason for the clip). The teacher gets no gradient. Everything is
+/// computed from the log-softmaxes (log w = log p - log q), which equals the original's
+/// `p_prob / q_prob` wherever that is finite and stays finite where a probability underflows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlphaDivergence {
+    pub alpha_min: f32,
+    pub alpha_max: f32,
+    pub iw_clip: f32,
+}
+
+impl Default for AlphaDivergence {
+    /// AlphaNet's `configs/train_alphanet_models.yml`: alpha_min -1, alpha_max 1, iw_clip 5.
+    fn default() -> Self {
+        AlphaDivergence { alpha_min: -1.0, alpha_max: 1.0, iw_clip: 5.0 }
+    }
+}
+
+/// The three cases of the table above (the original's thresholds: |alpha| < 1e-3, |alpha - 1| < 1e-3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AlphaCase {
+    ReverseKl,
+    ForwardKl,
+    General(f64),
+}
+
+impl AlphaCase {
+    pub fn of(alpha: f64) -> AlphaCase {
+        if alpha.abs() < 1e-3 {
+            AlphaCase::ReverseKl
+        } else if (alpha - 1.0).abs() < 1e-3 {
+            AlphaCase::ForwardKl
+        } else {
+            AlphaCase::General(alpha)
+        }
+    }
+}
+
+/// One alpha's divergence D = sum_c q_c (f_c - f_base) and weights a_c = q_c rho_c of a row, from the
+/// student's and teacher's log-softmax.
+pub fn alpha_terms(alpha: f64, clip: f64, log_q: &[f64], log_p: &[f64]) -> (f64, Vec<f64>) {
+    let (mut div, mut weights) = (0.0, Vec::with_capacity(log_q.len()));
+    for (&lq, &lp) in log_q.iter().zip(log_p) {
+        let (q, log_w) = (lq.exp(), lp - lq);
+        let (d, a) = match AlphaCase::of(alpha) {
+            AlphaCase::ReverseKl => {
+                let lw = log_w.min(clip.ln());
+                (-q * lw, q * (lw - 1.0))
+            }
+            AlphaCase::ForwardKl => {
+                let p = lp.exp();
+                (p * log_w, p)
+            }
+            AlphaCase::General(a) => {
+                let iw = (a * log_w).exp().min(clip);
+                let base = 1.0 / (a * (a - 1.0));
+                (q * (iw - 1.0) * base, q * (iw / a + base))
+            }
+        };
+        div += d;
+        weights.push(a);
+    }
+    (div, weights)
+}
+
+/// The chosen alpha's weights a_c = q_c rho_c of one row (see [`AlphaDivergence`]) and its divergence.
+pub fn alpha_divergence_weights(z: &[f64], t: &[f64], cfg: &AlphaDivergence) -> (Vec<f64>, f64) {
+    let (log_q, log_p) = (log_softmax(z), log_softmax(t));
+    let clip = cfg.iw_clip as f64;
+    let (d_min, a_min) = alpha_terms(cfg.alpha_min as f64, clip, &log_q, &log_p);
+    let (d_max, a_max) = alpha_terms(cfg.alpha_max as f64, clip, &log_q, &log_p);
+    if d_min > d_max {
+        (a_min, d_min)
+    } else {
+        (a_max, d_max)
+    }
+}
+
+/// The surrogate row loss -sum_c a_c log q_c for fixed weights `a` (the function whose gradient is used).
+pub fn weighted_ce_row(z: &[f64], a: &[f64]) -> f64 {
+    cross_entropy(a, &log_softmax(z))
+}
+
+/// row_loss[i] = the alpha-divergence surrogate of row i of `logits` against row i of `teacher`.
+pub fn alpha_divergence_fwd(k: usize, cfg: &AlphaDivergence, logits: &[f32], teacher: &[f32], row_loss: &mut [f32]) {
+    for ((z, t), out) in logits.chunks_exact(k).zip(teacher.chunks_exact(k)).zip(row_loss.iter_mut()) {
+        let (z, t) = (widen(z), widen(t));
+        let (a, _) = alpha_divergence_weights(&z, &t, cfg);
+        *out = weighted_ce_row(&z, &a) as f32;
+    }
+}
+
+/// dz_j = (q_j sum_c a_c - a_j) / n: the gradient of the batch-mean surrogate (none to the teacher).
+pub fn alpha_divergence_bwd(k: usize, cfg: &AlphaDivergence, logits: &[f32], teacher: &[f32], dlogits: &mut [f32]) {
+    let n = (logits.len() / k.max(1)) as f64;
+    for ((z, t), dz) in logits.chunks_exact(k).zip(teacher.chunks_exact(k)).zip(dlogits.chunks_exact_mut(k)) {
+        let z = widen(z);
+        let (a, _) = alpha_divergence_weights(&z, &widen(t), cfg);
+        let sum: f64 = a.iter().sum();
+        for ((g, lq), a) in dz.iter_mut().zip(log_softmax(&z)).zip(&a) {
+            *g = ((lq.exp() * sum - a) / n) as f32;
+        }
+    }
 }
 
 fn widen(row: &[f32]) -> Vec<f64> {
@@ -192,6 +309,92 @@ mod tests {
         label_smoothing_ce_fwd(4, 0.1, &z, &[2.0], &mut a);
         label_smoothing_ce_fwd(4, 0.1, &shifted, &[2.0], &mut b);
         assert!(a[0].is_finite() && (a[0] - b[0]).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+
+    /// A 2-class row by hand: q = (1/2, 1/2), p = (3/4, 1/4), so w = (3/2, 1/2). alpha = -1: w^-1 = (2/3, 2),
+    /// D = sum q (w^-1 - 1) / 2 = 1/6 > KL(p || q) = 0.1308 (alpha = 1), so alpha = -1 is chosen; rho = 1/2 - w^-1,
+    /// a = q rho = (-1/12, -3/4), surrogate = -sum a log q = -(5/6) ln 2, dz = q sum(a) - a = (-1/3, 1/3). With
+    /// clip 1.5 the left divergence drops to 1/24 and alpha = 1 is chosen: dz = q - p = (-1/4, 1/4).
+    #[test]
+    fn alpha_divergence_known_values() {
+        let (z, t) = ([0.0f32, 0.0], [3f32.ln(), 0.0]);
+        let (mut loss, mut grad) = ([0.0f32; 1], [0.0f32; 2]);
+        let cfg = AlphaDivergence::default();
+        alpha_divergence_fwd(2, &cfg, &z, &t, &mut loss);
+        alpha_divergence_bwd(2, &cfg, &z, &t, &mut grad);
+        assert!((loss[0] as f64 + 5.0 / 6.0 * 2f64.ln()).abs() < 1e-6, "{loss:?}");
+        assert!((grad[0] + 1.0 / 3.0).abs() < 1e-6 && (grad[1] - 1.0 / 3.0).abs() < 1e-6, "{grad:?}");
+        let (_, d) = alpha_divergence_weights(&widen(&z), &widen(&t), &cfg);
+        assert!((d - 1.0 / 6.0).abs() < 1e-6, "{d}"); // t holds ln 3 rounded to f32
+        let clipped = AlphaDivergence { iw_clip: 1.5, ..cfg };
+        alpha_divergence_bwd(2, &clipped, &z, &t, &mut grad);
+        assert!((grad[0] + 0.25).abs() < 1e-6 && (grad[1] - 0.25).abs() < 1e-6, "{grad:?}");
+    }
+
+    /// alpha_min = alpha_max = 1 is plain in-place KD: the surrogate is the soft CE and the gradient q - p.
+    #[test]
+    fn alpha_divergence_at_alpha_one_is_soft_ce() {
+        let (n, k) = (3, 11);
+        let z: Vec<f32> = sample_rows(n, k, 3).iter().map(|&v| v as f32).collect();
+        let t: Vec<f32> = sample_rows(n, k, 4).iter().map(|&v| v as f32).collect();
+        let cfg = AlphaDivergence { alpha_min: 1.0, alpha_max: 1.0, iw_clip: 5.0 };
+        let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+        alpha_divergence_fwd(k, &cfg, &z, &t, &mut a);
+        soft_ce_fwd(k, &z, &t, &mut b);
+        crate::testing::assert_close("surrogate vs soft CE", &a, &b, 1e-6, 1e-6);
+        let (mut ga, mut gb) = (vec![0.0f32; n * k], vec![0.0f32; n * k]);
+        alpha_divergence_bwd(k, &cfg, &z, &t, &mut ga);
+        soft_ce_bwd(k, &z, &t, &mut gb);
+        crate::testing::assert_close("gradient vs soft CE", &ga, &gb, 1e-7, 1e-6);
+    }
+
+    /// Finite differences (step 1e-5 in f64, tolerance 1e-7 as above), per alpha pair:
+    /// - always: the analytic gradient against the difference quotient of the surrogate -sum a log q(z)
+    ///   with the weights a fixed at z (the function the original differentiates), teachers near and far
+    ///   (far ones make the clip active);
+    /// - with a teacher near the student (importance weights within the clip): against the difference
+    ///   quotient of the chosen divergence itself, which is then the true gradient. Each pair must choose
+    ///   alpha_min on some rows and alpha_max on others, so both branches are checked.
+    #[test]
+    fn alpha_divergence_gradients_match_finite_differences() {
+        let (n, k, h) = (8usize, 7usize, 1e-5f64);
+        for (alpha_min, alpha_max) in [(-1.0f32, 1.0f32), (0.0, 1.0), (-0.5, 0.5), (-1.0, 2.0)] {
+            let cfg = AlphaDivergence { alpha_min, alpha_max, iw_clip: 5.0 };
+            let z32: Vec<f32> = sample_rows(n, k, 11).iter().map(|&v| v as f32).collect();
+            let noise = sample_rows(n, k, 12);
+            for (spread, near) in [(0.05f64, true), (2.0, false)] {
+                let t32: Vec<f32> = z32.iter().zip(&noise).map(|(&z, &e)| (z as f64 + spread * e) as f32).collect();
+                let mut g = vec![0.0f32; n * k];
+                alpha_divergence_bwd(k, &cfg, &z32, &t32, &mut g);
+                let mut chose_min = 0;
+                for i in 0..n {
+                    let z = widen(&z32[i * k..][..k]);
+                    let t = widen(&t32[i * k..][..k]);
+                    let (a, d) = alpha_divergence_weights(&z, &t, &cfg);
+                    let (log_q, log_p) = (log_softmax(&z), log_softmax(&t));
+                    chose_min += (alpha_terms(alpha_min as f64, 5.0, &log_q, &log_p).0 == d) as usize;
+                    for c in 0..k {
+                        let (mut plus, mut minus) = (z.clone(), z.clone());
+                        plus[c] += h;
+                        minus[c] -= h;
+                        let an = g[i * k + c] as f64 * n as f64;
+                        let fd = (weighted_ce_row(&plus, &a) - weighted_ce_row(&minus, &a)) / (2.0 * h);
+                        assert!((fd - an).abs() < 1e-7, "{cfg:?} surrogate row {i} class {c}: fd {fd} analytic {an}");
+                        if near {
+                            let div = |x: &[f64]| alpha_divergence_weights(x, &t, &cfg).1;
+                            let fd = (div(&plus) - div(&minus)) / (2.0 * h);
+                            assert!(
+                                (fd - an).abs() < 1e-7,
+                                "{cfg:?} divergence row {i} class {c}: fd {fd} analytic {an}"
+                            );
+                        }
+                    }
+                }
+                if near {
+                    assert!(chose_min > 0 && chose_min < n, "{cfg:?}: alpha_min chosen on {chose_min} of {n} rows");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Losses and metrics on the head's logits (spec 3.2): label-smoothing cross-entropy (the max subnet
-//! against the labels), soft cross-entropy against teacher logits (in-place distillation), top-1/top-5
-//! counts. Reference: `backend::cpu::loss`; kernels: `kernels/loss.cu`.
+//! against the labels), soft cross-entropy against teacher logits (in-place distillation), AlphaNet's
+//! alpha-divergence distillation loss ([`AlphaDivergence`]), top-1/top-5 counts. Reference: `backend::cpu::loss`; kernels: `kernels/loss.cu`.
 //!
 //! Labels are class indices stored as f32 (exact for k <= 2^24), so they live in the same arenas as
 //! every other tensor. The CPU backend rejects an invalid label with an error naming the row; a kernel
@@ -12,6 +12,8 @@ use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut,
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
+
+pub use crate::backend::cpu::loss::AlphaDivergence;
 
 /// Logits `(n, classes)`, row-major and dense; labels and per-row outputs `(n)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,29 @@ pub trait LossOps: Backend {
 
     /// dlogits (n, classes) = (softmax(z) - softmax(teacher)) / n (overwritten); no gradient to the teacher.
     fn soft_ce_bwd(&self, s: &LossShape, logits: Tensor, teacher: Tensor, dlogits: Tensor) -> Result<()>;
+
+    /// row_loss (n) = AlphaNet's alpha-divergence surrogate of each row against the teacher's (see
+    /// [`AlphaDivergence`]); loss (1) = mean of row_loss.
+    fn alpha_divergence_fwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        row_loss: Tensor,
+        loss: Tensor,
+    ) -> Result<()>;
+
+    /// dlogits (n, classes) = (q sum_c a_c - a) / n, the gradient of the batch-mean surrogate (overwritten);
+    /// no gradient to the teacher.
+    fn alpha_divergence_bwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        dlogits: Tensor,
+    ) -> Result<()>;
 
     /// row_rank (n) = #{c : z_c > z_y} + #{c < y : z_c == z_y} (0 = top-1); counts (2) = [rows with
     /// rank < 1, rows with rank < 5] as exact small integers in f32.
@@ -138,6 +163,19 @@ fn check_eps(op: &str, eps: f32) -> Result<()> {
     Ok(())
 }
 
+/// alpha in [-1e3, 1e3] (finite) and a positive importance-weight clip; both alphas may be equal.
+fn check_alpha(op: &str, cfg: &AlphaDivergence) -> Result<()> {
+    for (name, v) in [("alpha_min", cfg.alpha_min), ("alpha_max", cfg.alpha_max)] {
+        if !v.is_finite() || v.abs() > 1e3 {
+            return Err(Error::shape(format!("{op} {name}"), "a finite alpha in [-1000, 1000]", v));
+        }
+    }
+    if !(cfg.iw_clip.is_finite() && cfg.iw_clip > 0.0) {
+        return Err(Error::shape(format!("{op} iw_clip"), "a positive finite importance-weight clip", cfg.iw_clip));
+    }
+    Ok(())
+}
+
 /// The CPU side can read its labels: an invalid one is an error naming the row.
 fn check_labels(op: &str, classes: usize, labels: &[f32]) -> Result<()> {
     match labels.iter().position(|&l| reference::label_index(l, classes).is_none()) {
@@ -216,6 +254,46 @@ impl LossOps for CpuBackend {
         check_grad("soft_ce_bwd", s, logits, Target::Teacher(teacher), dlogits)?;
         // SAFETY: live host tensors of the checked lengths; dlogits disjoint from both inputs.
         unsafe { reference::soft_ce_bwd(s.classes, host_slice(logits), host_slice(teacher), host_slice_mut(dlogits)) };
+        Ok(())
+    }
+
+    fn alpha_divergence_fwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        row_loss: Tensor,
+        loss: Tensor,
+    ) -> Result<()> {
+        let op = "alpha_divergence_fwd";
+        check_rows(op, s, logits, Target::Teacher(teacher), row_loss, (loss, 1))?;
+        check_alpha(op, cfg)?;
+        // SAFETY: live host tensors of the checked lengths; outputs disjoint from inputs and each other.
+        unsafe {
+            let rows = host_slice_mut(row_loss);
+            reference::alpha_divergence_fwd(s.classes, cfg, host_slice(logits), host_slice(teacher), rows);
+            host_slice_mut(loss)[0] = reference::batch_mean(rows);
+        }
+        Ok(())
+    }
+
+    fn alpha_divergence_bwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        dlogits: Tensor,
+    ) -> Result<()> {
+        let op = "alpha_divergence_bwd";
+        check_grad(op, s, logits, Target::Teacher(teacher), dlogits)?;
+        check_alpha(op, cfg)?;
+        // SAFETY: live host tensors of the checked lengths; dlogits disjoint from both inputs.
+        unsafe {
+            let dz = host_slice_mut(dlogits);
+            reference::alpha_divergence_bwd(s.classes, cfg, host_slice(logits), host_slice(teacher), dz);
+        }
         Ok(())
     }
 
@@ -342,6 +420,63 @@ impl<D: KernelDevice> LossOps for CudaBackend<D> {
                 logits.into(),
                 teacher.into(),
                 KernelArg::I32(s.classes as i32),
+                KernelArg::F32((1.0 / s.n as f64) as f32),
+            ],
+        )
+    }
+
+    fn alpha_divergence_fwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        row_loss: Tensor,
+        loss: Tensor,
+    ) -> Result<()> {
+        check_rows("alpha_divergence_fwd", s, logits, Target::Teacher(teacher), row_loss, (loss, 1))?;
+        check_alpha("alpha_divergence_fwd", cfg)?;
+        // SAFETY (argument order): alpha_divergence_fwd_f32(float* row_loss, const float* logits,
+        // const float* teacher, int k, float alpha_min, float alpha_max, float clip).
+        self.launch(
+            KernelFn::AlphaDivergenceFwdF32,
+            one_block_per_row(s),
+            &[
+                row_loss.into(),
+                logits.into(),
+                teacher.into(),
+                KernelArg::I32(s.classes as i32),
+                KernelArg::F32(cfg.alpha_min),
+                KernelArg::F32(cfg.alpha_max),
+                KernelArg::F32(cfg.iw_clip),
+            ],
+        )?;
+        self.launch_batch_mean(s, row_loss, loss)
+    }
+
+    fn alpha_divergence_bwd(
+        &self,
+        s: &LossShape,
+        cfg: &AlphaDivergence,
+        logits: Tensor,
+        teacher: Tensor,
+        dlogits: Tensor,
+    ) -> Result<()> {
+        check_grad("alpha_divergence_bwd", s, logits, Target::Teacher(teacher), dlogits)?;
+        check_alpha("alpha_divergence_bwd", cfg)?;
+        // SAFETY (argument order): alpha_divergence_bwd_f32(float* dlogits, const float* logits,
+        // const float* teacher, int k, float alpha_min, float alpha_max, float clip, float inv_n).
+        self.launch(
+            KernelFn::AlphaDivergenceBwdF32,
+            one_block_per_row(s),
+            &[
+                dlogits.into(),
+                logits.into(),
+                teacher.into(),
+                KernelArg::I32(s.classes as i32),
+                KernelArg::F32(cfg.alpha_min),
+                KernelArg::F32(cfg.alpha_max),
+                KernelArg::F32(cfg.iw_clip),
                 KernelArg::F32((1.0 / s.n as f64) as f32),
             ],
         )

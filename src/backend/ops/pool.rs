@@ -2,9 +2,10 @@
 //! shortcut, spec 1.2 step 5), residual add and gradient fan-in. Reference: `backend::cpu::pool`;
 //! kernels: `kernels/pool.cu`.
 //!
-//! Layouts: NHWC contiguous with exactly `c` channels; pooled vectors `[n, c]`. The 2x2 pool requires
-//! even H and W (the spec: padding would be needed only for odd H, which never occurs at a stride-2
-//! block), so every input pixel is in exactly one window. The backward of `residual_add_fwd` is the
+//! Layouts: NHWC contiguous with exactly `c` channels; pooled vectors `[n, c]`. The 2x2 pool follows
+//! the original's shortcut (`F.avg_pool2d(x, 2, padding=1 if odd else 0)`, zeros counted): an odd side
+//! is padded by one, the output is `ceil(h/2) x ceil(w/2)` (what the stride-2 depthwise conv gives), and
+//! every input pixel is still in exactly one window. The backward of `residual_add_fwd` is the
 //! identity into both branches: callers pass dy on, and sum gradients that meet with `add_assign`.
 
 use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, pool as reference, CpuBackend};
@@ -34,9 +35,9 @@ impl PoolShape {
         self.n * self.c
     }
 
-    /// Elements of the 2x2 stride-2 pool's output.
-    pub fn half_len(&self) -> usize {
-        self.n * (self.h / 2) * (self.w / 2) * self.c
+    /// Elements of the 2x2 stride-2 pool's output `[n, ceil(h/2), ceil(w/2), c]`.
+    pub fn pool2_len(&self) -> usize {
+        self.n * reference::pool2_out(self.h) * reference::pool2_out(self.w) * self.c
     }
 
     /// Grid of the per-(sample, channel tile) kernels (global pool, SE channel scale).
@@ -66,9 +67,10 @@ pub trait PoolOps: Backend {
     fn global_avg_pool_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()>;
     /// dx[b, p, ch] = dy[b, ch] / (h*w), or += when `accumulate` (SE adds it to the scale path's dx).
     fn global_avg_pool_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()>;
-    /// 2x2 stride-2 average pool, `[n, h, w, c] -> [n, h/2, w/2, c]`.
+    /// 2x2 stride-2 average pool, `[n, h, w, c] -> [n, ceil(h/2), ceil(w/2), c]`, padded by one on an
+    /// odd side with the zeros counted (divisor 4).
     fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()>;
-    /// Its backward: dx[b, r, s, ch] = dy[b, r/2, s/2, ch] / 4 (overwritten).
+    /// Its backward: dx[b, r, s, ch] = dy[b, (r + h % 2)/2, (s + w % 2)/2, ch] / 4 (overwritten).
     fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()>;
     /// y = a + b (the residual join).
     fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()>;
@@ -91,11 +93,8 @@ fn check_global_bwd(s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
 }
 
 fn check_pool2(op: &str, s: &PoolShape, full: Tensor, half: Tensor) -> Result<()> {
-    if s.h % 2 != 0 || s.w % 2 != 0 {
-        return Err(Error::shape(format!("{op} h x w (2x2 stride-2 windows)"), "even", format!("{} x {}", s.h, s.w)));
-    }
     check_len(&format!("{op} full-size tensor [n, h, w, c]"), full, s.input_len())?;
-    check_len(&format!("{op} pooled tensor [n, h/2, w/2, c]"), half, s.half_len())?;
+    check_len(&format!("{op} pooled tensor [n, ceil(h/2), ceil(w/2), c]"), half, s.pool2_len())?;
     s.check_kernel_ints(op)?;
     check_disjoint(op, full, half)
 }
@@ -192,18 +191,18 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
 
     fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
         check_pool2("avg_pool2_fwd", s, x, y)?;
-        if s.half_len() == 0 {
+        if s.pool2_len() == 0 {
             return Ok(());
         }
         // SAFETY (argument order): avg_pool2_fwd_f32(float* y, const float* x, long long total_out, int h, int w,
         // int c).
         self.launch(
             KernelFn::AvgPool2FwdF32,
-            Self::elementwise(s.half_len()),
+            Self::elementwise(s.pool2_len()),
             &[
                 y.into(),
                 x.into(),
-                KernelArg::I64(s.half_len() as i64),
+                KernelArg::I64(s.pool2_len() as i64),
                 KernelArg::I32(s.h as i32),
                 KernelArg::I32(s.w as i32),
                 KernelArg::I32(s.c as i32),

@@ -10,8 +10,8 @@
 //! Ops: stem Conv 3x3 s2 + BatchNormalization + swish; per block: [Conv 1x1 + BN + swish], depthwise
 //! Conv (group = mid, pads k/2, stride s) + BN + swish, [SE: GlobalAveragePool, Conv + bias, Relu,
 //! Conv + bias, HardSigmoid(alpha = 1/6, beta = 0.5), Mul], Conv 1x1 + BN, shortcut ([AveragePool 2x2
-//! s2] [Conv 1x1]) and Add; head Conv 1x1 + BN + swish, GlobalAveragePool, Conv 1x1 + swish, Flatten,
-//! Gemm (transB). Swish is Sigmoid then Mul; BN runs in inference mode on the running statistics with
+//! s2, with pads 1 and count_include_pad on an odd size] [Conv 1x1]) and Add; head Conv 1x1 + BN + swish,
+//! GlobalAveragePool, Conv 1x1 + swish, Flatten, Gemm (transB). Swish is Sigmoid then Mul; BN runs in inference mode on the running statistics with
 //! epsilon 1e-5 (the supernet's).
 
 pub mod proto;
@@ -200,13 +200,14 @@ pub fn build_model(
         y = g.conv_bn(&format!("{p}.point_linear"), y, POINTWISE, false)?;
         let mut sc = input;
         if blk.stride > 1 {
-            if blk.size_in % 2 != 0 {
-                return Err(Error::usage(format!(
-                    "onnx export: block {j} pools a {0}x{0} map with stride 2; the shortcut pool needs an even size",
-                    blk.size_in
-                )));
-            }
-            let attrs = vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])];
+            // the original pads an odd side by one and counts the zeros (F.avg_pool2d's defaults)
+            let p = (blk.size_in % 2) as i64;
+            let attrs = vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[p, p, p, p]),
+                attr_int("count_include_pad", 1),
+            ];
             sc = g.node(&format!("blocks.{j}.shortcut.pool"), "AveragePool", vec![sc], attrs);
         }
         if blk.shortcut_conv {
