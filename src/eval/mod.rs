@@ -3,7 +3,8 @@
 //! file, or any safetensors holding the supernet's tensors, e.g. one converted from an official
 //! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint: in its
 //! state file, or for a converted checkpoint in the safetensors metadata `space_yaml`) and
-//! loads the weights with shape checks that name the first mismatching tensor.
+//! loads the weights with shape checks that name the first mismatching tensor. A training checkpoint's
+//! tensors are checked against the digest in its state file first: a damaged file is refused with the reason.
 //!
 //! - [`data`]: calibration and evaluation images (`--data`, `--train-data`, `--eval-data`);
 //! - [`evaluate`]: BN recalibration + top-1/top-5 of a list of subnets (`attnas eval`);
@@ -19,6 +20,7 @@ pub mod static_subnet;
 use std::path::{Path, PathBuf};
 
 use crate::backend::SupernetOps;
+use crate::checkpoint::digest::{self, DigestCheck};
 use crate::checkpoint::{read_safetensors, resolve_weights_arg};
 use crate::error::{Error, Result};
 use crate::nn::{NamedTensor, Supernet};
@@ -53,6 +55,22 @@ pub fn load_supernet<B: SupernetOps>(b: &B, ckpt: &Path, config: Option<&str>) -
     let weights = resolve_weights_arg(ckpt)?;
     let state = state_beside(&weights)?;
     let (tensors, meta) = read_safetensors(&weights)?;
+    // A training checkpoint's state holds the digest of its tensors: refuse a damaged file, say when there
+    // is none to check (older checkpoints). Imported checkpoints have no state file.
+    if let Some(state) = &state {
+        match digest::check(&weights, &tensors, state) {
+            Ok(DigestCheck::Verified) => {}
+            Ok(DigestCheck::Absent) => eprintln!("{}", digest::absent_notice(&weights)),
+            Err(Error::Input { path, line, msg }) => {
+                let msg = format!(
+                    "{msg}. Refusing it: pass an older checkpoint of the run (ckpt-<step>.safetensors); attnas train \
+                     --resume skips damaged ones"
+                );
+                return Err(Error::Input { path, line, msg });
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // A converted checkpoint has no state file; the converter stores the space in the metadata instead.
     let stored_space = match (&state, meta.get("space_yaml")) {
         (None, Some(yaml)) => Some(serde_json::json!({ "space_yaml": yaml })),

@@ -1,13 +1,18 @@
 //! Supernet training: the recipe (`config`, read from the `train:` section of a space file, with
 //! `--set` overrides and validation, `check`, `overrides`), one step of the sandwich rule with attentive
 //! sampling (`step`), BN recalibration and evaluation (`validate`), the JSON-lines metrics log
-//! (`metrics`) and the job that ties them together (`trainer`).
+//! (`metrics`) and the job that ties them together (`trainer`), with what lets a run survive a cluster:
+//! clean stops on SIGTERM / SIGINT (`stop`), one writer per run folder (`run_lock`) and resuming from
+//! the newest intact checkpoint (`run_folder`).
 
 pub mod check;
 pub mod config;
 pub mod metrics;
 pub mod overrides;
+pub mod run_folder;
+pub mod run_lock;
 pub mod step;
+pub mod stop;
 pub mod trainer;
 pub mod validate;
 
