@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use attnas::checkpoint::{
-    load, load_checked, newest_intact, set_aside, tensor_digest, CheckpointStore, DigestCheck, TensorRecord,
-    DIGEST_KEY,
+    load, load_checked, newest_intact, set_aside, tensor_digest, CheckpointStore, DigestCheck, TensorRecord, DIGEST_KEY,
 };
 use serde_json::json;
 use survival_common::{flip_bit_near_end, Tmpfs};

@@ -115,7 +115,10 @@ fn ckpt(out: &Path, step: u64) -> PathBuf {
 }
 
 fn loss_bits(out: &Path) -> Vec<(u64, Vec<u64>)> {
-    steps(&out.join("metrics.jsonl")).iter().map(|r| (r.step, r.subnets.iter().map(|s| s.loss.to_bits()).collect())).collect()
+    steps(&out.join("metrics.jsonl"))
+        .iter()
+        .map(|r| (r.step, r.subnets.iter().map(|s| s.loss.to_bits()).collect()))
+        .collect()
 }
 
 /// The uninterrupted 10-step run (the default attentive sampler) the interrupted ones must reproduce.
@@ -345,10 +348,8 @@ fn assert_failed_save(out: &Path, o: &std::process::Output, failed_step: u64, go
         let l = load_checked(&attnas::checkpoint::resolve_ckpt_arg(&ckpt(out, s)).unwrap()).unwrap();
         assert_eq!(l.digest, DigestCheck::Verified, "step {s}");
     }
-    let names: Vec<String> = fs::read_dir(out.join("checkpoints"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        fs::read_dir(out.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 }
 
@@ -359,7 +360,8 @@ fn a_full_disk_stops_the_run_naming_the_file_and_keeps_earlier_checkpoints() {
     // Two tiny-space checkpoints (1.04 MB each) and the log fit; the third does not.
     let Some(disk) = Tmpfs::mount(&mount, "2600k", "survive-disk-full") else { return };
     let out = disk.dir.join("run");
-    let o = train(&data, &out, &sets(&["max_steps=20", UNIFORM, "checkpoint.every_steps=2", "checkpoint.keep=10"]), &[]);
+    let o =
+        train(&data, &out, &sets(&["max_steps=20", UNIFORM, "checkpoint.every_steps=2", "checkpoint.keep=10"]), &[]);
     assert!(stderr_of(&o).contains("No space left on device"), "{}", stderr_of(&o));
     assert_failed_save(&out, &o, 6, &[2, 4]);
 }

@@ -88,7 +88,8 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(reason) = &summary.stopped {
-        let ck = summary.checkpoint.as_ref().map_or("none (no step was trained)".to_string(), |c| c.display().to_string());
+        let ck =
+            summary.checkpoint.as_ref().map_or("none (no step was trained)".to_string(), |c| c.display().to_string());
         println!("stopped by {reason} after step {}; checkpoint: {ck}", summary.steps);
         println!("continue with the same command and --resume (or --resume auto)");
         println!("metrics: {}", summary.metrics.display());

@@ -17,8 +17,8 @@ use super::config::{SamplerMethod, Scorer, TrainConfig};
 use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
-use super::stop::{stop_line, stopped_by_error, StopPoll};
 use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
+use super::stop::{stop_line, stopped_by_error, StopPoll};
 use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
@@ -250,7 +250,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         last_ckpt = Some(ck);
     }
     let log_path = job.out.join("metrics.jsonl");
-    let mut log = if last_ckpt.is_some() { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
+    let mut log =
+        if last_ckpt.is_some() { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
     log.append(&LogLine::Start(StartRecord {
         step,
         space: space.name.clone(),
@@ -339,7 +340,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             ));
             bar.set_position(step);
             if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
-                save(step, epoch, &mut last_ckpt).map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+                save(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
             }
         }
         if stop.reason().is_some() {
@@ -379,7 +381,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             epochs_completed = epoch + 1;
             let every = cfg.checkpoint.every_epochs as u64;
             if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
-                save(step, epoch, &mut last_ckpt).map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+                save(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
             }
         }
     }
