@@ -206,7 +206,7 @@ fn save_load_latest_and_prune_keep_last_n() {
     assert_eq!(store.latest().unwrap().unwrap().step, 600);
 
     // Resuming from an earlier step and saving: the new one is never pruned, and becomes `latest`.
-    let ck = store.save(550, &records(55), &BTreeMap::new(), &json!(null)).unwrap();
+    let ck = store.save(550, &records(55), &BTreeMap::new(), &json!({})).unwrap();
     assert_eq!(store.latest().unwrap(), Some(ck));
     let kept: Vec<u64> = store.list().unwrap().iter().map(|c| c.step).collect();
     assert_eq!(kept, [500, 550, 600], "keep 3: the new 550 and the two highest others");
@@ -258,8 +258,8 @@ fn failed_save_leaves_previous_checkpoint_intact() {
 fn resolve_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let store = CheckpointStore::new(dir.path(), 5).unwrap();
-    store.save(10, &records(1), &BTreeMap::new(), &json!(1)).unwrap();
-    let last = store.save(20, &records(2), &BTreeMap::new(), &json!(2)).unwrap();
+    store.save(10, &records(1), &BTreeMap::new(), &json!({"n": 1})).unwrap();
+    let last = store.save(20, &records(2), &BTreeMap::new(), &json!({"n": 2})).unwrap();
     assert_eq!(resolve_ckpt_arg(dir.path()).unwrap(), last);
     assert_eq!(resolve_ckpt_arg(&last.weights).unwrap(), last);
     assert_eq!(resolve_ckpt_arg(&last.state).unwrap(), last);

@@ -92,6 +92,8 @@ fn train(data: &Path, out: &Path, extra: &[&str], resume: bool) {
         out: out.to_path_buf(),
         resume,
         init: None,
+        start_if_empty: false,
+        stop: attnas::train::stop::StopRequest::never(),
         overwrite: false,
         progress: false,
         ranks: attnas::dist::single(),

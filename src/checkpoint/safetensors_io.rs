@@ -80,6 +80,16 @@ impl View for F32View<'_> {
 /// Writes `tensors` (f32, little-endian, bit-exact) and `metadata` to `path`, atomically. Tensor names
 /// must be unique and not `__metadata__`; each tensor's data length must match its shape.
 pub fn write_safetensors(path: &Path, tensors: &[TensorRecord], metadata: &BTreeMap<String, String>) -> Result<()> {
+    write_atomic_bytes(path, &serialize_safetensors(path, tensors, metadata)?)
+}
+
+/// The bytes [`write_safetensors`] writes to `path` (named in errors), for callers that need their size
+/// before writing.
+pub fn serialize_safetensors(
+    path: &Path,
+    tensors: &[TensorRecord],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut seen = HashSet::new();
     for t in tensors {
         if t.name == "__metadata__" {
@@ -96,9 +106,8 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorRecord], metadata: &BTree
     let views = tensors.iter().map(|t| (t.name.as_str(), F32View { shape: &t.shape, data: &t.data }));
     let info: Option<HashMap<String, String>> =
         (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    let bytes = safetensors::serialize(views, info)
-        .map_err(|e| Error::Other(format!("{}: cannot serialize tensors: {e}", path.display())))?;
-    write_atomic_bytes(path, &bytes)
+    safetensors::serialize(views, info)
+        .map_err(|e| Error::Other(format!("{}: cannot serialize tensors: {e}", path.display())))
 }
 
 /// Reads the float tensors and the metadata of `path`; tensors of other dtypes are left out (see

@@ -2,18 +2,21 @@
 //! (the trainer's state, opaque JSON here), a `latest` file naming the newest stem, and pruning to
 //! the last N. A checkpoint exists only once its state file exists: `save` writes weights first and
 //! the state last, each atomically, so a crash at any point leaves the previous checkpoints loadable.
-//! A directory belongs to one trainer at a time.
+//! The state carries the tensors' digest ([`super::digest`]), checked when the weights are read back
+//! after writing and on every load ([`super::intact`]). A directory belongs to one trainer at a time
+//! (`attnas train` holds the run folder's lock, `crate::train::run_lock`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::safetensors_io::{read_safetensors, write_safetensors, TensorRecord};
+use super::digest::{tensor_digest, DIGEST_KEY};
+use super::safetensors_io::{read_safetensors, serialize_safetensors, TensorRecord};
 use crate::error::{Error, Result};
 use crate::util::atomic::{sync_parent_dir, write_atomic_bytes};
 
-const WEIGHTS_EXT: &str = ".safetensors";
-const STATE_EXT: &str = ".state.json";
+pub(super) const WEIGHTS_EXT: &str = ".safetensors";
+pub(super) const STATE_EXT: &str = ".state.json";
 const LATEST: &str = "latest";
 
 /// A complete checkpoint: both files exist.
@@ -49,7 +52,10 @@ impl CheckpointStore {
     }
 
     /// Writes the checkpoint for `step` (replacing one of the same step), points `latest` at it and
-    /// prunes the oldest complete checkpoints beyond `keep`, never the one just written.
+    /// prunes the oldest complete checkpoints beyond `keep`, never the one just written. `state` (a JSON
+    /// object) gets the tensors' digest ([`DIGEST_KEY`]); the weights are read back and checked against it
+    /// before the state is written. A write that fails (disk full, folder unwritable) is an error naming
+    /// the file, the bytes it needed and the space left, and leaves every earlier checkpoint as it was.
     pub fn save(
         &self,
         step: u64,
@@ -63,18 +69,57 @@ impl CheckpointStore {
             weights: self.dir.join(format!("{stem}{WEIGHTS_EXT}")),
             state: self.dir.join(format!("{stem}{STATE_EXT}")),
         };
-        let mut state_bytes = serde_json::to_vec_pretty(state)
+        let digest = tensor_digest(weights);
+        let mut state = state.clone();
+        state
+            .as_object_mut()
+            .ok_or_else(|| Error::usage(format!("{}: a checkpoint state must be a JSON object", ckpt.state.display())))?
+            .insert(DIGEST_KEY.to_string(), digest.clone().into());
+        let mut state_bytes = serde_json::to_vec_pretty(&state)
             .map_err(|e| Error::Other(format!("{}: cannot encode the state: {e}", ckpt.state.display())))?;
         state_bytes.push(b'\n');
+        let weight_bytes = serialize_safetensors(&ckpt.weights, weights, metadata)?;
         if ckpt.state.is_file() {
             // Replacing this step: retire the old pair first so old state never meets new weights.
             fs::remove_file(&ckpt.state).map_err(|e| Error::io(&ckpt.state, e))?;
         }
-        write_safetensors(&ckpt.weights, weights, metadata)?;
-        write_atomic_bytes(&ckpt.state, &state_bytes)?;
-        write_atomic_bytes(&self.dir.join(LATEST), format!("{stem}\n").as_bytes())?;
+        self.write(&ckpt.weights, &weight_bytes)?;
+        drop(weight_bytes);
+        self.verify_written(&ckpt.weights, &digest)?;
+        self.write(&ckpt.state, &state_bytes)?;
+        self.write(&self.dir.join(LATEST), format!("{stem}\n").as_bytes())?;
         self.prune(step)?;
         Ok(ckpt)
+    }
+
+    /// [`write_atomic_bytes`], with the bytes needed and the space left in the error.
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomic_bytes(path, bytes).map_err(|e| {
+            let free = fs4::available_space(&self.dir).map_or_else(|_| "unknown".to_string(), |b| b.to_string());
+            Error::Other(format!(
+                "cannot write checkpoint file {} ({} bytes needed, {free} bytes available on its file system): {e}",
+                path.display(),
+                bytes.len()
+            ))
+        })
+    }
+
+    /// Reads a just-written weights file back and compares its digest; a file that does not read back
+    /// as written is removed (it is no checkpoint yet: its state was not written).
+    fn verify_written(&self, path: &Path, digest: &str) -> Result<()> {
+        let back = read_safetensors(path).map(|(t, _)| tensor_digest(&t));
+        if back.as_ref().ok().map(String::as_str) == Some(digest) {
+            return Ok(());
+        }
+        let _ = fs::remove_file(path);
+        let why = match back {
+            Ok(d) => format!("its tensors hash to {d}, not {digest}"),
+            Err(e) => e.to_string(),
+        };
+        Err(Error::Other(format!(
+            "checkpoint file {} does not read back as written ({why}); the storage is failing",
+            path.display()
+        )))
     }
 
     /// The newest checkpoint: the one `latest` names if complete, else the highest complete step.
@@ -112,15 +157,6 @@ impl CheckpointStore {
         sync_parent_dir(&self.dir.join(LATEST));
         Ok(())
     }
-}
-
-/// Reads a checkpoint: its f32 tensors (non-float ones left out), weight metadata and state.
-pub fn load(ckpt: &SavedCheckpoint) -> Result<(Vec<TensorRecord>, BTreeMap<String, String>, serde_json::Value)> {
-    let (tensors, metadata) = read_safetensors(&ckpt.weights)?;
-    let bytes = fs::read(&ckpt.state).map_err(|e| Error::io(&ckpt.state, e))?;
-    let state = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::input(&ckpt.state, e.line(), format!("checkpoint state is not valid JSON: {e}")))?;
-    Ok((tensors, metadata, state))
 }
 
 /// A complete checkpoint from a `--resume`-style argument: a directory (its latest checkpoint),
@@ -169,7 +205,7 @@ pub fn resolve_weights_arg(arg: &Path) -> Result<PathBuf> {
 }
 
 /// The complete checkpoints in `dir`, by ascending step.
-fn list_in(dir: &Path) -> Result<Vec<SavedCheckpoint>> {
+pub(super) fn list_in(dir: &Path) -> Result<Vec<SavedCheckpoint>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let state = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -201,7 +237,7 @@ fn latest_in(dir: &Path) -> Result<Option<SavedCheckpoint>> {
     Ok(list_in(dir)?.pop())
 }
 
-fn stem_for(step: u64) -> String {
+pub(super) fn stem_for(step: u64) -> String {
     format!("ckpt-{step:09}")
 }
 

@@ -1,5 +1,7 @@
 //! `attnas train`: supernet training (sandwich rule, in-place distillation, attentive sampling) on the
-//! chosen device, then the min and max subnets' accuracy after BN recalibration.
+//! chosen device, then the min and max subnets' accuracy after BN recalibration. Installs the SIGTERM /
+//! SIGINT handlers: the first signal stops the run cleanly after the current step with a checkpoint and
+//! exit code 0, a second exits at once with 128 + its number (`crate::train::stop`).
 
 use std::path::PathBuf;
 
@@ -9,6 +11,7 @@ use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
 use crate::error::Result;
 use crate::train::config::load_with_overrides;
+use crate::train::stop::StopRequest;
 use crate::train::trainer::{run, TrainJob, TrainSummary};
 
 #[derive(Args, Debug)]
@@ -28,9 +31,11 @@ pub struct TrainArgs {
     /// Run folder: checkpoints/ and metrics.jsonl.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue from the newest checkpoint in --out (same config required).
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue from the newest intact checkpoint in --out (same config required; damaged newer ones are
+    /// named and moved aside). `--resume auto`: continue when --out holds a checkpoint, else start a new
+    /// run, so one job script serves the first submission and every requeue.
+    #[arg(long, value_enum, value_name = "auto", num_args = 0..=1, default_missing_value = "newest")]
+    pub resume: Option<ResumeMode>,
     /// Start from the weights of this supernet checkpoint (a run folder, a ckpt-N.safetensors, a converted
     /// official checkpoint) with a fresh optimizer and LR schedule; a different class count re-initialises
     /// the classifier (with a notice).
@@ -45,6 +50,15 @@ pub struct TrainArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `--resume` was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResumeMode {
+    /// Bare `--resume`: the folder must hold a checkpoint.
+    Newest,
+    /// Resume when the folder holds a checkpoint, else start.
+    Auto,
 }
 
 struct Job(TrainJob);
@@ -66,15 +80,25 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         config,
         data: a.data.clone(),
         out: a.out.clone(),
-        resume: a.resume,
+        resume: a.resume.is_some(),
+        start_if_empty: a.resume == Some(ResumeMode::Auto),
         init: a.init.clone(),
         overwrite: a.overwrite,
         progress,
         ranks: crate::dist::single(),
+        stop: StopRequest::install()?,
     };
     let summary = run_on(a.device, Job(job))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+        return Ok(());
+    }
+    if let Some(reason) = &summary.stopped {
+        let ck =
+            summary.checkpoint.as_ref().map_or("none (no step was trained)".to_string(), |c| c.display().to_string());
+        println!("stopped by {reason} after step {}; checkpoint: {ck}", summary.steps);
+        println!("continue with the same command and --resume (or --resume auto)");
+        println!("metrics: {}", summary.metrics.display());
         return Ok(());
     }
     println!(

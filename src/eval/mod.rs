@@ -3,7 +3,8 @@
 //! file, or any safetensors holding the supernet's tensors, e.g. one converted from an official
 //! AttentiveNAS checkpoint), finds the space (`--config`, else the one stored with the checkpoint: in its
 //! state file, or for a converted checkpoint in the safetensors metadata `space_yaml`) and
-//! loads the weights with shape checks that name the first mismatching tensor.
+//! loads the weights with shape checks that name the first mismatching tensor. A training checkpoint's
+//! tensors are checked against the digest in its state file first: a damaged file is refused with the reason.
 //!
 //! - [`data`]: calibration and evaluation images (`--data`, `--train-data`, `--eval-data`);
 //! - [`evaluate`]: BN recalibration + top-1/top-5 of a list of subnets (`attnas eval`);
@@ -16,10 +17,12 @@ pub mod export;
 pub mod onnx;
 pub mod static_subnet;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::backend::SupernetOps;
-use crate::checkpoint::{read_safetensors, resolve_weights_arg};
+use crate::checkpoint::digest::{self, DigestCheck};
+use crate::checkpoint::{read_safetensors, resolve_weights_arg, TensorRecord};
 use crate::error::{Error, Result};
 use crate::nn::{NamedTensor, Supernet};
 use crate::space::Space;
@@ -45,14 +48,38 @@ fn state_beside(weights: &Path) -> Result<Option<serde_json::Value>> {
     serde_json::from_str(&text).map(Some).map_err(|e| Error::input(&state, e.line(), e.to_string()))
 }
 
+/// Reads `weights` (a resolved safetensors path) and the state beside it, if any. A training checkpoint's
+/// state holds the digest of its tensors: a damaged file is refused naming it and the fault; a checkpoint
+/// without a digest (older runs) gets a notice. Imported checkpoints have no state file.
+pub fn read_weights_checked(
+    weights: &Path,
+) -> Result<(Vec<TensorRecord>, BTreeMap<String, String>, Option<serde_json::Value>)> {
+    let state = state_beside(weights)?;
+    let (tensors, meta) = read_safetensors(weights)?;
+    if let Some(state) = &state {
+        match digest::check(weights, &tensors, state) {
+            Ok(DigestCheck::Verified) => {}
+            Ok(DigestCheck::Absent) => eprintln!("{}", digest::absent_notice(weights)),
+            Err(Error::Input { path, line, msg }) => {
+                let msg = format!(
+                    "{msg}. Refusing it: pass an older checkpoint of the run (ckpt-<step>.safetensors); attnas train \
+                     --resume skips damaged ones"
+                );
+                return Err(Error::Input { path, line, msg });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((tensors, meta, state))
+}
+
 /// Loads `ckpt` onto `b`. `config` overrides the space stored with the checkpoint.
 /// A run folder (`attnas train --out`) stands for its `checkpoints/` folder.
 pub fn load_supernet<B: SupernetOps>(b: &B, ckpt: &Path, config: Option<&str>) -> Result<LoadedSupernet<B>> {
     let run_checkpoints = ckpt.join("checkpoints");
     let ckpt = if run_checkpoints.is_dir() { run_checkpoints.as_path() } else { ckpt };
     let weights = resolve_weights_arg(ckpt)?;
-    let state = state_beside(&weights)?;
-    let (tensors, meta) = read_safetensors(&weights)?;
+    let (tensors, meta, state) = read_weights_checked(&weights)?;
     // A converted checkpoint has no state file; the converter stores the space in the metadata instead.
     let stored_space = match (&state, meta.get("space_yaml")) {
         (None, Some(yaml)) => Some(serde_json::json!({ "space_yaml": yaml })),

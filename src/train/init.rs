@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::SupernetOps;
-use crate::checkpoint::{read_safetensors, resolve_weights_arg};
+use crate::checkpoint::resolve_weights_arg;
 use crate::error::Result;
 use crate::nn::{NamedTensor, Supernet};
 
@@ -42,7 +42,7 @@ pub fn init_from_checkpoint<B: SupernetOps>(b: &B, net: &Supernet<B::Memory>, ck
     let run_checkpoints = ckpt.join("checkpoints");
     let ckpt = if run_checkpoints.is_dir() { run_checkpoints.as_path() } else { ckpt };
     let weights = resolve_weights_arg(ckpt)?;
-    let (tensors, _meta) = read_safetensors(&weights)?;
+    let (tensors, _meta, _state) = crate::eval::read_weights_checked(&weights)?;
     let classes = net.space.num_classes;
     let fresh = net.to_named(b, false)?;
     let mut reinit = None;

@@ -4,7 +4,9 @@
 //! - `start`: the run (or a resume) begins: space, config fingerprint and the effective config;
 //! - `step`: one optimizer step: LR, throughput, and per subnet of the sandwich its arch, MFLOPs, loss
 //!   and, for attentively sampled subnets, the candidates with their scores and which one was trained;
-//! - `epoch`: the end-of-epoch validation of the max and min subnets after BN recalibration.
+//! - `epoch`: the end-of-epoch validation of the max and min subnets after BN recalibration;
+//! - `stop`: the run stopped early (a stop signal, or a checkpoint it could not write), with the step
+//!   and the checkpoint to resume from.
 //!
 //! Step numbering: `step` is the number of optimizer steps completed (the first step logs 1; a start
 //! or epoch line logs the count so far), `epoch` is the 0-based epoch index. [`MetricsLog::resume`]
@@ -130,6 +132,21 @@ pub struct StartRecord {
     pub config: serde_json::Value,
 }
 
+/// The run stops before its last step: a stop signal, or a checkpoint that could not be written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StopRecord {
+    /// Steps completed.
+    pub step: u64,
+    /// "SIGTERM", "SIGINT", "a stop signal on another rank", or "error".
+    pub reason: String,
+    /// Details (the error's message), when there are any.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The checkpoint to resume from (written at `step` for a signal), if there is one.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+}
+
 /// One line of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -137,6 +154,7 @@ pub enum LogLine {
     Start(StartRecord),
     Step(StepRecord),
     Epoch(EpochRecord),
+    Stop(StopRecord),
 }
 
 impl From<StartRecord> for LogLine {
@@ -164,6 +182,7 @@ impl LogLine {
             LogLine::Start(r) => r.step,
             LogLine::Step(r) => r.step,
             LogLine::Epoch(r) => r.step,
+            LogLine::Stop(r) => r.step,
         }
     }
 }

@@ -18,10 +18,11 @@ use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
 use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
+use super::stop::{stop_line, stopped_by_error, StopPoll};
 use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
-use crate::checkpoint::{CheckpointStore, SavedCheckpoint, TensorRecord};
+use crate::checkpoint::{SavedCheckpoint, TensorRecord};
 use crate::data::augment::normalize_nhwc;
 use crate::data::loader::Loader;
 use crate::data::reader::PackedDataset;
@@ -43,7 +44,10 @@ pub struct TrainJob {
     pub data: PathBuf,
     /// Run folder: `checkpoints/`, `metrics.jsonl`.
     pub out: PathBuf,
+    /// Continue from the newest intact checkpoint in `out` (see [`super::run_folder`]).
     pub resume: bool,
+    /// With `resume`: a folder without any checkpoint starts a new run instead of failing (`--resume auto`).
+    pub start_if_empty: bool,
     /// Start from this checkpoint's weights with a fresh optimizer and schedule (`--init`, see `train::init`).
     pub init: Option<PathBuf>,
     /// Start afresh even if `out` holds an earlier run (its checkpoints and log are removed first).
@@ -52,6 +56,8 @@ pub struct TrainJob {
     /// This process's place among the job's ranks ([`crate::dist::single`] for one device). The trainer
     /// sees ranks only through this handle; see `src/dist/`.
     pub ranks: crate::dist::Ranks,
+    /// Set by SIGTERM / SIGINT when the command line installed the handlers ([`super::stop`]).
+    pub stop: super::stop::StopRequest,
 }
 
 /// What the job reports at the end.
@@ -64,6 +70,8 @@ pub struct TrainSummary {
     pub last_eval: Vec<(String, f64, Accuracy)>,
     pub checkpoint: Option<PathBuf>,
     pub metrics: PathBuf,
+    /// Why the run stopped before its last step (a stop signal), if it did.
+    pub stopped: Option<String>,
 }
 
 /// The format tag of the training state file.
@@ -171,6 +179,9 @@ fn oom_hint(e: Error, what: &str, elements: usize, batch: usize) -> Error {
 
 /// Runs the job on backend `b`.
 pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
+    // One writer per run folder: the leader holds OUT/.lock from here to the end, before anything in OUT
+    // is read, replaced or removed.
+    let _run_lock = super::run_lock::RunLock::acquire_for(&job.out, &*job.ranks)?;
     let cfg = &job.config;
     let space = &job.space;
     let (train_path, eval_path) = resolve_data(&job.data, &cfg.data.eval_split)?;
@@ -219,18 +230,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
     let settings = settings(cfg, space)?;
-    let ckpt_dir = job.out.join("checkpoints");
-    if !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
-        if !job.overwrite {
-            return Err(Error::usage(format!(
-                "{} already holds a run; pass --resume to continue it, --overwrite to start afresh, or another --out",
-                job.out.display()
-            )));
-        }
-        let _ = std::fs::remove_dir_all(&ckpt_dir);
-        let _ = std::fs::remove_file(job.out.join("metrics.jsonl"));
-    }
-    let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
+    let (store, resume_from) = super::run_folder::open(job, cfg.checkpoint.keep)?;
     let fingerprint = cfg.fingerprint(space);
     let init = match (&job.init, job.resume) {
         (Some(p), false) => Some(super::init::init_from_checkpoint(b, &net, p)?),
@@ -243,34 +243,25 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     // resume
     let mut step = 0u64;
     let mut last_ckpt: Option<SavedCheckpoint> = None;
-    if job.resume {
-        match store.latest()? {
-            Some(ck) => {
-                let (tensors, _meta, state) = crate::checkpoint::load(&ck)?;
-                let stored = state.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("");
-                if stored != fingerprint {
-                    return Err(Error::usage(format!(
-                        "--resume: {} was written with another config (fingerprint {stored}, now {fingerprint}); resume \
-                         with the same config and --set values, or start a new --out folder",
-                        ck.state.display()
-                    )));
-                }
-                let named: Vec<NamedTensor> =
-                    tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
-                net.load_named(b, &named, &ck.weights.display().to_string())?;
-                step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
-                last_ckpt = Some(ck);
-            }
-            None => {
-                return Err(Error::usage(format!(
-                    "--resume: no checkpoint in {}",
-                    job.out.join("checkpoints").display()
-                )))
-            }
+    if let Some(found) = resume_from {
+        let (ck, tensors, state) = (found.ckpt, found.tensors, found.state);
+        let stored = state.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("");
+        if stored != fingerprint {
+            return Err(Error::usage(format!(
+                "--resume: {} was written with another config (fingerprint {stored}, now {fingerprint}); resume \
+                 with the same config and --set values, or start a new --out folder",
+                ck.state.display()
+            )));
         }
+        let named: Vec<NamedTensor> =
+            tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
+        net.load_named(b, &named, &ck.weights.display().to_string())?;
+        step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
+        last_ckpt = Some(ck);
     }
     let log_path = job.out.join("metrics.jsonl");
-    let mut log = if job.resume { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
+    let mut log =
+        if last_ckpt.is_some() { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
     log.append(&LogLine::Start(StartRecord {
         step,
         space: space.name.clone(),
@@ -313,12 +304,17 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         Ok(())
     };
 
+    let mut stop = StopPoll::new(&job.stop);
     while step < total_steps {
         let epoch = step / steps_per_epoch;
         let skip = (step % steps_per_epoch) as usize;
         let iter = train_loader.epoch_from(epoch, skip)?;
         for batch in iter {
             if step >= total_steps || step / steps_per_epoch != epoch {
+                break;
+            }
+            // A stop signal: the step that was running has finished. Every rank asks here, once per step.
+            if stop.stop_now(&*job.ranks)? {
                 break;
             }
             let t0 = Instant::now();
@@ -355,8 +351,12 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             ));
             bar.set_position(step);
             if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
-                save(step, epoch, &mut last_ckpt)?;
+                save(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
             }
+        }
+        if stop.reason().is_some() {
+            break;
         }
         let epoch_done = step % steps_per_epoch == 0 || step >= total_steps;
         if epoch_done {
@@ -392,11 +392,19 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             epochs_completed = epoch + 1;
             let every = cfg.checkpoint.every_epochs as u64;
             if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
-                save(step, epoch, &mut last_ckpt)?;
+                save(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
             }
         }
     }
     bar.finish_and_clear();
+    if let (Some(reason), true) = (stop.reason(), job.ranks.is_leader()) {
+        if step > 0 && last_ckpt.as_ref().is_none_or(|c| c.step != step) {
+            let epoch = step.saturating_sub(1) / steps_per_epoch;
+            save(step, epoch, &mut last_ckpt).map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+        }
+        log.append(&stop_line(step, reason, None, last_ckpt.as_ref()))?;
+    }
     Ok(TrainSummary {
         steps: step,
         epochs_completed,
@@ -404,6 +412,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         last_eval: last_eval.into_iter().map(|(r, _, mf, a)| (r.name().to_string(), mf, a)).collect(),
         checkpoint: last_ckpt.map(|c| c.weights),
         metrics: log_path,
+        stopped: stop.reason().map(str::to_string),
     })
 }
 
