@@ -28,6 +28,7 @@ fn start(step: u64) -> LogLine {
         space: space.name.clone(),
         fingerprint: cfg.fingerprint(&space),
         config: cfg.to_value(),
+        unix_time: Some(1_700_000_000.5),
     })
 }
 
@@ -64,6 +65,7 @@ fn step(step: u64, loss: f64) -> LogLine {
         subnets: vec![subnet(Role::Max, &max, loss), sampled, subnet(Role::Min, &min, loss * 1.1)],
         total_loss: loss * 3.0,
         grad_clip_fraction: Some(0.015625),
+        data_wait_s: Some(0.003),
     })
 }
 
