@@ -23,6 +23,8 @@ pub enum Stroke {
     Dashed,
     /// A line with a dot at every point (few points: per-epoch values).
     Marked,
+    /// A dashed line with a hollow circle at every point (few points).
+    DashedMarked,
 }
 
 /// One named series of (x, y) points.
@@ -99,11 +101,18 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) ->
             let anno = match s.stroke {
                 Stroke::Solid => chart.draw_series(LineSeries::new(points.clone(), style)),
                 Stroke::Marked => chart.draw_series(LineSeries::new(points.clone(), style).point_size(3)),
-                Stroke::Dashed => chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style)),
+                Stroke::Dashed | Stroke::DashedMarked => {
+                    chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))
+                }
             }
             .map_err(plot_err)?;
             anno.label(s.name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], color.stroke_width(2)));
+            if s.stroke == Stroke::DashedMarked {
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.stroke_width(2))))
+                    .map_err(plot_err)?;
+            }
         }
         if !drawn.is_empty() {
             chart

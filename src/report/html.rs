@@ -79,6 +79,7 @@ th { background: #f0f3f8; }
 td code { font-size: 11px; text-align: left; display: block; word-break: break-all; max-width: 520px; }
 pre { background: #f6f8fa; border: 1px solid #e3e6ec; padding: 10px; font-size: 12px; overflow-x: auto; }
 .note { color: #8a5a00; background: #fff6e0; border-left: 3px solid #e0a800; padding: 6px 10px; }
+details summary { cursor: pointer; margin: 8px 0; color: #2a4f9a; }
 footer { color: #5a6275; font-size: 12px; text-align: center; padding: 10px; }
 ";
 

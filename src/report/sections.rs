@@ -116,9 +116,9 @@ pub fn training(h: &RunHistory) -> Result<String> {
     if !h.epochs.is_empty() {
         let series = [
             Series::new("max top-1", MAX_COLOR, acc(Role::Max, false), Stroke::Marked),
-            Series::new("max top-5", MAX_COLOR, acc(Role::Max, true), Stroke::Dashed),
+            Series::new("max top-5", MAX_COLOR, acc(Role::Max, true), Stroke::DashedMarked),
             Series::new("min top-1", MIN_COLOR, acc(Role::Min, false), Stroke::Marked),
-            Series::new("min top-5", MIN_COLOR, acc(Role::Min, true), Stroke::Dashed),
+            Series::new("min top-5", MIN_COLOR, acc(Role::Min, true), Stroke::DashedMarked),
         ];
         out.push_str(&figure(
             &line_chart(
@@ -292,7 +292,10 @@ pub fn search(s: &SearchHistory) -> Result<String> {
         .collect();
     out.push_str(&table(&["MFLOPs", "params (M)", "top-1", "top-5", "iteration", "origin", "arch"], &rows));
     let identity = serde_json::to_string_pretty(&s.state.identity).unwrap_or_default();
-    out.push_str(&format!("<p>What the search is bound to (its identity):</p><pre>{}</pre>", escape(&identity)));
+    out.push_str(&format!(
+        "<details><summary>What the search is bound to (its identity: checkpoint digest, data, settings)</summary><pre>{}</pre></details>",
+        escape(&identity)
+    ));
     Ok(out)
 }
 

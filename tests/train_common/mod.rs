@@ -67,3 +67,39 @@ pub fn fresh_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// The Python tools venv's interpreter (`$PYTHON_TOOLS_VENV/bin/python` when set, as
+/// scripts/setup-python-tools.sh uses it, else `.venv-tools/bin/python`) if it imports `module`; else
+/// `None` after one skip line, or a failure under `REQUIRE_PYTHON_TOOLS=1` (CI).
+pub fn python_with(module: &str, test: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("PYTHON_TOOLS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools"));
+    let py = venv.join("bin/python");
+    let ok = py.is_file()
+        && Command::new(&py).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let why = format!("{} cannot import {module} (run scripts/setup-python-tools.sh)", py.display());
+    if std::env::var("REQUIRE_PYTHON_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{test}: REQUIRE_PYTHON_TOOLS=1 but {why}");
+    }
+    println!("skipped: {test}: {why}");
+    None
+}
+
+/// Removes the checkpoints after `step` from a run folder (and the `latest` pointer), as if the run had
+/// crashed after logging steps it never checkpointed.
+pub fn forget_checkpoints_after(run: &Path, step: u64) {
+    let dir = run.join("checkpoints");
+    let _ = std::fs::remove_file(dir.join("latest"));
+    for entry in std::fs::read_dir(&dir).expect("checkpoints folder") {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let s: Option<u64> = name.strip_prefix("ckpt-").and_then(|r| r.split('.').next()).and_then(|n| n.parse().ok());
+        if s.is_some_and(|s| s > step) {
+            std::fs::remove_file(&path).expect("remove checkpoint file");
+        }
+    }
+}
