@@ -16,17 +16,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use attnas::report::{render, ReportInputs, RunHistory};
-use train_common::{attnas_bin, fashion_mnist_packed, forget_checkpoints_after, fresh_dir, train};
-
-const SETS: &[&str] = &[
-    "batch_size=16",
-    "schedule_steps=6",
-    "bn_calib.batches=1",
-    "bn_calib.batch_size=16",
-    "bn_calib.eval_images=64",
-    "checkpoint.every_steps=2",
-    "checkpoint.keep=5",
-];
+use train_common::{attnas_bin, fashion_mnist_packed, forget_checkpoints_after, fresh_dir, train, SHORT_RUN};
 
 struct Fixture {
     run: PathBuf,
@@ -40,7 +30,7 @@ fn fixture() -> Option<&'static Fixture> {
     F.get_or_init(|| {
         let data = fashion_mnist_packed("report_html")?;
         let run = fresh_dir("report-run");
-        let sets = |extra: &'static str| SETS.iter().copied().chain([extra]).collect::<Vec<_>>();
+        let sets = |extra: &'static str| SHORT_RUN.iter().copied().chain([extra]).collect::<Vec<_>>();
         let o = train(&data, &run, &sets("max_steps=5"), &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         forget_checkpoints_after(&run, 2);

@@ -16,20 +16,10 @@ use attnas::tensorboard::read_records;
 use attnas::train::metrics::{read_log, LogLine};
 use attnas::train::tensorboard::event_files;
 use prost::Message;
-use train_common::{fashion_mnist_packed, forget_checkpoints_after, fresh_dir, python_with, steps, train};
-
-const BASE: &[&str] = &[
-    "batch_size=16",
-    "schedule_steps=6",
-    "bn_calib.batches=1",
-    "bn_calib.batch_size=16",
-    "bn_calib.eval_images=64",
-    "checkpoint.every_steps=2",
-    "checkpoint.keep=5",
-];
+use train_common::{fashion_mnist_packed, forget_checkpoints_after, fresh_dir, python_with, steps, train, SHORT_RUN};
 
 fn sets<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    BASE.iter().copied().chain(extra.iter().copied()).collect()
+    SHORT_RUN.iter().copied().chain(extra.iter().copied()).collect()
 }
 
 fn run_ok(data: &Path, out: &Path, extra: &[&str], flags: &[&str]) {

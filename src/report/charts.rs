@@ -5,6 +5,7 @@
 //! A long run logs hundreds of thousands of steps; a series is reduced to at most [`MAX_POINTS`] points
 //! by averaging runs of consecutive points, which keeps the trend and keeps the page small.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -77,12 +78,17 @@ pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A line chart of `series` (empty series are left out of the legend).
-pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Result<String> {
-    let drawn: Vec<(&Series, Vec<(f64, f64)>)> =
-        series.iter().map(|s| (s, downsample(&s.points, MAX_POINTS))).filter(|(_, p)| !p.is_empty()).collect();
-    let (x0, x1) = padded_range(drawn.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 1.0);
-    let (y0, y1) = padded_range(drawn.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 1e-9);
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An SVG chart with a caption, labelled axes over `x` and `y`, whatever `draw` adds, and the legend of
+/// the labelled series when `draw` returns true.
+fn svg_chart(
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    draw: impl FnOnce(&mut Chart) -> Result<bool>,
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -92,9 +98,30 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) ->
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(72)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d(x, y)
             .map_err(plot_err)?;
         chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_err)?;
+        if draw(&mut chart)? {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// A line chart of `series` (empty series are left out of the legend).
+pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Result<String> {
+    let drawn: Vec<(&Series, Vec<(f64, f64)>)> =
+        series.iter().map(|s| (s, downsample(&s.points, MAX_POINTS))).filter(|(_, p)| !p.is_empty()).collect();
+    let (x0, x1) = padded_range(drawn.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 1.0);
+    let (y0, y1) = padded_range(drawn.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 1e-9);
+    svg_chart(title, (x_desc, y_desc), x0..x1, y0..y1, |chart| {
         for (s, points) in &drawn {
             let color = s.color;
             let style = color.stroke_width(2);
@@ -114,18 +141,8 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) ->
                     .map_err(plot_err)?;
             }
         }
-        if !drawn.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_err)?;
-        }
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+        Ok(!drawn.is_empty())
+    })
 }
 
 /// A grouped bar chart: at each x, one bar per group side by side within `width` (x units).
@@ -133,18 +150,7 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, groups: &[Bars], width
     let xs = groups.iter().flat_map(|g| g.values.iter().map(|v| v.0));
     let (x0, x1) = padded_range(xs.chain(groups.iter().flat_map(|g| g.values.iter().map(|v| v.0 + width))), 1e-9);
     let top = groups.iter().flat_map(|g| g.values.iter().map(|v| v.1)).filter(|v| v.is_finite()).fold(0.0, f64::max);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(x0..x1, 0.0..(top * 1.1).max(1e-9))
-            .map_err(plot_err)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_err)?;
+    svg_chart(title, (x_desc, y_desc), x0..x1, 0.0..(top * 1.1).max(1e-9), |chart| {
         let n = groups.len().max(1) as f64;
         for (i, g) in groups.iter().enumerate() {
             let color = g.color;
@@ -158,16 +164,8 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, groups: &[Bars], width
                 .label(g.name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+        Ok(!groups.is_empty())
+    })
 }
 
 #[cfg(test)]

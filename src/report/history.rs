@@ -73,13 +73,8 @@ pub struct RunHistory {
     pub checkpoint: Option<CheckpointInfo>,
 }
 
-fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let (n, sum) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
-    (n > 0).then(|| sum / n as f64)
-}
-
 fn step_point(s: &StepRecord) -> StepPoint {
-    let loss = |role: Role| mean(s.subnets.iter().filter(|x| x.role == role).map(|x| x.loss));
+    let loss = |role: Role| s.mean_of(role, |x| x.loss);
     StepPoint {
         step: s.step,
         epoch: s.epoch,

@@ -118,6 +118,15 @@ pub struct StepRecord {
     pub data_wait_s: Option<f64>,
 }
 
+impl StepRecord {
+    /// The mean of `value` over the subnets of `role` (`None` when the step trained none).
+    pub fn mean_of(&self, role: Role, value: impl Fn(&SubnetRecord) -> f64) -> Option<f64> {
+        let (n, sum) =
+            self.subnets.iter().filter(|s| s.role == role).fold((0usize, 0.0), |(n, s), x| (n + 1, s + value(x)));
+        (n > 0).then(|| sum / n as f64)
+    }
+}
+
 /// One validated subnet at the end of an epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {

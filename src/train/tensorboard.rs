@@ -100,7 +100,7 @@ impl MetricsEvents {
         let mut v: Vec<SummaryValue> = Vec::new();
         let of_role = |role: Role| s.subnets.iter().filter(move |x| x.role == role);
         for role in [Role::Max, Role::Sampled, Role::Min] {
-            if let Some(loss) = mean(of_role(role).map(|x| x.loss)) {
+            if let Some(loss) = s.mean_of(role, |x| x.loss) {
                 v.push(scalar(&format!("loss/{}", role.name()), loss));
             }
         }
@@ -110,7 +110,7 @@ impl MetricsEvents {
         if let Some(w) = s.data_wait_s {
             v.push(scalar("throughput/data_wait_ms", w * 1e3));
         }
-        if let Some(m) = mean(of_role(Role::Sampled).map(|x| x.mflops)) {
+        if let Some(m) = s.mean_of(Role::Sampled, |x| x.mflops) {
             v.push(scalar("sampler/sampled_mflops", m));
         }
         if let Some(bin) = self.bin_mflops {

@@ -39,6 +39,18 @@ pub fn fashion_mnist_packed(test: &str) -> Option<PathBuf> {
     packed.clone()
 }
 
+/// A few steps of batch 16 with a tiny validation (1 calibration batch, 64 held-out images), a 6-step
+/// schedule and a checkpoint every 2 steps (5 kept): runs that resume, log and report in about a second.
+pub const SHORT_RUN: &[&str] = &[
+    "batch_size=16",
+    "schedule_steps=6",
+    "bn_calib.batches=1",
+    "bn_calib.batch_size=16",
+    "bn_calib.eval_images=64",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep=5",
+];
+
 /// Runs `attnas train` with the tiny config and the given `--set` overrides into `out`.
 pub fn train(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
     let mut cmd = Command::new(attnas_bin());
