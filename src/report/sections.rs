@@ -67,7 +67,7 @@ pub fn summary(h: &RunHistory, now_unix: f64) -> String {
         tiles.push(tile("median images/s", &format!("{ips:.1}")));
     }
     if let Some(w) = median(h.steps.iter().filter_map(|p| p.data_wait_s).collect()) {
-        tiles.push(tile("median data wait", &format!("{:.1} ms/step", w * 1e3)));
+        tiles.push(tile("median data wait", &format!("{:.2} ms/step", w * 1e3)));
     }
     let wall: f64 = h.steps.iter().zip(h.steps.iter().skip(1)).map(|(a, b)| (b.wall_s - a.wall_s).max(0.0)).sum();
     tiles.push(tile("training time logged", &format_duration(wall)));
