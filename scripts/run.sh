@@ -3,7 +3,9 @@
 # kernel build), builds the release binary, shows the device report, the search space and the FLOPs of the
 # published models, packs the data (Fashion-MNIST, and the ImageNet sample where present), then trains the
 # tiny supernet on Fashion-MNIST (on the GPU when there is one, else the CPU: about 3 minutes on 2 cores)
-# and prints the min and max subnets' accuracy after BN recalibration.
+# and prints the min and max subnets' accuracy after BN recalibration; evaluates, searches, exports and
+# checks the ONNX model, then writes out/report.html (the run and its search on one self-contained page)
+# and reads the run's TensorBoard event files (out/runs/tiny/tb) back with TensorBoard's own reader.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1090
@@ -57,9 +59,23 @@ if [ -f out/data/fashion-mnist/train.pack ]; then
   echo "== ONNX check: onnxruntime vs attnas on the same 64 images"
   $BIN eval --ckpt out/runs/tiny --arch out/export/arch.json --data $D --max-images 64 "${CAL[@]}" --quiet \
     --dump-inputs out/export/x.npy --dump-logits out/export/logits.npy
+  PY_TOOLS=0
   if scripts/setup-python-tools.sh; then
+    PY_TOOLS=1
     .venv-tools/bin/python scripts/onnx_check.py out/export/model.onnx out/export/x.npy --logits out/export/logits.npy
   else
     echo "(Python tools unavailable: ONNX check skipped)"
+  fi
+  echo "== attnas report: out/report.html (training curves, attentive sampling, Pareto front, config)"
+  $BIN report out/runs/tiny --search out/search --out out/report.html
+  echo "== TensorBoard: out/runs/tiny/tb read back by TensorBoard's event accumulator"
+  if [ "$PY_TOOLS" = 1 ]; then
+    .venv-tools/bin/python scripts/tensorboard_check.py out/runs/tiny/tb --expect-steps 400 \
+      --expect-tags loss/max,loss/sampled,loss/min,lr,throughput/images_per_sec,eval/max_top1,eval/min_top1 \
+      | .venv-tools/bin/python -c 'import json, sys; d = json.load(sys.stdin)["scalars"]
+print("  " + ", ".join(f"{t}: {len(v)} points, last {v[-1][1]:.4g}" for t, v in sorted(d.items()) if v))'
+    echo "  open it with: .venv-tools/bin/tensorboard --logdir out/runs/tiny/tb"
+  else
+    echo "(Python tools unavailable: TensorBoard read-back skipped)"
   fi
 fi

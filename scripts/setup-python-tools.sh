@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The Python tools the tests and scripts use (checkpoint import, ONNX parity): a virtual environment at
-# .venv-tools/ in the repository root (gitignored) with numpy, safetensors, onnx and onnxruntime from
-# PyPI. Idempotent: a stamp file records the requirement set, and a rerun with the same set and a
+# The Python tools the tests and scripts use (checkpoint import, ONNX parity, reading TensorBoard event
+# files back): a virtual environment at .venv-tools/ in the repository root (gitignored) with numpy,
+# safetensors, onnx, onnxruntime and tensorboard from PyPI. Idempotent: a stamp file records the requirement set, and a rerun with the same set and a
 # working environment does nothing. Prints one line saying what it did.
 #
 #   scripts/setup-python-tools.sh        # then .venv-tools/bin/python has the packages
@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PYTHON_TOOLS_VENV:-$ROOT/.venv-tools}"
-REQS=("numpy>=1.26,<3" "safetensors>=0.4.3,<0.9" "onnx>=1.16,<1.24" "onnxruntime>=1.18,<1.33")
+REQS=("numpy>=1.26,<3" "safetensors>=0.4.3,<0.9" "onnx>=1.16,<1.24" "onnxruntime>=1.18,<1.33" "tensorboard>=2.16,<2.21")
 STAMP="$VENV/.stamp-attnas-tools"
 PY="$VENV/bin/python"
 say() { echo "setup-python-tools: $*"; }
@@ -21,8 +21,8 @@ fail() { echo "setup-python-tools: $*" >&2; exit 1; }
 command -v python3 >/dev/null || fail "python3 not found; install Python 3.10+ (e.g. apt-get install python3 python3-venv)"
 
 versions() {
-  "$PY" -c 'import numpy, safetensors, onnx, onnxruntime as o
-print(f"numpy {numpy.__version__}, safetensors {safetensors.__version__}, onnx {onnx.__version__}, onnxruntime {o.__version__}")' 2>/dev/null
+  "$PY" -c 'import numpy, safetensors, onnx, onnxruntime as o, tensorboard as tb
+print(f"numpy {numpy.__version__}, safetensors {safetensors.__version__}, onnx {onnx.__version__}, onnxruntime {o.__version__}, tensorboard {tb.__version__}")' 2>/dev/null
 }
 
 # Already done: same requirement set, and the packages import.

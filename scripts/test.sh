@@ -4,7 +4,7 @@
 # trains on Fashion-MNIST for a few minutes and needs it), then runs every test with the SIMT emulator
 # built in, so each CUDA kernel runs on the CPU against its reference. GPU tests run too when a GPU is
 # present, and skip with one line otherwise.
-# It also sets up the Python tools venv (.venv-tools: numpy, safetensors, onnx, onnxruntime) for the
+# It also sets up the Python tools venv (.venv-tools: numpy, safetensors, onnx, onnxruntime, tensorboard) for the
 # checkpoint-import and ONNX tests; if that fails (offline), those tests skip with one line, unless
 # REQUIRE_PYTHON_TOOLS=1 (CI), where the failure stops the run.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test gemm`).

@@ -41,6 +41,8 @@ enum Command {
     Search(cli::search_cmd::SearchArgs),
     /// Accuracy predictor on a search's (arch, top-1) pairs (fit; Kendall's tau on held-out pairs).
     Predictor(cli::predictor_cmd::PredictorArgs),
+    /// One self-contained HTML report of a training run (and its search): curves, sampling, front, config.
+    Report(cli::report_cmd::ReportArgs),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Command::Params(a) => cli::params_cmd::run_params(a),
         Command::Search(a) => cli::search_cmd::run_search(a),
         Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),
+        Command::Report(a) => cli::report_cmd::run_report(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -28,6 +28,7 @@ fn start(step: u64) -> LogLine {
         space: space.name.clone(),
         fingerprint: cfg.fingerprint(&space),
         config: cfg.to_value(),
+        unix_time: Some(1_700_000_000.5),
     })
 }
 
@@ -64,6 +65,7 @@ fn step(step: u64, loss: f64) -> LogLine {
         subnets: vec![subnet(Role::Max, &max, loss), sampled, subnet(Role::Min, &min, loss * 1.1)],
         total_loss: loss * 3.0,
         grad_clip_fraction: Some(0.015625),
+        data_wait_s: Some(0.003),
     })
 }
 
@@ -187,4 +189,21 @@ fn resume_keeps_the_lines_up_to_the_checkpoint() {
     assert_eq!(rep, ResumeReport::default());
     log.append(&step(11, 1.0)).unwrap();
     assert_eq!(read_log(&fresh).unwrap(), vec![step(11, 1.0)]);
+}
+
+#[test]
+fn score_margin_is_the_gap_to_the_runner_up() {
+    let LogLine::Step(s) = step(1, 2.0) else { panic!("not a step") };
+    let mut sampled = s.subnets[1].clone();
+    // Scores -2.5 (chosen, index 0) and -2.75: BestUp's margin is 0.25, and the choice is the first drawn.
+    assert_eq!(sampled.score_margin(), Some(0.25));
+    assert_eq!(sampled.choice_differs_from_first(), Some(false));
+    sampled.candidates.push(CandidateRecord { arch: sampled.arch.clone(), mflops: 1.2, score: -2.0 });
+    sampled.chosen = Some(2);
+    assert_eq!((sampled.score_margin(), sampled.choice_differs_from_first()), (Some(0.5), Some(true)));
+    // WorstUp picking the lowest: the gap to the nearest other score.
+    sampled.chosen = Some(1);
+    assert_eq!(sampled.score_margin(), Some(0.25));
+    // No candidates (max, min, uniform draws): no margin, no choice.
+    assert_eq!((s.subnets[0].score_margin(), s.subnets[0].choice_differs_from_first()), (None, None));
 }

@@ -9,6 +9,7 @@ pub mod grad_cmd;
 pub mod info;
 pub mod params_cmd;
 pub mod predictor_cmd;
+pub mod report_cmd;
 pub mod search_cmd;
 pub mod space_cmds;
 pub mod train_cmd;

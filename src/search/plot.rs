@@ -15,7 +15,7 @@ fn plot_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// (lo, hi) of `values` with a 5 % margin (and a minimum span, so one point still makes a range).
-fn padded_range(values: impl Iterator<Item = f64>, min_span: f64) -> (f64, f64) {
+pub(crate) fn padded_range(values: impl Iterator<Item = f64>, min_span: f64) -> (f64, f64) {
     let (lo, hi) =
         values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if lo > hi {

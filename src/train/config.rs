@@ -245,7 +245,7 @@ pub struct CheckpointConfig {
     pub keep: usize,
 }
 
-/// The metrics log and the terminal progress display.
+/// The metrics log, its TensorBoard copy and the terminal progress display.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -253,6 +253,8 @@ pub struct LogConfig {
     pub every_steps: u64,
     /// Show a progress bar.
     pub progress: bool,
+    /// Also write the log as TensorBoard event files in `OUT/tb/` (rank 0; see `train::tensorboard`).
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -341,7 +343,7 @@ impl Default for CheckpointConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { every_steps: 1, progress: true }
+        LogConfig { every_steps: 1, progress: true, tensorboard: true }
     }
 }
 

@@ -13,17 +13,21 @@
 //! keeps the lines up to a checkpoint's step count and drops the rest (lines written after the
 //! checkpoint, which the resumed run writes again) and any partial last line.
 //!
+//! With `train.log.tensorboard` the open log also mirrors every record into TensorBoard event files
+//! ([`MetricsLog::attach_tensorboard`], `train::tensorboard`).
+//!
 //! Non-finite floats (a diverged loss) are written as the strings "NaN", "inf", "-inf", since JSON has
 //! no such numbers, and read back as floats.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::space::arch::Arch;
+use crate::train::tensorboard::TensorBoardLog;
 
 /// A subnet's place in the sandwich.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +80,24 @@ pub struct SubnetRecord {
     pub fallbacks: u64,
 }
 
+impl SubnetRecord {
+    /// The gap between the chosen candidate's score and the nearest other candidate's (BestUp: best minus
+    /// runner-up; WorstUp: runner-up minus worst): how clearly the scores decided. `None` without a
+    /// choice among two or more finite scores.
+    pub fn score_margin(&self) -> Option<f64> {
+        let chosen = self.candidates.get(self.chosen?)?.score;
+        let others = self.candidates.iter().enumerate().filter(|&(i, _)| Some(i) != self.chosen);
+        let gap = others.map(|(_, c)| (c.score - chosen).abs()).fold(f64::INFINITY, f64::min);
+        (gap.is_finite() && chosen.is_finite()).then_some(gap)
+    }
+
+    /// Whether the trained candidate was another than the first drawn (`None` without candidates). The
+    /// candidates are drawn independently, so the first is a plain random draw from the target bin.
+    pub fn choice_differs_from_first(&self) -> Option<bool> {
+        (self.candidates.len() > 1).then_some(self.chosen? != 0)
+    }
+}
+
 /// One optimizer step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -93,6 +115,18 @@ pub struct StepRecord {
     /// Fraction of gradient elements the value clip changed (`None` when clipping is off).
     #[serde(default)]
     pub grad_clip_fraction: Option<f64>,
+    /// Seconds the trainer waited for this step's batch from the loader (`None` in older logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_wait_s: Option<f64>,
+}
+
+impl StepRecord {
+    /// The mean of `value` over the subnets of `role` (`None` when the step trained none).
+    pub fn mean_of(&self, role: Role, value: impl Fn(&SubnetRecord) -> f64) -> Option<f64> {
+        let (n, sum) =
+            self.subnets.iter().filter(|s| s.role == role).fold((0usize, 0.0), |(n, s), x| (n + 1, s + value(x)));
+        (n > 0).then(|| sum / n as f64)
+    }
 }
 
 /// One validated subnet at the end of an epoch.
@@ -130,6 +164,10 @@ pub struct StartRecord {
     pub fingerprint: String,
     /// `TrainConfig::to_value`: the effective config after overrides.
     pub config: serde_json::Value,
+    /// When it began, in seconds since the Unix epoch (`None` in older logs); step and epoch lines
+    /// count their `wall_s` from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_time: Option<f64>,
 }
 
 /// The run stops before its last step: a stop signal, or a checkpoint that could not be written.
@@ -187,11 +225,13 @@ impl LogLine {
     }
 }
 
-/// An open log; every [`MetricsLog::append`] writes and flushes one line.
+/// An open log; every [`MetricsLog::append`] writes and flushes one line (and its TensorBoard events
+/// when attached).
 #[derive(Debug)]
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    tensorboard: Option<TensorBoardLog>,
 }
 
 /// What [`MetricsLog::resume`] found in the existing file.
@@ -217,7 +257,7 @@ impl MetricsLog {
     /// Start a new log at `path`, replacing any file there.
     pub fn create(path: &Path) -> Result<MetricsLog> {
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        Ok(MetricsLog { path: path.to_path_buf(), file })
+        Ok(MetricsLog { path: path.to_path_buf(), file, tensorboard: None })
     }
 
     /// Continue the log of a run resumed from a checkpoint taken after `through_step` steps: keep the
@@ -246,7 +286,7 @@ impl MetricsLog {
         if let Some(len) = keep_bytes {
             file.set_len(len).map_err(|e| Error::io(path, e))?;
         }
-        Ok((MetricsLog { path: path.to_path_buf(), file }, report))
+        Ok((MetricsLog { path: path.to_path_buf(), file, tensorboard: None }, report))
     }
 
     /// Write one record as a line and flush it.
@@ -254,7 +294,24 @@ impl MetricsLog {
         let mut text = serde_json::to_string(line)
             .map_err(|e| Error::Other(format!("{}: cannot encode a metrics record: {e}", self.path.display())))?;
         text.push('\n');
-        self.file.write_all(text.as_bytes()).and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
+        self.file.write_all(text.as_bytes()).and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))?;
+        match &mut self.tensorboard {
+            Some(tb) => tb.append(line),
+            None => Ok(()),
+        }
+    }
+
+    /// Mirror the log into TensorBoard event files in `dir` from now on. The event file is first rebuilt
+    /// from the lines the log holds (after [`MetricsLog::resume`]: those up to the checkpoint), replacing
+    /// older event files, so a resumed run shows each step once.
+    pub fn attach_tensorboard(&mut self, dir: &Path) -> Result<()> {
+        self.tensorboard = Some(TensorBoardLog::rebuild(dir, &self.path)?);
+        Ok(())
+    }
+
+    /// The attached TensorBoard event file, if any.
+    pub fn tensorboard_file(&self) -> Option<&Path> {
+        self.tensorboard.as_ref().map(TensorBoardLog::path)
     }
 
     pub fn path(&self) -> &Path {
@@ -269,32 +326,62 @@ struct RawLine {
     end: usize,
 }
 
+/// The record of one complete line (without its newline; `None` when blank). `number` is 1-based.
+fn parse_line(path: &Path, number: usize, bytes: &[u8]) -> Result<Option<LogLine>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::input(path, number, "metrics line is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| Error::input(path, number, format!("not a metrics record ({e}); fix or remove the line")))
+}
+
 /// The complete lines of a log and the length of an unterminated tail.
 fn split_lines(path: &Path, bytes: &[u8]) -> Result<(Vec<RawLine>, usize)> {
     let mut out = Vec::new();
     let mut start = 0usize;
     while let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') {
         let end = start + nl + 1;
-        let text = std::str::from_utf8(&bytes[start..end - 1])
-            .map_err(|_| Error::input(path, out.len() + 1, "metrics line is not UTF-8"))?;
-        let record = if text.trim().is_empty() {
-            None
-        } else {
-            Some(serde_json::from_str(text).map_err(|e| {
-                Error::input(path, out.len() + 1, format!("not a metrics record ({e}); fix or remove the line"))
-            })?)
-        };
+        let record = parse_line(path, out.len() + 1, &bytes[start..end - 1])?;
         out.push(RawLine { record, end });
         start = end;
     }
     Ok((out, bytes.len() - start))
 }
 
+/// Calls `visit` with every record of a log in order, reading one line at a time (a long run's log is
+/// never held in memory whole). Returns the bytes of an ignored unterminated last line (a crash, or a
+/// line being written right now).
+pub fn visit_log(path: &Path, mut visit: impl FnMut(LogLine) -> Result<()>) -> Result<usize> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut number = 0usize;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if buf.last() != Some(&b'\n') {
+            return Ok(buf.len());
+        }
+        number += 1;
+        if let Some(record) = parse_line(path, number, &buf[..buf.len() - 1])? {
+            visit(record)?;
+        }
+    }
+}
+
 /// Every record of a log, with the size of an ignored unterminated last line (a crash mid-write).
 pub fn read_log_report(path: &Path) -> Result<LogContents> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (lines, partial_tail_bytes) = split_lines(path, &bytes)?;
-    Ok(LogContents { lines: lines.into_iter().filter_map(|l| l.record).collect(), partial_tail_bytes })
+    let mut lines = Vec::new();
+    let partial_tail_bytes = visit_log(path, |l| {
+        lines.push(l);
+        Ok(())
+    })?;
+    Ok(LogContents { lines, partial_tail_bytes })
 }
 
 /// Every record of a log; an unterminated last line is ignored (see [`read_log_report`]).

@@ -1,10 +1,10 @@
 //! Supernet training: the recipe (`config`, read from the `train:` section of a space file, with
 //! `--set` overrides and validation, `check`, `overrides`), one step of the sandwich rule with attentive
 //! sampling (`step`), BN recalibration and evaluation (`validate`), the JSON-lines metrics log
-//! (`metrics`), the job that ties them together (`trainer`), its `--init` weights (`init`), one
-//! subnet's gradient on a given batch for parity checks (`grad`, `attnas grad`), and what lets a run
-//! survive a cluster: clean stops on SIGTERM / SIGINT (`stop`), one writer per run folder (`run_lock`)
-//! and resuming from the newest intact checkpoint (`run_folder`).
+//! (`metrics`), its TensorBoard mirror (`tensorboard`), the job that ties them together (`trainer`), its
+//! `--init` weights (`init`), one subnet's gradient on a given batch for parity checks (`grad`, `attnas
+//! grad`), and what lets a run survive a cluster: clean stops on SIGTERM / SIGINT (`stop`), one writer per
+//! run folder (`run_lock`) and resuming from the newest intact checkpoint (`run_folder`).
 
 pub mod check;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod run_folder;
 pub mod run_lock;
 pub mod step;
 pub mod stop;
+pub mod tensorboard;
 pub mod trainer;
 pub mod validate;
 

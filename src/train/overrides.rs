@@ -33,6 +33,7 @@ pub const RUN_ONLY_KEYS: &[&str] = &[
     "checkpoint.keep",
     "log.every_steps",
     "log.progress",
+    "log.tensorboard",
 ];
 
 /// The keys of a mapping, in order, as `prefix.key`.

@@ -2,7 +2,7 @@
 //! earlier run (`--overwrite`), or find the checkpoint to resume from.
 //!
 //! - New run: a folder holding `checkpoints/` or `metrics.jsonl` is refused unless `--overwrite`, which
-//!   removes them (the leader only, under the lock).
+//!   removes them and `tb/` (the leader only, under the lock).
 //! - `--resume`: the newest checkpoint that loads and verifies ([`crate::checkpoint::newest_intact`]).
 //!   Newer damaged ones are named with the reason on stderr and moved aside (`ckpt-N.damaged.*`); when
 //!   none is intact the run is refused listing each, and nothing is moved or started over.
@@ -68,6 +68,7 @@ pub fn open(job: &TrainJob, keep: usize) -> Result<(CheckpointStore, Option<Load
             if leader {
                 let _ = std::fs::remove_dir_all(&ckpt_dir);
                 let _ = std::fs::remove_file(&log);
+                let _ = std::fs::remove_dir_all(job.out.join("tb"));
             }
         }
         return Ok((CheckpointStore::new(ckpt_dir, keep)?, None));

@@ -133,7 +133,7 @@ fn settings(cfg: &TrainConfig, space: &Space) -> Result<StepSettings> {
     })
 }
 
-fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<AttentiveSampler>> {
+pub(crate) fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<AttentiveSampler>> {
     if cfg.sampler.method.selection().is_none() {
         return Ok(None);
     }
@@ -262,11 +262,15 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let log_path = job.out.join("metrics.jsonl");
     let mut log =
         if last_ckpt.is_some() { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
+    if cfg.log.tensorboard && job.ranks.is_leader() {
+        log.attach_tensorboard(&job.out.join("tb"))?;
+    }
     log.append(&LogLine::Start(StartRecord {
         step,
         space: space.name.clone(),
         fingerprint: fingerprint.clone(),
         config: cfg.to_value(),
+        unix_time: Some(crate::util::clock::unix_now()),
     }))?;
 
     let eval_batch_limit =
@@ -309,7 +313,9 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         let epoch = step / steps_per_epoch;
         let skip = (step % steps_per_epoch) as usize;
         let iter = train_loader.epoch_from(epoch, skip)?;
+        let mut waiting_since = Instant::now();
         for batch in iter {
+            let data_wait_s = waiting_since.elapsed().as_secs_f64();
             if step >= total_steps || step / steps_per_epoch != epoch {
                 break;
             }
@@ -339,6 +345,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                     subnets: outcome.subnets.iter().map(subnet_record).collect(),
                     total_loss: outcome.total_loss(),
                     grad_clip_fraction: None,
+                    data_wait_s: Some(data_wait_s),
                 }))?;
             }
             let rate = images_done as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -354,6 +361,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                 save(step, epoch, &mut last_ckpt)
                     .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
             }
+            waiting_since = Instant::now();
         }
         if stop.reason().is_some() {
             break;

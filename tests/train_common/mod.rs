@@ -40,6 +40,18 @@ pub fn fashion_mnist_packed(test: &str) -> Option<PathBuf> {
     packed.clone()
 }
 
+/// A few steps of batch 16 with a tiny validation (1 calibration batch, 64 held-out images), a 6-step
+/// schedule and a checkpoint every 2 steps (5 kept): runs that resume, log and report in about a second.
+pub const SHORT_RUN: &[&str] = &[
+    "batch_size=16",
+    "schedule_steps=6",
+    "bn_calib.batches=1",
+    "bn_calib.batch_size=16",
+    "bn_calib.eval_images=64",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep=5",
+];
+
 /// Runs `attnas train` with the tiny config and the given `--set` overrides into `out`.
 pub fn train(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
     let mut cmd = Command::new(attnas_bin());
@@ -67,4 +79,40 @@ pub fn fresh_dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+/// The Python tools venv's interpreter (`$PYTHON_TOOLS_VENV/bin/python` when set, as
+/// scripts/setup-python-tools.sh uses it, else `.venv-tools/bin/python`) if it imports `module`; else
+/// `None` after one skip line, or a failure under `REQUIRE_PYTHON_TOOLS=1` (CI).
+pub fn python_with(module: &str, test: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("PYTHON_TOOLS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools"));
+    let py = venv.join("bin/python");
+    let ok = py.is_file()
+        && Command::new(&py).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let why = format!("{} cannot import {module} (run scripts/setup-python-tools.sh)", py.display());
+    if std::env::var("REQUIRE_PYTHON_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{test}: REQUIRE_PYTHON_TOOLS=1 but {why}");
+    }
+    println!("skipped: {test}: {why}");
+    None
+}
+
+/// Removes the checkpoints after `step` from a run folder (and the `latest` pointer), as if the run had
+/// crashed after logging steps it never checkpointed.
+pub fn forget_checkpoints_after(run: &Path, step: u64) {
+    let dir = run.join("checkpoints");
+    let _ = std::fs::remove_file(dir.join("latest"));
+    for entry in std::fs::read_dir(&dir).expect("checkpoints folder") {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let s: Option<u64> = name.strip_prefix("ckpt-").and_then(|r| r.split('.').next()).and_then(|n| n.parse().ok());
+        if s.is_some_and(|s| s > step) {
+            std::fs::remove_file(&path).expect("remove checkpoint file");
+        }
+    }
 }
