@@ -38,6 +38,11 @@ enum Command {
     Search(cli::search_cmd::SearchArgs),
     /// Accuracy predictor on a search's (arch, top-1) pairs (fit; Kendall's tau on held-out pairs).
     Predictor(cli::predictor_cmd::PredictorArgs),
+    /// Latency of subnets' BN-folded inference forwards on this device (median, p10, p90), or predicted
+    /// from a latency table (--predict), or a table checked against measurements (--check N).
+    Latency(cli::latency_cmd::LatencyArgs),
+    /// Measure every layer configuration of a space on this device into a latency table (JSON).
+    LatencyTable(cli::latency_cmd::LatencyTableArgs),
 }
 
 fn main() {
@@ -63,6 +68,8 @@ fn main() {
         Command::Params(a) => cli::params_cmd::run_params(a),
         Command::Search(a) => cli::search_cmd::run_search(a),
         Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),
+        Command::Latency(a) => cli::latency_cmd::run_latency(a),
+        Command::LatencyTable(a) => cli::latency_cmd::run_latency_table(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

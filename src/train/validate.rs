@@ -66,7 +66,8 @@ impl<B: SupernetOps> EvalBuffers<B> {
         EvalBuffers { classes, by_size: BTreeMap::new() }
     }
 
-    fn get(&mut self, b: &B, batch: &HostBatch) -> Result<&StepBuffers<B::Memory>> {
+    /// The buffers of `batch`'s size with the batch uploaded into them.
+    pub fn get(&mut self, b: &B, batch: &HostBatch) -> Result<&StepBuffers<B::Memory>> {
         let key = (batch.len(), batch.side);
         if !self.by_size.contains_key(&key) {
             self.by_size.insert(key, StepBuffers::new(b, key.0, key.1, self.classes)?);
