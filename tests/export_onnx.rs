@@ -135,7 +135,7 @@ fn export_and_check(f: &eval_common::Fixture, fold: bool) {
     assert_eq!(by_name["last_conv.2.conv.weight"].shape, vec![64, 240, 1, 1]);
     if fold {
         assert!(!tensors.iter().any(|t| t.name.contains(".bn.")), "a BN tensor in the folded export");
-        assert_eq!(by_name["blocks.3.mobile_inverted_conv.depth_conv.conv.bias"].shape, vec![72]);
+        assert_eq!(by_name["blocks.3.mobile_inverted_conv.depth_conv.conv.bias"].shape, vec![48]);
     } else {
         let var = &by_name["blocks.3.mobile_inverted_conv.depth_conv.bn.running_var"];
         assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
