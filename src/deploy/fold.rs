@@ -70,7 +70,7 @@ pub fn fold_bn(space: &Space, arch: &Arch, tensors: &[TensorRecord]) -> Result<V
                 return Err(Error::shape(format!("BN folding: '{}'", t.name), c, t.data.len()));
             }
         }
-        let per_out = if c == 0 { 0 } else { w.data.len() / c };
+        let per_out = w.data.len().checked_div(c).unwrap_or(0);
         let mut weight = w.data.clone();
         let mut bias = vec![0f32; c];
         for o in 0..c {
