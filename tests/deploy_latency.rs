@@ -59,6 +59,13 @@ fn table_keys_cover_every_layer_configuration_of_the_space() {
             for layer in subnet_layers(&space, a, side) {
                 assert!(names.contains(&layer.to_string()), "{name}: {layer} of {} is not enumerated", a.to_json());
             }
+            // The block a key rebuilds (what the table times) is the subnet's block, sizes included.
+            for blk in space.active_blocks(a) {
+                let key = LayerKey::of_block(&space, a.resolution, &blk);
+                let rebuilt = key.block(&space).unwrap();
+                let strip = |b: attnas::space::ActiveBlock| attnas::space::ActiveBlock { index: 0, global: 0, ..b };
+                assert_eq!(strip(rebuilt), strip(blk), "{name}: {key}");
+            }
         }
     }
 }

@@ -94,6 +94,10 @@ impl LayerKey {
         for s in &space.stages[..stage] {
             size_in = crate::space::blocks::strided_size(size_in, s.stride);
         }
+        // A stride-1 block of a stride-2 stage is a later block: its input is the stage's output size.
+        if stride != st.stride {
+            size_in = crate::space::blocks::strided_size(size_in, st.stride);
+        }
         let mid = space.mid_channels(c_in, expand);
         Some(ActiveBlock {
             stage,
