@@ -44,6 +44,10 @@ pub struct SearchArgs {
     /// Use a latency table from another device, precision, thread count or space (recorded in latency.json).
     #[arg(long)]
     pub allow_table_mismatch: bool,
+    /// CPU threads (rayon and GEMM threads; a latency table records the count it was measured with); 0 =
+    /// one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Space file (its train: section gives the loader's transforms) or built-in name; default: stored with the checkpoint.
     #[arg(long)]
     pub config: Option<String>,
@@ -197,6 +201,7 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         progress: !a.quiet,
         latency,
     };
+    crate::deploy::latency::configure_cpu_threads(a.threads)?;
     let summary = run_on(a.device, Job(job))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
