@@ -110,7 +110,7 @@ impl MeasureArgs {
         Repeats { warmup: self.warmup.unwrap_or(warmup), repeats: self.repeats.unwrap_or(repeats).max(1) }
     }
 
-    fn check(&self, space: &Space) -> Result<()> {
+    fn check(&self) -> Result<()> {
         if self.batch == 0 {
             return Err(Error::usage("--batch must be >= 1"));
         }
@@ -128,7 +128,6 @@ impl MeasureArgs {
         if self.runtime == Runtime::Onnxruntime && !matches!(self.device, DeviceChoice::Auto | DeviceChoice::Cpu) {
             return Err(Error::usage("--runtime onnxruntime runs on the CPU; drop --device or pass --device cpu"));
         }
-        let _ = space;
         Ok(())
     }
 }
@@ -241,8 +240,8 @@ pub fn run_latency(a: &LatencyArgs) -> Result<()> {
     if a.check == Some(0) {
         return Err(Error::usage("--check N needs N >= 1"));
     }
-    let space = a.m.space()?;
-    a.m.check(&space)?;
+    a.m.space()?;
+    a.m.check()?;
     if a.m.runtime == Runtime::Attnas {
         configure_cpu_threads(a.m.threads)?;
     }
@@ -327,8 +326,8 @@ impl BackendJob for TableJob<'_> {
 }
 
 pub fn run_latency_table(a: &LatencyTableArgs) -> Result<()> {
-    let space = a.m.space()?;
-    a.m.check(&space)?;
+    a.m.space()?;
+    a.m.check()?;
     if a.out.exists() && !a.overwrite {
         return Err(Error::usage(format!("{} exists; pass --overwrite to replace it", a.out.display())));
     }

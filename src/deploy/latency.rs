@@ -22,7 +22,7 @@ use super::model::{
 use super::table_build::LayerTimer;
 use crate::backend::{upload_new, Arena, DeviceMemory, SupernetOps};
 use crate::error::{Error, Result};
-use crate::space::{Arch, HeadShape, Space};
+use crate::space::{Arch, Space};
 
 /// Warm-up and timed runs per measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -58,7 +58,7 @@ impl Precision {
 /// per core). Call before anything runs on the CPU; returns the thread count in effect.
 pub fn configure_cpu_threads(threads: usize) -> Result<usize> {
     if threads > 0 {
-        // SAFETY-free: edition 2021 set_var; read once by matrixmultiply at its first GEMM, on this thread.
+        // matrixmultiply reads this once, at its first GEMM; nothing else has run yet (single-threaded here).
         std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -216,16 +216,9 @@ pub fn measure_layer<B: SupernetOps>(
             let plan = BlockPlan::allocate(&blk, n, input.tensor(), &mut arena)?;
             time_runs(b, r, || run_block(b, &plan, &w))
         }
-        LayerKey::Head { r: res, c_in, width } => {
-            let arch = Arch { resolution: *res, ..space.min_arch() };
-            let size = space.head_shape(&arch).size;
-            let shape = HeadShape {
-                c_in: *c_in,
-                expand: c_in * space.head.expand_ratio,
-                width: *width,
-                size,
-                num_classes: space.num_classes,
-            };
+        LayerKey::Head { c_in, .. } => {
+            let shape = key.head_shape(space).ok_or_else(|| Error::Other(format!("key '{key}' names no head")))?;
+            let size = shape.size;
             let (_mem, w) = pack(b, &synthetic_head(&shape, &mut rng), head_weights)?;
             let input = random_input(b, n * size * size * c_in, seed)?;
             let mut counting = Arena::measuring("layer");

@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::space::{ActiveBlock, Arch, Gene, Space};
+use crate::space::{ActiveBlock, Arch, Gene, HeadShape, Space};
 use crate::util::atomic::write_atomic;
 
 /// The table file's `format`.
@@ -119,6 +119,13 @@ impl LayerKey {
         })
     }
 
+    /// The head this key describes (its feature size from the resolution), for measuring it alone.
+    pub fn head_shape(&self, space: &Space) -> Option<HeadShape> {
+        let LayerKey::Head { r, c_in, width } = *self else { return None };
+        let size = space.head_shape(&Arch { resolution: r, ..space.min_arch() }).size;
+        Some(HeadShape { c_in, expand: c_in * space.head.expand_ratio, width, size, num_classes: space.num_classes })
+    }
+
     /// Multiply-accumulates of the layer (the FLOPs convention of `space::flops`, resize excluded): the
     /// build uses it to estimate its running time.
     pub fn macs(&self, space: &Space) -> u64 {
@@ -136,11 +143,9 @@ impl LayerKey {
                 let sc = if b.shortcut_conv { b.c_in * b.c_out * po } else { 0 };
                 (expand + b.mid * b.kernel * b.kernel * po + se + b.mid * b.c_out * po + sc) as u64
             }
-            LayerKey::Head { r, c_in, width } => {
-                let arch = Arch { resolution: *r, ..space.min_arch() };
-                let size = space.head_shape(&arch).size;
-                let e = c_in * space.head.expand_ratio;
-                (c_in * e * size * size + e * width + width * space.num_classes) as u64
+            LayerKey::Head { .. } => {
+                let Some(h) = self.head_shape(space) else { return 0 };
+                (h.c_in * h.expand * h.size * h.size + h.expand * h.width + h.width * h.num_classes) as u64
             }
         }
     }

@@ -18,7 +18,7 @@ use super::model::{synthetic_block, synthetic_head, synthetic_stem, synthetic_su
 use super::table_build::LayerTimer;
 use crate::error::{Error, Result};
 use crate::eval::onnx::{build_part, GraphPart};
-use crate::space::{Arch, HeadShape, Space};
+use crate::space::{Arch, Space};
 
 const SCRIPT: &str = include_str!("../../scripts/onnx_latency.py");
 
@@ -122,15 +122,8 @@ impl OnnxTimer {
                 let blk = key.block(space).ok_or_else(|| Error::Other(format!("key '{key}' names no block")))?;
                 build_part(space, GraphPart::Block(&blk), &synthetic_block(0, &blk, &mut rng), &[])?
             }
-            LayerKey::Head { r, c_in, width } => {
-                let size = space.head_shape(&Arch { resolution: *r, ..space.min_arch() }).size;
-                let shape = HeadShape {
-                    c_in: *c_in,
-                    expand: c_in * space.head.expand_ratio,
-                    width: *width,
-                    size,
-                    num_classes: space.num_classes,
-                };
+            LayerKey::Head { .. } => {
+                let shape = key.head_shape(space).ok_or_else(|| Error::Other(format!("key '{key}' names no head")))?;
                 build_part(space, GraphPart::Head(&shape), &synthetic_head(&shape, &mut rng), &[])?
             }
         };
