@@ -1,7 +1,9 @@
 // Bias + activation epilogue of the SE 1x1 convs and the linear head (their GEMMs produce `pre`
-// without bias), forward and backward, f32. The CPU reference is src/backend/cpu/bias.rs.
+// without bias), and of the BN-folded convs of the inference forward (src/deploy: stem, expand,
+// depthwise and head convs carry the folded BN as a bias, then swish), forward and backward, f32.
+// The CPU reference is src/backend/cpu/bias.rs.
 //
-//   fwd:  out[r, j] = act(pre[r, j] + bias[j]),  act: 0 identity, 1 ReLU, 2 hard-sigmoid
+//   fwd:  out[r, j] = act(pre[r, j] + bias[j]),  act: 0 identity, 1 ReLU, 2 hard-sigmoid, 3 swish
 //   bwd:  dpre[r, j] = dout[r, j] * act'(pre[r, j] + bias[j]);  dbias[j] += sum_r dpre[r, j]
 //   bias_grad_accumulate: dbias[j] += sum_r dout[r, j]
 //   bias_add_inplace: y[r, j] += bias[j]  (the linear head's identity epilogue, in place on the GEMM output)
@@ -10,17 +12,33 @@
 // cols used. Forward: 1-D grid-stride over rows*cols (256 threads). Backward: one thread per column
 // looping over the rows, so the column sum needs no atomics and each step of the loop is one
 // coalesced row read across the block. Rows here are a batch of samples (<= a few hundred), so a
-// per-column serial f32 sum is short; a wide reduction over rows is not needed.
+// per-column serial f32 sum is short; a wide reduction over rows is not needed. (The folded convs'
+// rows are pixels, N*H*W, but they run forward only: inference has no backward.)
+// Swish uses the same fast sigmoid as activation.cu and batchnorm.cu, so a folded conv + bias + swish
+// differs from conv + BN + swish only by the folding's reordering of the affine arithmetic.
 
 #include "common.cuh"
 #include "act.cuh"
 
 __device__ __forceinline__ float bias_act_apply(float z, int act) {
-    return act == 1 ? relu_f(z) : (act == 2 ? hard_sigmoid_f(z) : z);
+    switch (act) {
+        case 1: return relu_f(z);
+        case 2: return hard_sigmoid_f(z);
+        case 3: return z * sigmoidf_fast(z);
+        default: return z;
+    }
 }
 
 __device__ __forceinline__ float bias_act_grad(float z, int act) {
-    return act == 1 ? relu_grad_f(z) : (act == 2 ? hard_sigmoid_grad_f(z) : 1.0f);
+    switch (act) {
+        case 1: return relu_grad_f(z);
+        case 2: return hard_sigmoid_grad_f(z);
+        case 3: {
+            float s = sigmoidf_fast(z);
+            return s * (1.0f + z * (1.0f - s));
+        }
+        default: return 1.0f;
+    }
 }
 
 extern "C" __global__ void bias_act_fwd_f32(float* __restrict__ out, const float* __restrict__ pre,

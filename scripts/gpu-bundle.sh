@@ -89,6 +89,22 @@ if timeout 600 ./attnas bench train --device cuda --batch 64 --warmup 2 --steps 
     > "$LOGS/bench-train.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
 echo "bench train: $s" | tee -a "$LOGS/summary.txt"
 cat "$LOGS/bench-train.log"
+echo "== attnas latency on the GPU (CUDA events): A0, A6 and the max subnet, batch 1 and 64"
+for batch in 1 64; do
+  if timeout 300 ./attnas latency --device cuda --arch a0,a6,max --batch "$batch" --warmup 10 --repeats 50 --json \
+      > "$LOGS/latency-b$batch.json" 2> "$LOGS/latency-b$batch.log"; then s=PASS; else s="FAIL($?)"; fi
+  echo "latency batch $batch: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/latency-b$batch.json"
+done
+echo "== latency tables on the GPU: the tiny space, then AttentiveNAS at batch 1; each checked on 20 random subnets"
+for space in tiny attentivenas; do
+  if timeout 600 ./attnas latency-table --device cuda --config "$space" --out "$LOGS/latency-table-$space.json" \
+      --overwrite --quiet > "$LOGS/latency-table-$space.log" 2>&1 \
+    && timeout 300 ./attnas latency --device cuda --config "$space" --predict "$LOGS/latency-table-$space.json" \
+      --check 20 --quiet > "$LOGS/latency-check-$space.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+  echo "latency table $space: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/latency-table-$space.log" "$LOGS/latency-check-$space.log"
+done
 for b in benches/*; do
   n=$(basename "$b")
   if timeout 600 "$b" > "$LOGS/bench-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi

@@ -66,6 +66,15 @@ if [ -f out/data/fashion-mnist/train.pack ]; then
   else
     echo "(Python tools unavailable: ONNX check skipped)"
   fi
+  echo "== deployment: a latency table of the tiny space on this CPU, checked, and the accuracy/latency front"
+  $BIN latency --config tiny --arch out/export/arch.json --device cpu --quiet
+  $BIN latency-table --config tiny --device cpu --warmup 3 --repeats 15 --out out/latency/tiny-cpu.json \
+    --overwrite --quiet
+  $BIN latency --config tiny --device cpu --predict out/latency/tiny-cpu.json --check 20 --quiet
+  rm -rf out/search-latency
+  $BIN search --ckpt out/runs/tiny --data $D --objective latency --latency-table out/latency/tiny-cpu.json \
+    --bucket 0.01 --population 16 --mutations 8 --crossovers 8 --iterations 3 --calib-batches 4 \
+    --calib-batch-size 64 --eval-images 1000 --device cpu --out out/search-latency --quiet
   echo "== attnas report: out/report.html (training curves, attentive sampling, Pareto front, config)"
   $BIN report out/runs/tiny --search out/search --out out/report.html
   echo "== TensorBoard: out/runs/tiny/tb read back by TensorBoard's event accumulator"

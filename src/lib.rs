@@ -8,6 +8,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod deploy;
 pub mod dist;
 pub mod error;
 pub mod eval;

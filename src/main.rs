@@ -43,6 +43,11 @@ enum Command {
     Predictor(cli::predictor_cmd::PredictorArgs),
     /// One self-contained HTML report of a training run (and its search): curves, sampling, front, config.
     Report(cli::report_cmd::ReportArgs),
+    /// Latency of subnets' BN-folded inference forwards on this device (median, p10, p90), or predicted
+    /// from a latency table (--predict), or a table checked against measurements (--check N).
+    Latency(cli::latency_cmd::LatencyArgs),
+    /// Measure every layer configuration of a space on this device into a latency table (JSON).
+    LatencyTable(cli::latency_cmd::LatencyTableArgs),
 }
 
 fn main() {
@@ -70,6 +75,8 @@ fn main() {
         Command::Search(a) => cli::search_cmd::run_search(a),
         Command::Predictor(a) => cli::predictor_cmd::run_predictor(a),
         Command::Report(a) => cli::report_cmd::run_report(a),
+        Command::Latency(a) => cli::latency_cmd::run_latency(a),
+        Command::LatencyTable(a) => cli::latency_cmd::run_latency_table(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -89,7 +89,7 @@ fn eight_bit_host_batches_give_the_f32_results_bit_for_bit() {
         calibrate_from_f32(&b, &net, &arch, &loader, settings.batches);
         let want_stats = bits(&net.to_named(&b, false).unwrap());
         let mut want_logits = Vec::new();
-        let mut ev = Evaluator::new(&b, &net, 8, 32).unwrap();
+        let mut ev = Evaluator::new(&b, &net, 8, 32, false).unwrap();
         eval.for_each(|batch| {
             let x = normalize_nhwc(&batch.pixels);
             assert_eq!(x, batch.normalized());

@@ -1,6 +1,8 @@
 //! `attnas export`: the static subnet's safetensors (AttentiveNAS static-model names, sliced shapes,
-//! recalibrated BN), arch.json, and an ONNX graph whose structure is checked here and whose logits
-//! onnxruntime reproduces (scripts/onnx_check.py, when the Python tools are installed).
+//! recalibrated BN; by default BN folded into the convs, `--no-fold-bn` keeps it), arch.json, and an ONNX
+//! graph whose structure is checked here and whose logits onnxruntime reproduces against `attnas eval`'s
+//! (folded against folded, unfolded against `--no-fold-bn`; scripts/onnx_check.py, when the Python tools
+//! are installed).
 //!
 //! Parity tolerance: |onnx - rust| <= 1e-4 + 1e-4 * max|rust logit|. Both sides compute in float32 and
 //! differ only in summation order (ORT's convolutions and GEMMs against ours), which costs a few ulps per
@@ -76,6 +78,16 @@ fn onnx_graph_has_the_subnet_structure() {
         (attr("group").i, attr("strides").ints.clone(), attr("pads").ints.clone()),
         (Some(72), vec![1, 1], vec![1; 4])
     );
+
+    // Folded: the same graph with each Conv + BatchNormalization pair one Conv with a bias.
+    let folded = attnas::deploy::fold::fold_bn(&space, &arch, &tensors).unwrap();
+    let fm = build_model(&space, &arch, &folded, &[]).unwrap();
+    let fops = op_counts(&fm);
+    assert!(!fops.contains_key("BatchNormalization"), "{fops:?}");
+    assert_eq!(fops["Conv"], ops["Conv"]);
+    let with_bias =
+        fm.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type == "Conv" && n.input.len() == 3).count();
+    assert_eq!(with_bias, ops["BatchNormalization"] + 2 * ops["HardSigmoid"], "folded convs + the SE convs");
 }
 
 /// At resolution 28 (a variant of the tiny space) the stride-2 block of s3 pools a 7 x 7 map: its
@@ -138,16 +150,29 @@ fn odd_size_export_matches_the_rust_forward_in_onnxruntime() {
 #[test]
 fn export_matches_the_rust_forward_in_onnxruntime() {
     let Some(f) = fixture("export_matches_the_rust_forward_in_onnxruntime") else { return };
-    let dir = scratch("export");
+    for fold in [true, false] {
+        export_and_check(f, fold);
+    }
+}
+
+/// Exports ARCH (BN folded or not), checks the files, and (with the Python tools) compares onnxruntime's
+/// logits with `attnas eval`'s on the same images, the eval folded or not to match.
+fn export_and_check(f: &eval_common::Fixture, fold: bool) {
+    let dir = scratch(if fold { "export-folded" } else { "export-bn" });
     let arch_file = dir.join("subnet.json");
     std::fs::write(&arch_file, ARCH).unwrap();
     let out = dir.join("model");
     let (a, o) = (arch_file.to_str().unwrap(), out.to_str().unwrap());
-    let calib = ["--calib-batches", "4", "--calib-batch-size", "64", "--seed", "7", "--device", "cpu", "--quiet"];
+    let mut calib =
+        vec!["--calib-batches", "4", "--calib-batch-size", "64", "--seed", "7", "--device", "cpu", "--quiet"];
+    if !fold {
+        calib.push("--no-fold-bn");
+    }
     let mut args = vec!["export", "--ckpt", f.run(), "--data", f.data(), "--arch", a, "--out", o, "--json"];
-    args.extend(calib);
+    args.extend(&calib);
     let report: serde_json::Value = serde_json::from_str(&attnas_ok(&args)).unwrap();
     assert_eq!(report["calib_images"], 256);
+    assert_eq!(report["bn_folded"], fold);
 
     // arch.json: the arch (readable by --arch) plus its cost.
     let arch_json: serde_json::Value =
@@ -157,14 +182,21 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
     assert!((flops.unwrap() - report["mflops"].as_f64().unwrap()).abs() < 1e-3);
     assert!(arch_json["params"].as_f64().unwrap() > 0.0);
 
-    // Weights: static names and shapes, BN statistics recalibrated (no longer the initial 0 / 1).
+    // Weights: static names and shapes; BN statistics recalibrated (no longer the initial 0 / 1), or
+    // folded away into conv biases.
     let (tensors, meta) = attnas::checkpoint::read_safetensors(&out.join("model.safetensors")).unwrap();
-    assert_eq!(meta["format"], "attnas-static-subnet/1");
+    assert_eq!(meta["format"], if fold { "attnas-folded-subnet/1" } else { "attnas-static-subnet/1" });
+    assert_eq!(meta["bn_folded"], fold.to_string());
     let by_name: HashMap<&str, _> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     assert_eq!(by_name["first_conv.conv.weight"].shape, vec![16, 3, 3, 3]);
     assert_eq!(by_name["last_conv.2.conv.weight"].shape, vec![64, 240, 1, 1]);
-    let var = &by_name["blocks.3.mobile_inverted_conv.depth_conv.bn.running_var"];
-    assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
+    if fold {
+        assert!(!tensors.iter().any(|t| t.name.contains(".bn.")), "a BN tensor in the folded export");
+        assert_eq!(by_name["blocks.3.mobile_inverted_conv.depth_conv.conv.bias"].shape, vec![48]);
+    } else {
+        let var = &by_name["blocks.3.mobile_inverted_conv.depth_conv.bn.running_var"];
+        assert!(var.data.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running_var still at its initial 1");
+    }
 
     let Some(py) = python_tools("export_matches_the_rust_forward_in_onnxruntime") else { return };
     let s = onnx_parity(&py, f, &dir, &[a, "64"], &calib, &out);
@@ -173,7 +205,7 @@ fn export_matches_the_rust_forward_in_onnxruntime() {
     assert_eq!(s["output_shape"], serde_json::json!([64, 10]));
     assert_eq!(s["within_tolerance"], true, "{s}");
     assert_eq!(s["argmax_agreement"], 1.0, "{s}");
-    println!("onnx parity: max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
+    println!("onnx parity (folded: {fold}): max |diff| {} (bound {})", s["max_abs_diff"], s["bound"]);
 }
 
 /// Dumps `eval`'s inputs and logits of `arch_and_images` = [arch, image count] (with `calib` flags) into

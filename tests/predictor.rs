@@ -105,6 +105,7 @@ fn predictor_fit_command_reports_tau_on_held_out_pairs() {
             iteration: 0,
             origin: Origin::Initial,
             predicted: None,
+            latency_ms: None,
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();

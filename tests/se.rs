@@ -14,7 +14,8 @@
 //!   sums over <= 81 pixels: abs 5e-5 + rel 1e-4. (A pre-activation within rounding of a ReLU /
 //!   hard-sigmoid kink could flip a derivative between the two sides; these fixed seeds hit none.)
 //! - Bias epilogues: same f32 operations as the reference except the column sums (f32 serial on the
-//!   device vs f64): abs 1e-5 + rel 1e-5.
+//!   device vs f64) and swish's sigmoid (f32 fast exp on the device vs f64, a few ulps): abs 1e-5 +
+//!   rel 1e-5.
 
 use attnas::backend::cpu::bias::BiasAct;
 use attnas::backend::cpu::se::{se_block_bwd, se_block_fwd, SeDims, SeGradsMut, SeParams as HostSeParams};
@@ -158,7 +159,7 @@ fn bias_ops<B: BiasOps>(b: &B, spec: &BiasActSpec, seed: u64) -> Vec<Vec<f32>> {
 #[test]
 fn bias_epilogues_match_cpu_reference() {
     let cpu = CpuBackend::new();
-    for (i, act) in [BiasAct::Identity, BiasAct::Relu, BiasAct::HardSigmoid].into_iter().enumerate() {
+    for (i, act) in [BiasAct::Identity, BiasAct::Relu, BiasAct::HardSigmoid, BiasAct::Swish].into_iter().enumerate() {
         for (rows, cols) in [(5, 37), (64, 8), (1, 300)] {
             let spec = BiasActSpec { rows, cols, act };
             let seed = 10 * i as u64 + cols as u64;

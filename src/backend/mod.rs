@@ -85,6 +85,17 @@ pub trait Backend {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
     fn download(&self, src: Tensor) -> Result<Vec<f32>>;
     fn synchronize(&self) -> Result<()>;
+
+    /// Milliseconds the device spends on the work `f` enqueues (latency measurement). The default is the
+    /// host wall clock from a synchronised start to a synchronised end (the CPU, the emulator); a GPU
+    /// records CUDA events on its stream around the work instead.
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
 }
 
 /// Allocates a tensor and fills it from the host.

@@ -102,6 +102,10 @@ pub struct EvalArgs {
     /// One arch only: write its eval-mode logits on those images ([N, classes]) to this .npy file.
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
+    /// Evaluate the supernet's forward with BN layers instead of the BN-folded static subnet (the
+    /// deployed model, the default).
+    #[arg(long)]
+    pub no_fold_bn: bool,
 }
 
 struct Job(EvalJob);
@@ -127,6 +131,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         max_images: a.max_images,
         progress: !a.quiet,
         dump: DumpPaths { inputs: a.dump_inputs.clone(), logits: a.dump_logits.clone() },
+        fold_bn: !a.no_fold_bn,
     };
     let report = run_on(a.device, Job(job))?;
     if a.json {
@@ -140,6 +145,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         ),
         None => println!("BN recalibration: off (--no-calib: the checkpoint's running statistics)"),
     }
+    println!(
+        "forward: {}",
+        if report.bn_folded { "BN folded into the convs (the deployed model)" } else { "BN layers (--no-fold-bn)" }
+    );
     println!(
         "{:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "arch", "MFLOPs", "params(M)", "top-1", "top-5", "images", "seconds"

@@ -49,6 +49,10 @@ pub struct ExportArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Keep the BN layers (AttentiveNAS's static-model state dict; ONNX BatchNormalization nodes) instead
+    /// of folding them into the convs.
+    #[arg(long)]
+    pub no_fold_bn: bool,
 }
 
 struct Job(ExportJob);
@@ -106,6 +110,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
             data: DataPaths { dir: a.data.clone(), train: a.train_data.clone(), eval: None, crop: a.crop },
             calib: a.calib.settings(),
             progress: !a.quiet,
+            fold_bn: !a.no_fold_bn,
         };
         let r = run_on(a.device, Job(job)).map_err(|e| match e {
             Error::Usage(m) if n > 1 => Error::usage(format!("--arch item {} of {n} ('{item}'): {m}", i + 1)),
@@ -129,8 +134,13 @@ pub fn run(a: &ExportArgs) -> Result<()> {
 
 fn print_report(r: &ExportReport) {
     println!(
-        "exported {} ({:.2} MFLOPs, {:.3} M params, resolution {}), BN recalibrated on {} images",
-        r.arch_name, r.mflops, r.mparams, r.arch.resolution, r.calib_images
+        "exported {} ({:.2} MFLOPs, {:.3} M params, resolution {}), BN recalibrated on {} images{}",
+        r.arch_name,
+        r.mflops,
+        r.mparams,
+        r.arch.resolution,
+        r.calib_images,
+        if r.bn_folded { " and folded into the convs" } else { " (BN layers kept)" }
     );
     println!("  weights: {} ({} tensors)", r.weights.display(), r.tensors);
     println!("  arch:    {}", r.arch_json.display());

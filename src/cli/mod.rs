@@ -7,6 +7,7 @@ pub mod eval_cmd;
 pub mod export_cmd;
 pub mod grad_cmd;
 pub mod info;
+pub mod latency_cmd;
 pub mod params_cmd;
 pub mod predictor_cmd;
 pub mod report_cmd;

@@ -1,6 +1,7 @@
 //! `attnas search`: the evolutionary accuracy-vs-FLOPs search of spec 6.2 over a trained supernet. Every
 //! setting is a flag with the published default (512 initial, 128 mutations + 128 crossovers per
 //! iteration, p = 0.2, 20 iterations, 10-MFLOP buckets, BN calibration on 32 x 256 training images).
+//! `--objective latency` searches top-1 against latency instead (a latency table, or measured here).
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
 use crate::error::{Error, Result};
 use crate::search::data::DataSettings;
-use crate::search::job::{run, SearchJob, SearchSummary};
+use crate::search::job::{run, LatencySearch, LatencySource, SearchJob, SearchSummary};
 use crate::search::EvolutionSettings;
 
 #[derive(Args, Debug)]
@@ -21,9 +22,32 @@ pub struct SearchArgs {
     /// Packed data: a folder with train.pack (BN calibration) and val.pack (held-out scoring), or a train .pack.
     #[arg(long)]
     pub data: PathBuf,
-    /// FLOPs range MIN:MAX in MFLOPs (multiply-accumulates / 1e6), e.g. 200:1200.
+    /// FLOPs range MIN:MAX in MFLOPs (multiply-accumulates / 1e6), e.g. 200:1200 (required with
+    /// --objective flops; with latency, optional: the whole space by default).
     #[arg(long, value_parser = parse_range)]
-    pub flops: (f64, f64),
+    pub flops: Option<(f64, f64)>,
+    /// The cost axis of the front: flops (MFLOPs) or latency (ms; needs --latency-table or --measure).
+    #[arg(long, value_enum, default_value_t = Objective::Flops)]
+    pub objective: Objective,
+    /// Latencies from this table (attnas latency-table) measured on the deployment device.
+    #[arg(long, conflicts_with = "measure")]
+    pub latency_table: Option<PathBuf>,
+    /// Latencies measured on --device: the median of 5 timed forwards of each subnet's folded model.
+    #[arg(long)]
+    pub measure: bool,
+    /// Latency range MIN:MAX in ms every subnet must lie in (default: any).
+    #[arg(long, value_parser = parse_range)]
+    pub latency: Option<(f64, f64)>,
+    /// Images per forward of the latency measured with --measure.
+    #[arg(long, default_value_t = 1)]
+    pub latency_batch: usize,
+    /// Use a latency table from another device, precision, thread count or space (recorded in latency.json).
+    #[arg(long)]
+    pub allow_table_mismatch: bool,
+    /// CPU threads (rayon and GEMM threads; a latency table records the count it was measured with); 0 =
+    /// one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Space file (its train: section gives the loader's transforms) or built-in name; default: stored with the checkpoint.
     #[arg(long)]
     pub config: Option<String>,
@@ -57,7 +81,8 @@ pub struct SearchArgs {
     /// Never mutate the resolution gene.
     #[arg(long)]
     pub freeze_resolution: bool,
-    /// FLOPs bucket width in MFLOPs for the per-bucket bests (10 for AttentiveNAS; ~0.05 for the tiny space).
+    /// Bucket width of the per-bucket bests, in the objective's unit: MFLOPs (10 for AttentiveNAS, ~0.05
+    /// for the tiny space) or ms.
     #[arg(long, default_value_t = 10.0)]
     pub bucket: f64,
     /// BN calibration batches (training images, training augmentation).
@@ -94,6 +119,13 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// The search's cost axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Objective {
+    Flops,
+    Latency,
+}
+
 fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
     let (a, b) = s.split_once(':').ok_or_else(|| format!("'{s}': expected MIN:MAX in MFLOPs, e.g. 200:1200"))?;
     let lo: f64 = a.trim().parse().map_err(|_| format!("'{a}' is not a number (MIN of MIN:MAX)"))?;
@@ -117,6 +149,28 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
     if a.predictor.is_none() && a.predictor_keep != 0.5 {
         return Err(Error::usage("--predictor-keep needs --predictor FILE"));
     }
+    let latency = match (a.objective, &a.latency_table, a.measure) {
+        (Objective::Flops, None, false) if a.latency.is_none() => None,
+        (Objective::Flops, ..) => {
+            return Err(Error::usage("--latency-table, --measure and --latency need --objective latency"));
+        }
+        (Objective::Latency, None, false) => {
+            return Err(Error::usage("--objective latency needs --latency-table FILE or --measure"));
+        }
+        (Objective::Latency, table, _) => {
+            let source = match table {
+                Some(path) => LatencySource::Table { path: path.clone(), allow_mismatch: a.allow_table_mismatch },
+                None => LatencySource::Measure { batch: a.latency_batch.max(1) },
+            };
+            let (lo, hi) = a.latency.unwrap_or((0.0, 1e12));
+            Some(LatencySearch { source, lo, hi })
+        }
+    };
+    let flops = match (a.flops, a.objective) {
+        (Some(f), _) => f,
+        (None, Objective::Latency) => (0.0, 1e12),
+        (None, Objective::Flops) => return Err(Error::usage("--flops MIN:MAX is required (e.g. --flops 200:1200)")),
+    };
     let settings = EvolutionSettings {
         population: a.population,
         mutations: a.mutations,
@@ -125,8 +179,8 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         mutate_prob: a.mutate_prob,
         freeze_resolution: a.freeze_resolution,
         bucket: a.bucket,
-        flops_lo: a.flops.0,
-        flops_hi: a.flops.1,
+        flops_lo: flops.0,
+        flops_hi: flops.1,
         seed: a.seed,
         predictor_keep: a.predictor_keep,
         seeds: Vec::new(),
@@ -151,7 +205,9 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         predictor: a.predictor.clone(),
         seed_archs: a.seed_arch.clone(),
         progress: !a.quiet,
+        latency,
     };
+    crate::deploy::latency::configure_cpu_threads(a.threads)?;
     let summary = run_on(a.device, Job(job))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
@@ -162,11 +218,12 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         summary.iterations_done, summary.evaluated, summary.evaluated_now, summary.candidates_per_sec
     );
     println!("Pareto front ({} subnets):", summary.front.len());
-    println!("{:>10} {:>10} {:>8} {:>8}  arch", "MFLOPs", "Mparams", "top-1", "top-5");
+    println!("{:>10} {:>12} {:>10} {:>8} {:>8}  arch", "MFLOPs", "latency ms", "Mparams", "top-1", "top-5");
     for e in &summary.front {
         println!(
-            "{:>10.2} {:>10.3} {:>7.2}% {:>7.2}%  {}",
+            "{:>10.2} {:>12} {:>10.3} {:>7.2}% {:>7.2}%  {}",
             e.mflops,
+            e.latency_ms.map_or("-".into(), |l| format!("{l:.3}")),
             e.params as f64 / 1e6,
             e.top1,
             e.top5,

@@ -3,6 +3,11 @@
 //! one subnet evaluation (activation arena, batch buffers) and is reused by `export`; [`run_eval`] is
 //! the whole command for one backend. Optionally dumps one subnet's inputs (after the model's resize,
 //! NCHW) and eval-mode logits as `.npy`, for checking an exported ONNX model against the Rust forward.
+//!
+//! By default the evaluation runs the deployed model: after calibration the static subnet is cut out,
+//! its BN folded into the convs and run by the inference forward (`crate::deploy`); `--no-fold-bn`
+//! evaluates the supernet's own eval-mode forward with BN layers instead. Both give the same top-1 up to
+//! float rounding (the folding reorders operations; `tests/deploy_fold.rs` bounds the logit difference).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,9 +16,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::data::{calibration_batches, data_config_of, CalibSettings, DataPaths, EvalSource};
 use super::load_supernet;
+use crate::backend::ops::loss::LossShape;
 use crate::backend::ops::resize::ResizeShape;
 use crate::backend::{Arena, SupernetOps};
+use crate::deploy::fold::fold_bn;
+use crate::deploy::infer::{forward as folded_forward, infer_arena_len, InferPlan};
+use crate::deploy::model::FoldedModel;
 use crate::error::{Error, Result};
+use crate::eval::static_subnet;
 use crate::nn::{activation_arena_len, ForwardOptions, Supernet};
 use crate::space::arch::resolve_arch_list;
 use crate::space::{flops, Arch};
@@ -26,34 +36,80 @@ pub struct Evaluator<'a, B: SupernetOps> {
     net: &'a Supernet<B::Memory>,
     arena: Arena<B::Memory>,
     bufs: EvalBuffers<B>,
+    /// Evaluate the BN-folded static subnet (the default) rather than the supernet's BN forward.
+    fold: bool,
+    /// The folded model of the subnet last prepared, from the running statistics at that time.
+    folded: Option<FoldedModel<B::Memory>>,
 }
 
 impl<'a, B: SupernetOps> Evaluator<'a, B> {
     /// An arena for the largest subnet's eval forward on `max_batch` images of side `side`, plus room
     /// for one resized copy of such a batch ([`Evaluator::resize`]).
-    pub fn new(b: &'a B, net: &'a Supernet<B::Memory>, max_batch: usize, side: usize) -> Result<Self> {
+    /// `fold`: evaluate the BN-folded static subnet (module docs).
+    pub fn new(b: &'a B, net: &'a Supernet<B::Memory>, max_batch: usize, side: usize, fold: bool) -> Result<Self> {
         let space = &net.space;
         let r_max = space.resolutions.iter().copied().max().unwrap_or(side);
-        let len = activation_arena_len(space, max_batch, side, false)? + max_batch * r_max * r_max * 3 + 1024;
+        let plan = activation_arena_len(space, max_batch, side, false)?.max(infer_arena_len(space, max_batch, side)?);
+        let len = plan + max_batch * r_max * r_max * 3 + 1024;
         let arena = Arena::new(b, "activations", len).map_err(|e| {
             Error::Other(format!(
                 "eval: activation arena of {:.2} GiB for batch {max_batch}: {e}; lower --batch-size / --calib-batch-size",
                 len as f64 * 4.0 / (1u64 << 30) as f64
             ))
         })?;
-        Ok(Evaluator { b, net, arena, bufs: EvalBuffers::new(space.num_classes) })
+        Ok(Evaluator { b, net, arena, bufs: EvalBuffers::new(space.num_classes), fold, folded: None })
     }
 
     /// Resets the running statistics and recalibrates them for `arch` on `calib` (cumulative average).
     pub fn calibrate(&mut self, arch: &Arch, calib: &[HostBatch]) -> Result<()> {
+        self.folded = None;
         calibrate_bn(self.b, self.net, &mut self.arena, &mut self.bufs, arch, calib)
+    }
+
+    /// With folding on, the folded model of `arch` from the current running statistics (built once per
+    /// calibration).
+    fn prepare_folded(&mut self, arch: &Arch) -> Result<()> {
+        if !self.fold || self.folded.as_ref().is_some_and(|m| &m.arch == arch) {
+            return Ok(());
+        }
+        let space = &self.net.space;
+        let tensors = static_subnet::extract(space, arch, &self.net.to_named(self.b, false)?)?;
+        let folded = fold_bn(space, arch, &tensors)?;
+        self.folded = Some(FoldedModel::upload(self.b, space, arch, &folded)?);
+        Ok(())
+    }
+
+    /// Uploads `batch` and runs `arch`'s eval forward (folded or not); returns the logits tensor and the
+    /// batch's buffers.
+    fn run_forward(
+        &mut self,
+        arch: &Arch,
+        batch: &HostBatch,
+    ) -> Result<(crate::backend::Tensor, &StepBuffers<B::Memory>)> {
+        self.prepare_folded(arch)?;
+        let sb = self.bufs.get(self.b, batch)?;
+        let logits = eval_forward(self.b, self.net, self.folded.as_ref().filter(|_| self.fold), &mut self.arena, arch, sb)?;
+        Ok((logits, sb))
+    }
+
+    /// Top-1 and top-5 hit counts of `arch` on one batch.
+    fn count_correct(&mut self, arch: &Arch, batch: &HostBatch) -> Result<(u64, u64)> {
+        if !self.fold {
+            return count_correct(self.b, self.net, &mut self.arena, &mut self.bufs, arch, batch);
+        }
+        let b = self.b;
+        let (logits, sb) = self.run_forward(arch, batch)?;
+        b.topk_correct(&LossShape { n: sb.n, classes: sb.classes }, logits, sb.labels, sb.rank, sb.counts)?;
+        let counts = b.download(sb.counts)?;
+        // exact small integers in f32 (see `topk_correct`)
+        Ok((counts[0] as u64, counts[1] as u64))
     }
 
     /// Top-1 / top-5 of `arch` on `eval` with the current running statistics; `on_batch` after each batch.
     pub fn accuracy(&mut self, arch: &Arch, eval: &EvalSource, mut on_batch: impl FnMut()) -> Result<Accuracy> {
         let (mut c1, mut c5, mut n) = (0u64, 0u64, 0usize);
         eval.for_each(|batch| {
-            let (h1, h5) = count_correct(self.b, self.net, &mut self.arena, &mut self.bufs, arch, batch)?;
+            let (h1, h5) = self.count_correct(arch, batch)?;
             c1 += h1;
             c5 += h5;
             n += batch.len();
@@ -80,17 +136,38 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     }
 
     /// Eval-mode logits `[n, classes]` of `arch` on normalised `images` ([n, side, side, 3], n the
-    /// number of `labels`).
+    /// number of `labels`), folded or not as the evaluator was made.
     pub fn logits(&mut self, arch: &Arch, images: &[f32], labels: &[u32], side: usize) -> Result<Vec<f32>> {
         let classes = self.net.space.num_classes;
-        let bufs = StepBuffers::new(self.b, labels.len(), side, classes)?;
-        bufs.upload(self.b, images, labels)?;
-        self.arena.reset();
-        let tape =
-            self.net.forward(self.b, arch, bufs.input, bufs.n, bufs.side, ForwardOptions::eval(), &mut self.arena)?;
-        let logits = self.b.download(tape.head.logits)?;
+        self.prepare_folded(arch)?;
+        let sb = StepBuffers::new(self.b, labels.len(), side, classes)?;
+        sb.upload(self.b, images, labels)?;
+        let logits =
+            eval_forward(self.b, self.net, self.folded.as_ref().filter(|_| self.fold), &mut self.arena, arch, &sb)?;
+        let logits = self.b.download(logits)?;
         Ok(logits[..labels.len() * classes].to_vec())
     }
+}
+
+/// `arch`'s eval forward on the batch in `sb`: the folded model when given (prepared for `arch`), else the
+/// supernet's BN forward on the running statistics. Returns the logits tensor (in `arena`).
+fn eval_forward<B: SupernetOps>(
+    b: &B,
+    net: &Supernet<B::Memory>,
+    folded: Option<&FoldedModel<B::Memory>>,
+    arena: &mut Arena<B::Memory>,
+    arch: &Arch,
+    sb: &StepBuffers<B::Memory>,
+) -> Result<crate::backend::Tensor> {
+    arena.reset();
+    Ok(match folded {
+        Some(model) => {
+            let plan = InferPlan::allocate(&net.space, arch, sb.n, sb.input, sb.side, arena)?;
+            folded_forward(b, &plan, model)?;
+            plan.head.logits
+        }
+        None => net.forward(b, arch, sb.input, sb.n, sb.side, ForwardOptions::eval(), arena)?.head.logits,
+    })
 }
 
 /// Where `--dump-inputs` / `--dump-logits` go.
@@ -114,6 +191,8 @@ pub struct EvalJob {
     pub max_images: Option<usize>,
     pub progress: bool,
     pub dump: DumpPaths,
+    /// Evaluate the BN-folded static subnet (default); false: `--no-fold-bn`.
+    pub fold_bn: bool,
 }
 
 /// One subnet's result.
@@ -150,6 +229,8 @@ pub struct EvalReport {
     pub eval_data: PathBuf,
     /// `None` with `--no-calib`.
     pub calibration: Option<CalibReport>,
+    /// Whether the BN-folded inference forward was evaluated.
+    pub bn_folded: bool,
     pub results: Vec<EvalRow>,
 }
 
@@ -196,7 +277,7 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
     };
     let eval = EvalSource::open(&eval_path, space, &data_cfg, job.batch_size, job.max_images)?;
     let max_batch = job.batch_size.max(job.calib.map_or(0, |c| c.batch_size));
-    let mut ev = Evaluator::new(b, &loaded.net, max_batch, data_cfg.crop as usize)?;
+    let mut ev = Evaluator::new(b, &loaded.net, max_batch, data_cfg.crop as usize, job.fold_bn)?;
 
     let calib_len = calib.as_ref().map_or(0, |(c, _)| c.len());
     let bar = batch_bar(job.progress, (archs.len() * (calib_len + eval.num_batches())) as u64);
@@ -232,6 +313,7 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
         device: b.name(),
         eval_data: eval_path,
         calibration: calib.map(|(_, r)| r),
+        bn_folded: job.fold_bn,
         results,
     })
 }

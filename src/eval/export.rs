@@ -1,12 +1,16 @@
 //! `attnas export`: one subnet as a standalone model. Loads the supernet, recalibrates BN for the subnet
 //! on the training images (spec 5.1), cuts the static subnet out of the weights and writes, atomically,
 //! into the output folder:
-//! - `model.safetensors`: the static subnet's tensors, named and shaped as AttentiveNAS's static model
-//!   (see [`super::static_subnet`]), BN running statistics from the recalibration; the metadata holds the
-//!   arch, its cost, the input convention and the calibration settings;
+//! - `model.safetensors`: the static subnet's tensors, by default with every BN folded into the conv
+//!   before it (`crate::deploy::fold`: conv weights scaled, a `.conv.bias` per folded conv, no BN
+//!   tensors; format `attnas-folded-subnet/1`); with `--no-fold-bn` named and shaped exactly as
+//!   AttentiveNAS's static model (see [`super::static_subnet`], loadable by its `load_state_dict`) with
+//!   the recalibrated BN statistics (format `attnas-static-subnet/1`); the metadata holds the arch, its
+//!   cost, the input convention, the calibration settings and `bn_folded`;
 //! - `arch.json`: the arch in our JSON form plus `flops` (MFLOPs, AttentiveNAS's key) and `params`
 //!   (millions); `--arch DIR/arch.json` reads it back;
-//! - `model.onnx`: the same network as an ONNX graph (see [`super::onnx`]).
+//! - `model.onnx`: the same network as an ONNX graph (see [`super::onnx`]): Conv with bias and no
+//!   BatchNormalization node when folded, Conv + BatchNormalization with `--no-fold-bn`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use super::{load_supernet, onnx, static_subnet};
 use crate::backend::SupernetOps;
 use crate::checkpoint::write_safetensors;
 use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::deploy::fold::{fold_bn, FOLDED_FORMAT};
 use crate::error::{Error, Result};
 use crate::space::arch::resolve_arch;
 use crate::space::{flops, Arch};
@@ -34,6 +39,8 @@ pub struct ExportJob {
     pub data: DataPaths,
     pub calib: CalibSettings,
     pub progress: bool,
+    /// Fold BN into the convs (default); false: `--no-fold-bn`.
+    pub fold_bn: bool,
 }
 
 /// What was written.
@@ -49,6 +56,7 @@ pub struct ExportReport {
     pub arch_json: PathBuf,
     pub onnx: PathBuf,
     pub device: String,
+    pub bn_folded: bool,
 }
 
 /// `arch.json`: the arch's own keys (so `--arch` reads it), then its cost.
@@ -75,6 +83,15 @@ fn input_note(r: usize, crop: u32) -> String {
     )
 }
 
+fn layout_note(folded: bool) -> &'static str {
+    if folded {
+        "AttentiveNAS static subnet names, PyTorch NCHW, BN folded: each conv followed by BN in the static model \
+         carries `<prefix>.conv.bias` and scaled weights instead, and there are no `.bn.` tensors"
+    } else {
+        "AttentiveNAS static subnet (AttentiveNasStaticModel state dict), PyTorch NCHW"
+    }
+}
+
 /// Runs `attnas export` on backend `b`.
 pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport> {
     let loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
@@ -90,7 +107,7 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
     let t = Instant::now();
     let calib = calibration_batches(&train_path, space, &data_cfg, &job.calib)?;
     let calib_images: usize = calib.iter().map(HostBatch::len).sum();
-    let mut ev = Evaluator::new(b, &loaded.net, job.calib.batch_size, data_cfg.crop as usize)?;
+    let mut ev = Evaluator::new(b, &loaded.net, job.calib.batch_size, data_cfg.crop as usize, false)?;
     let bar = batch_bar(job.progress, calib.len() as u64);
     bar.set_message("calibrating BN");
     ev.calibrate(&arch, &calib)?;
@@ -99,6 +116,8 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
 
     let named = loaded.net.to_named(b, false)?;
     let tensors = static_subnet::extract(space, &arch, &named)?;
+    let tensors = if job.fold_bn { fold_bn(space, &arch, &tensors)? } else { tensors };
+    let format = if job.fold_bn { FOLDED_FORMAT } else { "attnas-static-subnet/1" };
     let cost = flops::cost(space, &arch);
     let r = arch.resolution;
     let calib_note = serde_json::json!({
@@ -108,8 +127,9 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
         "seconds": t.elapsed().as_secs_f64(),
     });
     let meta: Vec<(String, String)> = vec![
-        ("format".into(), "attnas-static-subnet/1".into()),
-        ("layout".into(), "AttentiveNAS static subnet (AttentiveNasStaticModel state dict), PyTorch NCHW".into()),
+        ("format".into(), format.into()),
+        ("layout".into(), layout_note(job.fold_bn).into()),
+        ("bn_folded".into(), job.fold_bn.to_string()),
         ("space".into(), space.name.clone()),
         ("arch".into(), arch.to_json()),
         ("resolution".into(), r.to_string()),
@@ -153,5 +173,6 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
         arch_json,
         onnx: onnx_path,
         device: b.name(),
+        bn_folded: job.fold_bn,
     })
 }

@@ -15,6 +15,9 @@
 //!   needs no generator state and repeats the uninterrupted one exactly. The next population is built
 //!   after every iteration, the last included (it is cheap), so a finished search can be extended by
 //!   resuming it with more iterations.
+//! - Latency objective ([`run_with_latency`]): the same search with each subnet's latency (ms, from a
+//!   latency table or measured) as the cost axis: buckets are in ms, the front is top-1 against latency,
+//!   and every child must also lie in the latency range. The FLOPs range still applies.
 
 use std::collections::HashMap;
 
@@ -75,11 +78,40 @@ pub struct Evaluated {
     pub origin: Origin,
     #[serde(default)]
     pub predicted: Option<f64>,
+    /// Latency in ms (latency searches only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 impl Evaluated {
+    /// (cost, top-1): the cost is the latency in a latency search, else the MFLOPs.
     pub fn point(&self) -> Point {
-        Point { mflops: self.mflops, top1: self.top1 }
+        Point { mflops: self.latency_ms.unwrap_or(self.mflops), top1: self.top1 }
+    }
+}
+
+/// A subnet's latency in ms (a latency table's prediction, or a measurement).
+pub type LatencyFn<'a> = dyn FnMut(&Arch) -> Result<f64> + 'a;
+
+/// The latency objective: the cost function and the range [lo, hi] ms every subnet must lie in.
+pub struct LatencyObjective<'a> {
+    pub latency: &'a mut LatencyFn<'a>,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl LatencyObjective<'_> {
+    fn accepts(&mut self, arch: &Arch) -> Result<bool> {
+        let ms = (self.latency)(arch)?;
+        Ok(ms >= self.lo && ms <= self.hi)
+    }
+}
+
+/// Whether `arch` passes the latency range (always, without a latency objective).
+fn latency_ok(lat: &mut Option<&mut LatencyObjective<'_>>, arch: &Arch) -> Result<bool> {
+    match lat {
+        Some(l) => l.accepts(arch),
+        None => Ok(true),
     }
 }
 
@@ -169,6 +201,18 @@ pub fn iteration_rng(seed: u64, iteration: usize) -> rand::rngs::StdRng {
 
 /// The initial population (iteration 0's draws).
 pub fn initial_population(space: &Space, s: &EvolutionSettings) -> Result<Vec<Candidate>> {
+    initial_population_with(space, s, None)
+}
+
+/// Draws of a latency search's population that must land in the latency range too (each a uniform
+/// draw in the FLOPs range): the range may be narrow, but the table's predictions are cheap.
+const LATENCY_MAX_DRAWS: usize = 10_000;
+
+fn initial_population_with(
+    space: &Space,
+    s: &EvolutionSettings,
+    mut lat: Option<&mut LatencyObjective<'_>>,
+) -> Result<Vec<Candidate>> {
     let mut rng = iteration_rng(s.seed, 0);
     let mut out = Vec::with_capacity(s.population);
     for (i, arch) in s.seeds.iter().enumerate() {
@@ -181,32 +225,66 @@ pub fn initial_population(space: &Space, s: &EvolutionSettings) -> Result<Vec<Ca
                 s.flops_hi
             )));
         }
+        if !latency_ok(&mut lat, arch)? {
+            return Err(Error::usage(format!(
+                "--seed-arch item {}: its latency lies outside --latency; drop it or widen the range",
+                i + 1
+            )));
+        }
         if !out.iter().any(|c: &Candidate| &c.arch == arch) {
             out.push(Candidate { arch: arch.clone(), origin: Origin::Seed, predicted: None });
         }
     }
     let min = space.min_arch();
-    if s.in_range(flops::mflops(space, &min)) && !out.iter().any(|c| c.arch == min) && out.len() < s.population {
+    if s.in_range(flops::mflops(space, &min))
+        && !out.iter().any(|c| c.arch == min)
+        && out.len() < s.population
+        && latency_ok(&mut lat, &min)?
+    {
         out.push(Candidate { arch: min, origin: Origin::Min, predicted: None });
     }
     while out.len() < s.population {
-        let (arch, _) = uniform_in_range(space, s.flops_lo, s.flops_hi, RANGE_MAX_DRAWS, &mut rng)?;
+        let mut found = None;
+        for _ in 0..LATENCY_MAX_DRAWS {
+            let (arch, _) = uniform_in_range(space, s.flops_lo, s.flops_hi, RANGE_MAX_DRAWS, &mut rng)?;
+            if latency_ok(&mut lat, &arch)? {
+                found = Some(arch);
+                break;
+            }
+        }
+        let arch = found.ok_or_else(|| {
+            let (lo, hi) = lat.as_ref().map_or((0.0, 0.0), |l| (l.lo, l.hi));
+            Error::usage(format!(
+                "no uniform subnet in the FLOPs range landed in [{lo}, {hi}] ms in {LATENCY_MAX_DRAWS} draws; widen \
+                 --latency"
+            ))
+        })?;
         out.push(Candidate { arch, origin: Origin::Initial, predicted: None });
     }
     Ok(out)
 }
 
-/// Redraws `make` until its child's FLOPs are in range; errors after [`RANGE_MAX_DRAWS`] misses.
-fn in_range_child(space: &Space, s: &EvolutionSettings, what: &str, mut make: impl FnMut() -> Arch) -> Result<Arch> {
+/// Redraws `make` until its child's FLOPs (and latency) are in range; errors after [`RANGE_MAX_DRAWS`]
+/// misses.
+fn in_range_child(
+    space: &Space,
+    s: &EvolutionSettings,
+    lat: &mut Option<&mut LatencyObjective<'_>>,
+    what: &str,
+    mut make: impl FnMut() -> Arch,
+) -> Result<Arch> {
     for _ in 0..RANGE_MAX_DRAWS {
         let child = make();
-        if s.in_range(flops::mflops(space, &child)) {
+        if s.in_range(flops::mflops(space, &child)) && latency_ok(lat, &child)? {
             return Ok(child);
         }
     }
+    let latency = lat.as_ref().map_or(String::new(), |l| format!(" and [{}, {}] ms", l.lo, l.hi));
     Err(Error::usage(format!(
-        "no {what} child landed in [{}, {}] MFLOPs in {RANGE_MAX_DRAWS} draws; widen --flops",
-        s.flops_lo, s.flops_hi
+        "no {what} child landed in [{}, {}] MFLOPs{latency} in {RANGE_MAX_DRAWS} draws; widen --flops{}",
+        s.flops_lo,
+        s.flops_hi,
+        if lat.is_some() { " or --latency" } else { "" }
     )))
 }
 
@@ -218,20 +296,31 @@ pub fn next_population(
     iteration: usize,
     predictor: Option<&Predictor>,
 ) -> Result<Vec<Candidate>> {
+    next_population_with(space, s, parents, iteration, predictor, None)
+}
+
+fn next_population_with(
+    space: &Space,
+    s: &EvolutionSettings,
+    parents: &[&Arch],
+    iteration: usize,
+    predictor: Option<&Predictor>,
+    mut lat: Option<&mut LatencyObjective<'_>>,
+) -> Result<Vec<Candidate>> {
     if parents.is_empty() {
         return Err(Error::Other("no evaluated subnet to breed from".into()));
     }
     let mut rng = iteration_rng(s.seed, iteration);
     let mut out = Vec::with_capacity(s.mutations + s.crossovers);
     for _ in 0..s.mutations {
-        let arch = in_range_child(space, s, "mutation", || {
+        let arch = in_range_child(space, s, &mut lat, "mutation", || {
             let p = parents[rng.random_range(0..parents.len())];
             mutate(space, p, s.mutate_prob, s.freeze_resolution, &mut rng)
         })?;
         out.push(Candidate { arch, origin: Origin::Mutation, predicted: None });
     }
     for _ in 0..s.crossovers {
-        let arch = in_range_child(space, s, "crossover", || {
+        let arch = in_range_child(space, s, &mut lat, "crossover", || {
             let a = parents[rng.random_range(0..parents.len())];
             let b = parents[rng.random_range(0..parents.len())];
             crossover(space, a, b, &mut rng)
@@ -273,9 +362,27 @@ pub fn run(
     evaluate: &mut dyn FnMut(&Arch) -> Result<Accuracy>,
     observer: &mut dyn Observer,
 ) -> Result<()> {
+    run_with_latency(space, s, predictor, progress, evaluate, observer, None)
+}
+
+/// [`run`], with a latency objective when `latency` is given (module docs).
+pub fn run_with_latency(
+    space: &Space,
+    s: &EvolutionSettings,
+    predictor: Option<&Predictor>,
+    progress: &mut SearchProgress,
+    evaluate: &mut dyn FnMut(&Arch) -> Result<Accuracy>,
+    observer: &mut dyn Observer,
+    mut latency: Option<&mut LatencyObjective<'_>>,
+) -> Result<()> {
     s.check()?;
+    if let Some(l) = &latency {
+        if !(l.lo.is_finite() && l.hi.is_finite() && 0.0 <= l.lo && l.lo <= l.hi) {
+            return Err(Error::usage(format!("--latency MIN:MAX needs finite 0 <= MIN <= MAX, got {}:{}", l.lo, l.hi)));
+        }
+    }
     if progress.iterations_done == 0 && progress.population.is_empty() {
-        progress.population = initial_population(space, s)?;
+        progress.population = initial_population_with(space, s, latency.as_deref_mut())?;
     }
     let mut cache: HashMap<Arch, usize> =
         progress.evaluated.iter().enumerate().map(|(i, e)| (e.arch.clone(), i)).collect();
@@ -287,6 +394,10 @@ pub fn run(
             }
             let acc = evaluate(&c.arch)?;
             let cost = flops::cost(space, &c.arch);
+            let latency_ms = match latency.as_deref_mut() {
+                Some(l) => Some((l.latency)(&c.arch)?),
+                None => None,
+            };
             cache.insert(c.arch.clone(), progress.evaluated.len());
             progress.evaluated.push(Evaluated {
                 arch: c.arch.clone(),
@@ -297,13 +408,15 @@ pub fn run(
                 iteration,
                 origin: c.origin,
                 predicted: c.predicted,
+                latency_ms,
             });
             observer.candidate(iteration, false);
         }
         let points: Vec<Point> = progress.evaluated.iter().map(Evaluated::point).collect();
         let best = best_per_bucket(&points, s.bucket);
         let parents: Vec<&Arch> = best.values().map(|&i| &progress.evaluated[i].arch).collect();
-        progress.population = next_population(space, s, &parents, iteration + 1, predictor)?;
+        progress.population =
+            next_population_with(space, s, &parents, iteration + 1, predictor, latency.as_deref_mut())?;
         progress.iterations_done = iteration + 1;
         observer.iteration(progress)?;
     }

@@ -1,6 +1,9 @@
 //! `attnas search` on one device: load the supernet, decode the calibration and held-out images once,
 //! run the evolution ([`super::evolution`]) scoring each new subnet by BN recalibration + top-1 on the
 //! held-out images, save the state after every iteration, then write the result files and the plot.
+//! With `--objective latency` each subnet also gets a latency (a latency table's prediction, or a
+//! measurement of its BN-folded forward on this device, `crate::deploy`) and the front is top-1 against
+//! latency; `latency.json` records where the latencies came from.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,16 +13,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::data::{resolve_paths, DataSettings, SearchFiles};
-use super::evolution::{self, Evaluated, EvolutionSettings, Observer, SearchProgress};
+use super::evolution::{self, Evaluated, EvolutionSettings, LatencyObjective, Observer, SearchProgress};
 use super::pareto::{best_per_bucket, pareto_front, Point};
 use super::state::{self, SearchState};
 use super::{plot, report};
 use crate::backend::{Arena, SupernetOps};
+use crate::deploy::latency::{identity_here, Repeats, SubnetTimer};
+use crate::deploy::latency_table::LatencyTable;
 use crate::error::{Error, Result};
 use crate::eval::load_supernet;
 use crate::nn::activation_arena_len;
 use crate::predictor::Predictor;
 use crate::space::arch::resolve_arch_list_of;
+use crate::space::Space;
 use crate::train::config::{load_config, TrainConfig};
 use crate::train::validate::{calibrate_and_evaluate, EvalBuffers};
 
@@ -41,6 +47,26 @@ pub struct SearchJob {
     /// `--seed-arch` values: subnets placed first in the initial population (see `space::arch`).
     pub seed_archs: Vec<String>,
     pub progress: bool,
+    /// `--objective latency`: where latencies come from and the range subnets must lie in.
+    pub latency: Option<LatencySearch>,
+}
+
+/// The latency objective of a search.
+#[derive(Clone, Debug)]
+pub struct LatencySearch {
+    pub source: LatencySource,
+    /// Range [lo, hi] in ms.
+    pub lo: f64,
+    pub hi: f64,
+}
+
+#[derive(Clone, Debug)]
+pub enum LatencySource {
+    /// A latency table's predictions; `allow_mismatch` accepts a table from another device, precision,
+    /// thread count or space (recorded in latency.json).
+    Table { path: PathBuf, allow_mismatch: bool },
+    /// The median of timed forwards of each subnet (synthetic weights) on the search's device.
+    Measure { batch: usize },
 }
 
 /// What the search reports.
@@ -116,6 +142,56 @@ impl Observer for Reporter<'_> {
     }
 }
 
+/// A latency function for the objective (boxed: a table's predictions, or cached measurements) and a
+/// note of its source for latency.json and the state's identity.
+type BoxedLatency<'a> = Box<dyn FnMut(&crate::space::Arch) -> Result<f64> + 'a>;
+
+fn latency_source<'a, B: SupernetOps>(
+    b: &'a B,
+    space: &Space,
+    latency: Option<&LatencySearch>,
+) -> Result<(Option<BoxedLatency<'a>>, Value)> {
+    let Some(l) = latency else { return Ok((None, Value::Null)) };
+    match &l.source {
+        LatencySource::Table { path, allow_mismatch } => {
+            let table = LatencyTable::read(path)?;
+            let t = &table.identity;
+            // The table's runtime, batch and input side are what the user targets; device, precision,
+            // threads and space must be this search's (or accepted with --allow-table-mismatch).
+            let here = identity_here(b, space, t.batch, t.input_side, &t.runtime);
+            let mismatch = table.check_identity(path, &here, *allow_mismatch)?;
+            let note = json!({
+                "source": {"table": path.display().to_string(), "sha256": state::file_digest(path)?},
+                "runtime_and_device": format!("{} on {}", t.runtime, t.device),
+                "table_identity": t, "table_mismatch": mismatch,
+                "calibration": {"scale": table.calibration.scale, "offset_ms": table.calibration.offset_ms},
+            });
+            let space = space.clone();
+            Ok((Some(Box::new(move |arch| Ok(table.predict(&space, arch)?.ms))), note))
+        }
+        LatencySource::Measure { batch } => {
+            let mut timer = SubnetTimer::new(b, space, *batch, None)?;
+            let mut cache: std::collections::HashMap<crate::space::Arch, f64> = Default::default();
+            let r = Repeats { warmup: 1, repeats: 5 };
+            let here = identity_here(b, space, *batch, None, "attnas");
+            let note = json!({
+                "source": {"measured": {"warmup": r.warmup, "repeats": r.repeats, "batch": batch}},
+                "runtime_and_device": format!("attnas on {}", here.device),
+                "identity": here,
+            });
+            let f = move |arch: &crate::space::Arch| -> Result<f64> {
+                if let Some(&ms) = cache.get(arch) {
+                    return Ok(ms);
+                }
+                let ms = timer.measure(arch, r, 0)?.median_ms;
+                cache.insert(arch.clone(), ms);
+                Ok(ms)
+            };
+            Ok((Some(Box::new(f)), note))
+        }
+    }
+}
+
 /// Runs the search on backend `b`.
 pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
     job.settings.check()?;
@@ -153,7 +229,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
             m.remove("predictor_keep");
         }
     }
-    let identity: BTreeMap<String, Value> = [
+    let (mut latency_of, latency_note) = latency_source(b, space, job.latency.as_ref())?;
+    let mut identity: BTreeMap<String, Value> = [
         ("space", json!({"name": space.name, "sha256": state::text_digest(&format!("{space:?}"))})),
         ("checkpoint", json!(state::file_digest(&loaded.weights)?)),
         ("data", files.identity(&cfg, &job.data_settings)),
@@ -163,6 +240,10 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(l) = &job.latency {
+        // only latency searches carry the key, so earlier searches' states still resume
+        identity.insert("objective".into(), json!({"latency": latency_note["source"], "range_ms": [l.lo, l.hi]}));
+    }
 
     std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, e))?;
     let state_path = state::state_path(&job.out);
@@ -224,7 +305,14 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
             calibrate_and_evaluate(b, net, &mut arena, &mut bufs, arch, &data.calib, &data.eval)
         };
         let pred = predictor.as_ref().map(|(p, _)| p);
-        evolution::run(space, s, pred, &mut progress, &mut evaluate, &mut reporter)?;
+        match (&job.latency, latency_of.as_mut()) {
+            (Some(l), Some(f)) => {
+                let mut objective = LatencyObjective { latency: f.as_mut(), lo: l.lo, hi: l.hi };
+                let lat = Some(&mut objective);
+                evolution::run_with_latency(space, s, pred, &mut progress, &mut evaluate, &mut reporter, lat)?;
+            }
+            _ => evolution::run(space, s, pred, &mut progress, &mut evaluate, &mut reporter)?,
+        }
         reporter.bar.finish_and_clear();
     }
 
@@ -235,8 +323,17 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
     report::write_evaluated(&job.out.join("evaluated.csv"), &progress.evaluated)?;
     report::write_front(&job.out, &front, &buckets, s.bucket)?;
     let front_points: Vec<Point> = front.iter().map(|e| e.point()).collect();
-    let title = format!("{}: top-1 vs MFLOPs, {} subnets evaluated", space.name, points.len());
-    plot::write_svg(&job.out.join("pareto.svg"), &points, &front_points, &title)?;
+    let (axis, what) = match &job.latency {
+        Some(_) => (format!("latency (ms), {}", latency_note["runtime_and_device"].as_str().unwrap_or("")), "latency"),
+        None => (plot::MFLOPS_AXIS.to_string(), "MFLOPs"),
+    };
+    let title = format!("{}: top-1 vs {what}, {} subnets evaluated", space.name, points.len());
+    plot::write_svg(&job.out.join("pareto.svg"), &points, &front_points, &title, &axis)?;
+    if job.latency.is_some() {
+        let path = job.out.join("latency.json");
+        let text = serde_json::to_string_pretty(&latency_note).map_err(|e| Error::Other(e.to_string()))? + "\n";
+        crate::util::atomic::write_atomic_bytes(&path, text.as_bytes())?;
+    }
 
     let seconds = started.elapsed().as_secs_f64();
     Ok(SearchSummary {

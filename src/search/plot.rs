@@ -1,4 +1,4 @@
-//! `pareto.svg`: top-1 against MFLOPs, every evaluated subnet as a grey dot and the non-dominated front
+//! `pareto.svg`: top-1 against MFLOPs (or latency in ms, in a latency search), every evaluated subnet as a grey dot and the non-dominated front
 //! as a red line with dots. Drawn with `plotters`' SVG backend, which writes text as SVG `<text>`
 //! elements (its built-in size estimate lays them out), so no system font is needed.
 
@@ -26,8 +26,11 @@ pub(crate) fn padded_range(values: impl Iterator<Item = f64>, min_span: f64) -> 
     (mid - 0.55 * span, mid + 0.55 * span)
 }
 
-/// The SVG text of the plot.
-pub fn render_svg(all: &[Point], front: &[Point], title: &str) -> Result<String> {
+/// The x axis's label in an accuracy-vs-FLOPs search.
+pub const MFLOPS_AXIS: &str = "MFLOPs (multiply-accumulates / 1e6)";
+
+/// The SVG text of the plot; `x_label` names the cost axis ([`MFLOPS_AXIS`], or latency in ms).
+pub fn render_svg(all: &[Point], front: &[Point], title: &str, x_label: &str) -> Result<String> {
     let (x0, x1) = padded_range(all.iter().map(|p| p.mflops), 1e-3);
     let (y0, y1) = padded_range(all.iter().map(|p| p.top1), 1.0);
     let mut svg = String::new();
@@ -41,12 +44,7 @@ pub fn render_svg(all: &[Point], front: &[Point], title: &str) -> Result<String>
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("MFLOPs (multiply-accumulates / 1e6)")
-            .y_desc("top-1 (%)")
-            .draw()
-            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc(x_label).y_desc("top-1 (%)").draw().map_err(plot_err)?;
         let grey = RGBColor(140, 140, 140);
         chart
             .draw_series(all.iter().map(|p| Circle::new((p.mflops, p.top1), 3, grey.mix(0.6).filled())))
@@ -72,8 +70,8 @@ pub fn render_svg(all: &[Point], front: &[Point], title: &str) -> Result<String>
 }
 
 /// Renders and writes the plot atomically.
-pub fn write_svg(path: &Path, all: &[Point], front: &[Point], title: &str) -> Result<()> {
-    let svg = render_svg(all, front, title)?;
+pub fn write_svg(path: &Path, all: &[Point], front: &[Point], title: &str, x_label: &str) -> Result<()> {
+    let svg = render_svg(all, front, title, x_label)?;
     write_atomic(path, |w| w.write_all(svg.as_bytes()).map_err(|e| Error::io(path, e)))
 }
 
@@ -85,9 +83,10 @@ mod tests {
     fn renders_points_and_front() {
         let all =
             [Point { mflops: 1.0, top1: 50.0 }, Point { mflops: 2.0, top1: 70.0 }, Point { mflops: 1.5, top1: 40.0 }];
-        let svg = render_svg(&all, &all[..2], "test").unwrap();
+        let svg = render_svg(&all, &all[..2], "test", "latency (ms)").unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("Pareto front (2)") && svg.contains("evaluated (3)"));
         assert!(svg.matches("<circle").count() >= 5, "3 dots, 2 front dots");
-        assert!(render_svg(&[], &[], "empty").is_ok());
+        assert!(svg.contains("latency (ms)"));
+        assert!(render_svg(&[], &[], "empty", MFLOPS_AXIS).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! The search's result files: `evaluated.csv` (every subnet scored), `pareto.csv` / `pareto.json` (the
-//! non-dominated front, by ascending MFLOPs) and `buckets.csv` (the best subnet per FLOPs bucket, the
-//! original's final "front", spec 6.2). Archs are written as one-line JSON (`Arch::to_json`) in a quoted
+//! non-dominated front, by ascending MFLOPs, or by ascending latency in a latency search) and `buckets.csv`
+//! (the best subnet per FLOPs bucket, the original's final "front", spec 6.2; per latency bucket in a
+//! latency search). Every file carries both MFLOPs and, in a latency search, `latency_ms`. Archs are written as one-line JSON (`Arch::to_json`) in a quoted
 //! CSV field; [`read_evaluated`] reads `evaluated.csv` back (for `attnas predictor fit`).
 
 use std::path::Path;
@@ -24,6 +25,8 @@ struct Row {
     top1: f64,
     top5: f64,
     predicted: Option<f64>,
+    #[serde(default)]
+    latency_ms: Option<f64>,
     arch: String,
 }
 
@@ -32,9 +35,12 @@ struct Row {
 pub struct FrontEntry<'a> {
     pub arch: &'a Arch,
     pub mflops: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     pub params: u64,
     pub top1: f64,
     pub top5: f64,
+    /// The bucket's label: MFLOPs, or ms in a latency search.
     pub bucket_mflops: f64,
     pub iteration: usize,
     pub origin: Origin,
@@ -67,6 +73,7 @@ pub fn write_evaluated(path: &Path, evaluated: &[Evaluated]) -> Result<()> {
             top1: e.top1,
             top5: e.top5,
             predicted: e.predicted,
+            latency_ms: e.latency_ms,
             arch: e.arch.to_json(),
         }),
     )
@@ -89,10 +96,11 @@ fn entry(e: &Evaluated, bucket: f64) -> FrontEntry<'_> {
     FrontEntry {
         arch: &e.arch,
         mflops: e.mflops,
+        latency_ms: e.latency_ms,
         params: e.params,
         top1: e.top1,
         top5: e.top5,
-        bucket_mflops: bucket_of(e.mflops, bucket) as f64 * bucket,
+        bucket_mflops: bucket_of(e.point().mflops, bucket) as f64 * bucket,
         iteration: e.iteration,
         origin: e.origin,
     }
@@ -102,6 +110,7 @@ fn entry(e: &Evaluated, bucket: f64) -> FrontEntry<'_> {
 #[derive(Serialize)]
 struct FrontRow {
     mflops: f64,
+    latency_ms: Option<f64>,
     params: u64,
     top1: f64,
     top5: f64,
@@ -116,6 +125,7 @@ fn front_rows<'a>(points: &'a [&'a Evaluated], bucket: f64) -> impl Iterator<Ite
         let f = entry(e, bucket);
         FrontRow {
             mflops: f.mflops,
+            latency_ms: f.latency_ms,
             params: f.params,
             top1: f.top1,
             top5: f.top5,

@@ -8,6 +8,12 @@
 //! analytically and is accepted when it rounds to the target bin; after `max_draws` (101) misses the
 //! last draw is kept anyway and counted as a fallback. The training loop scores the candidates (minus
 //! the minibatch loss) and [`select`] picks BestUp (highest score) or WorstUp (lowest).
+//!
+//! The cost need not be FLOPs: with [`AttentiveSampler::with_cost`] (the config's `sampler.cost: latency`)
+//! bins are of another per-arch cost, e.g. a latency table's predicted ms; the table entries' `mflops`
+//! then hold that cost and `step` is in its unit.
+
+use std::sync::Arc;
 
 use rand::{Rng, RngExt};
 
@@ -156,6 +162,19 @@ pub struct SamplerStats {
     pub draws: u64,
 }
 
+/// A per-arch cost other than the analytic MFLOPs, and its unit (for messages).
+#[derive(Clone)]
+pub struct CostFn {
+    pub cost: Arc<dyn Fn(&Arch) -> f64 + Send + Sync>,
+    pub unit: &'static str,
+}
+
+impl std::fmt::Debug for CostFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CostFn({})", self.unit)
+    }
+}
+
 /// The attentive sampler over one space.
 #[derive(Clone, Debug)]
 pub struct AttentiveSampler {
@@ -167,6 +186,8 @@ pub struct AttentiveSampler {
     prior_cumulative: Vec<f64>,
     max_draws: usize,
     stats: SamplerStats,
+    /// `None`: analytic MFLOPs.
+    cost: Option<CostFn>,
 }
 
 impl AttentiveSampler {
@@ -216,7 +237,23 @@ impl AttentiveSampler {
             prior_cumulative,
             max_draws: MAX_DRAWS,
             stats: SamplerStats::default(),
+            cost: None,
         })
+    }
+
+    /// Bins by `cost` instead of MFLOPs (the table given to [`AttentiveSampler::new`] must then hold
+    /// that cost in its entries' `mflops`, and `step` be in its unit).
+    pub fn with_cost(mut self, cost: CostFn) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// The cost of `arch` the bins are of.
+    pub fn cost_of(&self, arch: &Arch) -> f64 {
+        match &self.cost {
+            Some(c) => (c.cost)(arch),
+            None => flops::mflops(&self.space, arch),
+        }
     }
 
     /// Change the draws per candidate (default [`MAX_DRAWS`]); at least 1.
@@ -295,7 +332,7 @@ impl AttentiveSampler {
                 for (g, cat) in genes.iter().zip(&self.bins[b].genes) {
                     arch.set_gene(*g, cat.sample(rng));
                 }
-                mflops = flops::mflops(&self.space, &arch);
+                mflops = self.cost_of(&arch);
                 landed = flops_bin(mflops, self.step) == bin;
             }
             self.stats.candidates += 1;

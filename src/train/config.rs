@@ -158,6 +158,19 @@ pub struct SamplerConfig {
     pub table_samples: usize,
     /// How a generated table draws archs: `uniform` or `balanced` (see `space::table`).
     pub table_method: TableMethod,
+    /// What the target bins measure: `flops` (MFLOPs, spec 4.2) or `latency` (ms predicted by
+    /// `latency_table`; `discretize_step` is then in ms).
+    pub cost: SamplerCost,
+    /// The latency table (`attnas latency-table`) for `cost: latency`.
+    pub latency_table: Option<PathBuf>,
+}
+
+/// The cost the attentive sampler bins its targets by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerCost {
+    Flops,
+    Latency,
 }
 
 /// The middle-subnet sampling method.
@@ -308,6 +321,8 @@ impl Default for SamplerConfig {
             table: None,
             table_samples: 20_000,
             table_method: TableMethod::Uniform,
+            cost: SamplerCost::Flops,
+            latency_table: None,
         }
     }
 }

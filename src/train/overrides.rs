@@ -114,6 +114,11 @@ impl TrainConfig {
                 s.insert("kd".into(), "soft_ce".into());
             }
         }
+        // Likewise the latency cost keys at their defaults.
+        if self.sampler.cost == super::config::SamplerCost::Flops && self.sampler.latency_table.is_none() {
+            remove_path(&mut config, "sampler.cost");
+            remove_path(&mut config, "sampler.latency_table");
+        }
         let genes: Vec<(String, &[usize])> =
             space.genes().into_iter().map(|g| (space.gene_name(g), space.choices(g))).collect();
         let space_id = serde_json::json!({

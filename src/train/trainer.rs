@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::config::{SamplerMethod, Scorer, TrainConfig};
+use super::config::{SamplerCost, SamplerMethod, Scorer, TrainConfig};
 use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
@@ -29,8 +29,9 @@ use crate::data::reader::PackedDataset;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, NamedTensor, Supernet};
 use crate::predictor::Predictor;
-use crate::space::attentive::AttentiveSampler;
-use crate::space::{flops, table, Space};
+use crate::space::attentive::{AttentiveSampler, CostFn};
+use crate::space::table::TableEntry;
+use crate::space::{flops, table, Arch, Space};
 
 /// Where the job's files go and how it was asked to run.
 #[derive(Clone)]
@@ -145,7 +146,37 @@ pub(crate) fn build_sampler(space: &Space, cfg: &TrainConfig) -> Result<Option<A
             table::generate(space, cfg.sampler.table_samples, cfg.sampler.table_method, step, &mut rng)
         }
     };
+    if cfg.sampler.cost == SamplerCost::Latency {
+        let cost = latency_cost(space, cfg.sampler.latency_table.as_deref())?;
+        let entries =
+            entries.into_iter().map(|e| TableEntry { mflops: (cost.cost)(&e.arch), arch: e.arch }).collect::<Vec<_>>();
+        return Ok(Some(AttentiveSampler::new(space, &entries, step, cfg.sampler.prior)?.with_cost(cost)));
+    }
     Ok(Some(AttentiveSampler::new(space, &entries, step, cfg.sampler.prior)?))
+}
+
+/// `sampler.cost: latency`: a latency table's predicted ms (the table must be of this space; the device
+/// is the deployment target's, not the training GPU's, so it is not compared).
+fn latency_cost(space: &Space, table: Option<&Path>) -> Result<CostFn> {
+    let path = table.ok_or_else(|| {
+        Error::usage("train.sampler.cost = latency needs train.sampler.latency_table: FILE (attnas latency-table)")
+    })?;
+    let table = crate::deploy::latency_table::LatencyTable::read(path)?;
+    let here = crate::deploy::latency_table::space_fingerprint(space);
+    if table.identity.space_fingerprint != here {
+        return Err(Error::usage(format!(
+            "{}: a latency table of space '{}', not of the space trained here ('{}'); build one with attnas \
+             latency-table --config <this space>",
+            path.display(),
+            table.identity.space,
+            space.name
+        )));
+    }
+    // Every arch of the space has a prediction in a complete table of it; check one before training.
+    table.predict(space, &space.max_arch())?;
+    let space = space.clone();
+    let cost = move |a: &Arch| table.predict(&space, a).map_or(f64::NAN, |p| p.ms);
+    Ok(CostFn { cost: Arc::new(cost), unit: "ms" })
 }
 
 fn to_records(named: Vec<NamedTensor>) -> Vec<TensorRecord> {

@@ -10,8 +10,19 @@ fn sigmoid(x: f32) -> f64 {
 /// y = x * sigmoid(x)
 pub fn swish_fwd(x: &[f32], y: &mut [f32]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = (xi as f64 * sigmoid(xi)) as f32;
+        *yi = swish(xi);
     }
+}
+
+/// x * sigmoid(x) in f64, rounded once (scalar form shared with the bias + activation reference).
+pub fn swish(x: f32) -> f32 {
+    (x as f64 * sigmoid(x)) as f32
+}
+
+/// d/dx [x s(x)] = s (1 + x (1 - s)).
+pub fn swish_grad(x: f32) -> f32 {
+    let s = sigmoid(x);
+    (s * (1.0 + x as f64 * (1.0 - s))) as f32
 }
 
 /// d/dx [x s(x)] = s + x s (1 - s), times the upstream gradient.

@@ -1,13 +1,18 @@
 //! Reference bias + activation over row-major `[rows, cols]` matrices (the spec of `kernels/bias.cu`):
-//! the epilogue of the SE 1x1 convs and of the linear head, whose GEMMs produce `pre` without bias.
+//! the epilogue of the SE 1x1 convs and of the linear head, whose GEMMs produce `pre` without bias,
+//! and of the BN-folded convs of the inference forward (`crate::deploy`: conv + bias + swish).
 //! `bias` is stored at the layer's max width; the first `cols` entries are active.
 //!
-//! - forward: `out[r, j] = act(pre[r, j] + bias[j])`, act one of identity, ReLU, hard-sigmoid;
+//! - forward: `out[r, j] = act(pre[r, j] + bias[j])`, act one of identity, ReLU, hard-sigmoid, swish
+//!   (swish evaluated in f64 like `activation::swish_fwd`; rows split over rayon threads, which cannot
+//!   change a result since every element is computed on its own);
 //! - backward: `dpre[r, j] = dout[r, j] * act'(pre[r, j] + bias[j])` and `dbias[j] += sum_r dpre[r, j]`;
 //! - `bias_grad_accumulate`: `dbias[j] += sum_r dout[r, j]` alone (identity act, no dpre needed);
 //! - `bias_add_inplace`: `y[r, j] += bias[j]` (identity epilogue in place on the GEMM output).
 
-use super::activation::{hard_sigmoid, hard_sigmoid_grad, relu, relu_grad};
+use rayon::prelude::*;
+
+use super::activation::{hard_sigmoid, hard_sigmoid_grad, relu, relu_grad, swish, swish_grad};
 
 /// The activation after a bias add. The discriminant is the kernels' `act` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +20,8 @@ pub enum BiasAct {
     Identity = 0,
     Relu = 1,
     HardSigmoid = 2,
+    /// z * sigmoid(z): the trunk activation after a BN-folded conv.
+    Swish = 3,
 }
 
 impl BiasAct {
@@ -23,6 +30,7 @@ impl BiasAct {
             BiasAct::Identity => z,
             BiasAct::Relu => relu(z),
             BiasAct::HardSigmoid => hard_sigmoid(z),
+            BiasAct::Swish => swish(z),
         }
     }
 
@@ -31,16 +39,26 @@ impl BiasAct {
             BiasAct::Identity => 1.0,
             BiasAct::Relu => relu_grad(z),
             BiasAct::HardSigmoid => hard_sigmoid_grad(z),
+            BiasAct::Swish => swish_grad(z),
         }
     }
 }
 
+/// Rows per rayon task of the forward (a few thousand elements: enough work to pay for a task).
+const ROWS_PER_TASK: usize = 64;
+
 pub fn bias_act_fwd(pre: &[f32], bias: &[f32], cols: usize, act: BiasAct, out: &mut [f32]) {
-    for (o_row, p_row) in out.chunks_exact_mut(cols).zip(pre.chunks_exact(cols)) {
-        for ((o, &p), &b) in o_row.iter_mut().zip(p_row).zip(bias) {
-            *o = act.apply(p + b);
-        }
+    if cols == 0 {
+        return;
     }
+    let chunk = cols * ROWS_PER_TASK;
+    out.par_chunks_mut(chunk).zip(pre.par_chunks(chunk)).for_each(|(o_rows, p_rows)| {
+        for (o_row, p_row) in o_rows.chunks_exact_mut(cols).zip(p_rows.chunks_exact(cols)) {
+            for ((o, &p), &b) in o_row.iter_mut().zip(p_row).zip(bias) {
+                *o = act.apply(p + b);
+            }
+        }
+    });
 }
 
 /// Column sums in f64, added to `dbias[..cols]`.
@@ -98,7 +116,7 @@ mod tests {
             .into_iter()
             .map(|v| if (v.abs() - 3.0).abs() < 0.05 || v.abs() < 0.05 { v + 0.1 } else { v })
             .collect();
-        for act in [BiasAct::Identity, BiasAct::Relu, BiasAct::HardSigmoid] {
+        for act in [BiasAct::Identity, BiasAct::Relu, BiasAct::HardSigmoid, BiasAct::Swish] {
             let mut dpre = vec![0.0; pre.len()];
             let mut dbias = vec![1.0f32; 5];
             bias_act_bwd(&pre, &bias, &w, cols, act, &mut dpre, &mut dbias);

@@ -101,4 +101,14 @@ pub trait KernelDevice {
     /// Column-major SGEMM with cuBLAS's contract on device addresses (operands already mapped, see
     /// `backend::gemm`).
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError>;
+
+    /// Milliseconds of device time of the work `f` enqueues. Default (the emulator, whose launches are
+    /// synchronous): host wall clock between synchronised ends. A GPU records CUDA events instead.
+    fn time_ms(&self, f: &mut dyn FnMut() -> crate::Result<()>) -> crate::Result<f64> {
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
 }

@@ -138,6 +138,17 @@ impl KernelDevice for GpuDevice {
             })
     }
 
+    /// CUDA events (timing enabled) recorded on the stream before and after the work: the kernels' and
+    /// cuBLAS's device time, without the host's launch loop once the queue is ahead of the GPU.
+    fn time_ms(&self, f: &mut dyn FnMut() -> crate::Result<()>) -> crate::Result<f64> {
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(flags).map_err(|e| CudaError::driver("cuEventRecord", e))?;
+        f()?;
+        let end = self.stream.record_event(flags).map_err(|e| CudaError::driver("cuEventRecord", e))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| CudaError::driver("cuEventElapsedTime", e))?;
+        Ok(ms as f64)
+    }
+
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {
         let int = |v: usize, what: &str| {
             i32::try_from(v)

@@ -61,4 +61,8 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn synchronize(&self) -> Result<()> {
         Ok(self.device.synchronize()?)
     }
+
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.device.time_ms(f)
+    }
 }

@@ -10,9 +10,10 @@
 //! Ops: stem Conv 3x3 s2 + BatchNormalization + swish; per block: [Conv 1x1 + BN + swish], depthwise
 //! Conv (group = mid, pads k/2, stride s) + BN + swish, [SE: GlobalAveragePool, Conv + bias, Relu,
 //! Conv + bias, HardSigmoid(alpha = 1/6, beta = 0.5), Mul], Conv 1x1 + BN, shortcut ([AveragePool 2x2
-//! s2, with pads 1 and count_include_pad on an odd size] [Conv 1x1]) and Add; head Conv 1x1 + BN + swish,
-//! GlobalAveragePool, Conv 1x1 + swish, Flatten, Gemm (transB). Swish is Sigmoid then Mul; BN runs in inference mode on the running statistics with
-//! epsilon 1e-5 (the supernet's).
+//! s2, with pads 1 and count_include_pad on an odd size] [Conv 1x1]) and Add; head Conv 1x1 + BN +
+//! swish, GlobalAveragePool, Conv 1x1 + swish, Flatten, Gemm (transB). Swish is Sigmoid then Mul; BN runs in inference mode on the running statistics with
+//! epsilon 1e-5 (the supernet's). A BN-folded subnet (`crate::deploy::fold`, the export default) has
+//! each Conv + BatchNormalization pair as one Conv with a bias instead.
 
 pub mod proto;
 
@@ -27,7 +28,7 @@ use super::static_subnet::{block_prefix, bn_names, shortcut_weight, CLASSIFIER, 
 use crate::backend::cpu::batchnorm::BN_EPS;
 use crate::checkpoint::TensorRecord;
 use crate::error::{Error, Result};
-use crate::space::{Arch, Space};
+use crate::space::{ActiveBlock, Arch, HeadShape, Space};
 
 /// The opset the graph is written against and the IR version that goes with it.
 pub const OPSET: i64 = 17;
@@ -143,102 +144,159 @@ impl Builder<'_> {
         self.node(&format!("{name}.swish"), "Mul", vec![x, s], vec![])
     }
 
-    /// Conv (no bias) + BN, then swish when `act`.
+    /// Conv (no bias) + BN, then swish when `act`; a BN-folded subnet (`{prefix}.conv.bias` present,
+    /// see `crate::deploy::fold`) gives a Conv with bias and no BatchNormalization node.
     fn conv_bn(&mut self, prefix: &str, x: String, geo: Geometry, act: bool) -> Result<String> {
-        let y = self.conv(&format!("{prefix}.conv"), x, &format!("{prefix}.conv.weight"), None, geo)?;
-        let y = self.bn(prefix, y)?;
+        let bias = format!("{prefix}.conv.bias");
+        let folded = self.tensors.contains_key(bias.as_str());
+        let weight = format!("{prefix}.conv.weight");
+        let y = self.conv(&format!("{prefix}.conv"), x, &weight, folded.then_some(bias.as_str()), geo)?;
+        let y = if folded { y } else { self.bn(prefix, y)? };
         Ok(if act { self.swish(prefix, y) } else { y })
     }
 }
 
-/// The ONNX model of `arch` over its static tensors (`tensors`, from
-/// [`crate::eval::static_subnet::extract`]). `metadata` goes into the model's `metadata_props`.
-pub fn build_model(
-    space: &Space,
-    arch: &Arch,
-    tensors: &[TensorRecord],
-    metadata: &[(String, String)],
-) -> Result<ModelProto> {
-    space.validate(arch).map_err(Error::usage)?;
-    let mut g = Builder {
-        tensors: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-        added: HashSet::new(),
-    };
-    let mut x = g.conv_bn(
-        STEM,
-        INPUT.to_string(),
-        Geometry { k: space.stem.kernel, stride: space.stem.stride, group: 1 },
-        true,
-    )?;
-    for (j, blk) in space.active_blocks(arch).enumerate() {
-        let p = block_prefix(j);
-        let input = x.clone();
-        let mut y = input.clone();
-        if blk.has_expand_conv {
-            y = g.conv_bn(&format!("{p}.inverted_bottleneck"), y, POINTWISE, true)?;
-        }
-        y = g.conv_bn(
-            &format!("{p}.depth_conv"),
-            y,
-            Geometry { k: blk.kernel, stride: blk.stride, group: blk.mid },
-            true,
-        )?;
-        if blk.se {
-            let se = format!("{p}.depth_conv.se");
-            let v = g.node(&format!("{se}.pool"), "GlobalAveragePool", vec![y.clone()], vec![]);
-            let (rw, rb) = (format!("{se}.fc.reduce.weight"), format!("{se}.fc.reduce.bias"));
-            let v = g.conv(&format!("{se}.fc.reduce"), v, &rw, Some(&rb), POINTWISE)?;
-            let v = g.node(&format!("{se}.fc.relu"), "Relu", vec![v], vec![]);
-            let (ew, eb) = (format!("{se}.fc.expand.weight"), format!("{se}.fc.expand.bias"));
-            let v = g.conv(&format!("{se}.fc.expand"), v, &ew, Some(&eb), POINTWISE)?;
-            let hs = vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)];
-            let v = g.node(&format!("{se}.fc.h_sigmoid"), "HardSigmoid", vec![v], hs);
-            y = g.node(&format!("{se}.scale"), "Mul", vec![y, v], vec![]);
-        }
-        y = g.conv_bn(&format!("{p}.point_linear"), y, POINTWISE, false)?;
-        let mut sc = input;
-        if blk.stride > 1 {
-            // the original pads an odd side by one and counts the zeros (F.avg_pool2d's defaults)
-            let p = (blk.size_in % 2) as i64;
-            let attrs = vec![
-                attr_ints("kernel_shape", &[2, 2]),
-                attr_ints("strides", &[2, 2]),
-                attr_ints("pads", &[p, p, p, p]),
-                attr_int("count_include_pad", 1),
-            ];
-            sc = g.node(&format!("blocks.{j}.shortcut.pool"), "AveragePool", vec![sc], attrs);
-        }
-        if blk.shortcut_conv {
-            sc = g.conv(&format!("blocks.{j}.shortcut.conv"), sc, &shortcut_weight(j), None, POINTWISE)?;
-        }
-        x = g.node(&format!("blocks.{j}.add"), "Add", vec![y, sc], vec![]);
+/// What a graph covers: a whole subnet, or one of its layers alone (latency tables time layers in
+/// onnxruntime). A layer's graph takes and returns NCHW activations; block `j` of the static tensors'
+/// numbering is block 0 of a one-block subnet.
+#[derive(Clone, Copy, Debug)]
+pub enum GraphPart<'a> {
+    Whole(&'a Arch),
+    /// The stem at resolution `r` with `c0` channels: `[N, 3, r, r]` -> `[N, c0, r/2, r/2]`.
+    Stem {
+        r: usize,
+        c0: usize,
+    },
+    /// One block (static block 0): `[N, c_in, size_in, size_in]` -> `[N, c_out, size_out, size_out]`.
+    Block(&'a ActiveBlock),
+    /// The head: `[N, c, size, size]` -> `[N, classes]`.
+    Head(&'a HeadShape),
+}
+
+fn emit_stem(g: &mut Builder<'_>, space: &Space, x: String) -> Result<String> {
+    g.conv_bn(STEM, x, Geometry { k: space.stem.kernel, stride: space.stem.stride, group: 1 }, true)
+}
+
+fn emit_block(g: &mut Builder<'_>, j: usize, blk: &ActiveBlock, x: String) -> Result<String> {
+    let p = block_prefix(j);
+    let input = x;
+    let mut y = input.clone();
+    if blk.has_expand_conv {
+        y = g.conv_bn(&format!("{p}.inverted_bottleneck"), y, POINTWISE, true)?;
     }
+    y =
+        g.conv_bn(&format!("{p}.depth_conv"), y, Geometry { k: blk.kernel, stride: blk.stride, group: blk.mid }, true)?;
+    if blk.se {
+        let se = format!("{p}.depth_conv.se");
+        let v = g.node(&format!("{se}.pool"), "GlobalAveragePool", vec![y.clone()], vec![]);
+        let (rw, rb) = (format!("{se}.fc.reduce.weight"), format!("{se}.fc.reduce.bias"));
+        let v = g.conv(&format!("{se}.fc.reduce"), v, &rw, Some(&rb), POINTWISE)?;
+        let v = g.node(&format!("{se}.fc.relu"), "Relu", vec![v], vec![]);
+        let (ew, eb) = (format!("{se}.fc.expand.weight"), format!("{se}.fc.expand.bias"));
+        let v = g.conv(&format!("{se}.fc.expand"), v, &ew, Some(&eb), POINTWISE)?;
+        let hs = vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)];
+        let v = g.node(&format!("{se}.fc.h_sigmoid"), "HardSigmoid", vec![v], hs);
+        y = g.node(&format!("{se}.scale"), "Mul", vec![y, v], vec![]);
+    }
+    y = g.conv_bn(&format!("{p}.point_linear"), y, POINTWISE, false)?;
+    let mut sc = input;
+    if blk.stride > 1 {
+        // the original pads an odd side by one and counts the zeros (F.avg_pool2d's defaults)
+        let p = (blk.size_in % 2) as i64;
+        let attrs = vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_int("count_include_pad", 1),
+        ];
+        sc = g.node(&format!("blocks.{j}.shortcut.pool"), "AveragePool", vec![sc], attrs);
+    }
+    if blk.shortcut_conv {
+        sc = g.conv(&format!("blocks.{j}.shortcut.conv"), sc, &shortcut_weight(j), None, POINTWISE)?;
+    }
+    Ok(g.node(&format!("blocks.{j}.add"), "Add", vec![y, sc], vec![]))
+}
+
+fn emit_head(g: &mut Builder<'_>, x: String) -> Result<String> {
     let y = g.conv_bn(HEAD_EXPAND, x, POINTWISE, true)?;
     let y = g.node("last_conv.1.pool", "GlobalAveragePool", vec![y], vec![]);
     let y = g.conv(&format!("{FEATURE_MIX}.conv"), y, &format!("{FEATURE_MIX}.conv.weight"), None, POINTWISE)?;
     let y = g.swish(FEATURE_MIX, y);
     let y = g.node("flatten", "Flatten", vec![y], vec![attr_int("axis", 1)]);
     let (w, b) = (g.weight(&format!("{CLASSIFIER}.weight"))?, g.weight(&format!("{CLASSIFIER}.bias"))?);
-    g.node(CLASSIFIER, "Gemm", vec![y, w, b], vec![attr_int("transB", 1)]);
-    // The classifier's output is the graph's output.
+    Ok(g.node(CLASSIFIER, "Gemm", vec![y, w, b], vec![attr_int("transB", 1)]))
+}
+
+/// The ONNX model of `arch` over its static tensors (`tensors`, from
+/// [`crate::eval::static_subnet::extract`], BN-folded or not). `metadata` goes into the model's
+/// `metadata_props`.
+pub fn build_model(
+    space: &Space,
+    arch: &Arch,
+    tensors: &[TensorRecord],
+    metadata: &[(String, String)],
+) -> Result<ModelProto> {
+    build_part(space, GraphPart::Whole(arch), tensors, metadata)
+}
+
+/// The ONNX model of one [`GraphPart`] over its static tensors.
+pub fn build_part(
+    space: &Space,
+    part: GraphPart<'_>,
+    tensors: &[TensorRecord],
+    metadata: &[(String, String)],
+) -> Result<ModelProto> {
+    let mut g = Builder {
+        tensors: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        added: HashSet::new(),
+    };
+    let x = INPUT.to_string();
+    let (input_dims, output_dims, what) = match part {
+        GraphPart::Whole(arch) => {
+            space.validate(arch).map_err(Error::usage)?;
+            let mut x = emit_stem(&mut g, space, x)?;
+            for (j, blk) in space.active_blocks(arch).enumerate() {
+                x = emit_block(&mut g, j, &blk, x)?;
+            }
+            emit_head(&mut g, x)?;
+            let r = arch.resolution;
+            ([3, r, r], vec![space.num_classes], format!("subnet {}", arch.to_json()))
+        }
+        GraphPart::Stem { r, c0 } => {
+            emit_stem(&mut g, space, x)?;
+            let s = space.stem_size(r);
+            ([3, r, r], vec![c0, s, s], format!("stem r={r} c={c0}"))
+        }
+        GraphPart::Block(blk) => {
+            emit_block(&mut g, 0, blk, x)?;
+            let (i, o) = (blk.size_in, blk.size_out);
+            ([blk.c_in, i, i], vec![blk.c_out, o, o], format!("block {blk:?}"))
+        }
+        GraphPart::Head(h) => {
+            emit_head(&mut g, x)?;
+            ([h.c_in, h.size, h.size], vec![h.num_classes], format!("head {h:?}"))
+        }
+    };
+    // The last node's output is the graph's output.
     if let Some(last) = g.nodes.last_mut() {
         last.output = vec![OUTPUT.to_string()];
     }
-
-    let r = arch.resolution;
+    let [c, h, w] = input_dims;
+    let mut out_dims = vec![dim_param("N")];
+    out_dims.extend(output_dims.iter().map(|&d| dim(d)));
     let graph = GraphProto {
         node: g.nodes,
         name: format!("attnas_{}_subnet", space.name),
         initializer: g.initializers,
         doc_string: format!(
-            "{INPUT}: [N, 3, {r}, {r}] float32 NCHW, resized to {r} and normalised with the ImageNet mean/std outside \
-             the graph; {OUTPUT}: [N, {}]",
-            space.num_classes
+            "{INPUT}: [N, {c}, {h}, {w}] float32 NCHW (images: resized to the resolution and normalised with the \
+             ImageNet mean/std outside the graph); {OUTPUT}: [N, {}]",
+            output_dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ),
-        input: vec![value_info(INPUT, &[dim_param("N"), dim(3), dim(r), dim(r)])],
-        output: vec![value_info(OUTPUT, &[dim_param("N"), dim(space.num_classes)])],
+        input: vec![value_info(INPUT, &[dim_param("N"), dim(c), dim(h), dim(w)])],
+        output: vec![value_info(OUTPUT, &out_dims)],
         value_info: Vec::new(),
     };
     Ok(ModelProto {
@@ -247,7 +305,7 @@ pub fn build_model(
         producer_version: env!("CARGO_PKG_VERSION").into(),
         domain: String::new(),
         model_version: 1,
-        doc_string: format!("AttentiveNAS static subnet of space '{}': {}", space.name, arch.to_json()),
+        doc_string: format!("AttentiveNAS static {what} of space '{}'", space.name),
         graph: Some(graph),
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
         metadata_props: metadata
