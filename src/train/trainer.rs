@@ -4,6 +4,13 @@
 //! max subnets after BN recalibration each epoch, and checkpoints atomically. A resumed run continues
 //! exactly: every random draw is a function of (seed, step) or (seed, epoch), and the checkpoint holds
 //! parameters, momentum and the step counters.
+//!
+//! Data-parallel ranks (`job.ranks`, see `src/dist/`): `batch_size` is per rank and the LR rule uses the
+//! global batch; each rank reads its own share of every epoch; the step averages the attentive scores
+//! and the gradients over ranks ([`crate::dist::sync::StepSync`]); parameters are compared by checksum
+//! every `log.every_steps`; BN recalibration averages the running statistics and validation sums the
+//! hit counts over ranks; rank 0 alone writes checkpoints and the metrics log. With one rank every one of
+//! these is skipped, so a single-device run computes exactly what it did before ranks existed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,13 +25,17 @@ use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
 use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
-use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
+use super::validate::{
+    calibrate_and_evaluate, calibrate_bn, count_correct, decode_batches, Accuracy, EvalBuffers, HostBatch,
+};
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
 use crate::checkpoint::{CheckpointStore, SavedCheckpoint, TensorRecord};
 use crate::data::augment::normalize_nhwc;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::reader::PackedDataset;
+use crate::dist::sync::{agree_at_start, average_running_stats, check_parameters, StepSync};
+use crate::dist::HostCollectives;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, NamedTensor, Supernet};
 use crate::predictor::Predictor;
@@ -170,32 +181,43 @@ fn oom_hint(e: Error, what: &str, elements: usize, batch: usize) -> Error {
 pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let cfg = &job.config;
     let space = &job.space;
+    let ranks: &dyn HostCollectives = job.ranks.as_ref();
+    let (world, leader) = (ranks.world_size(), ranks.is_leader());
     let (train_path, eval_path) = resolve_data(&job.data, &cfg.data.eval_split)?;
     let model = format!("the space '{}'", space.name);
     let train_ds = Arc::new(PackedDataset::open_expecting_classes(&train_path, space.num_classes, &model)?);
-    // Training, BN-calibration (training images, training augmentation) and held-out loaders.
+    // Training, BN-calibration (training images, training augmentation) and held-out loaders; each rank
+    // reads its own share. Validation uses the first `eval_images` held-out records (rounded up to whole
+    // batches), split across the ranks.
+    let ranked = |c: LoaderConfig| LoaderConfig { rank: ranks.rank(), world, ..c };
+    let eval_cap = cfg
+        .bn_calib
+        .eval_images
+        .map(|n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1) * cfg.bn_calib.eval_batch_size);
     let (train_loader, calib_loader, eval_loader) = match &eval_path {
         Some(p) => {
             let eval_ds = Arc::new(PackedDataset::open_expecting_classes(p, space.num_classes, &model)?);
+            let n = eval_cap.map_or(eval_ds.len(), |c| c.min(eval_ds.len()));
             (
-                Loader::new(train_ds.clone(), cfg.train_loader_config())?,
-                Loader::new(train_ds.clone(), cfg.calib_loader_config())?,
-                Loader::new(eval_ds, cfg.eval_loader_config())?,
+                Loader::new(train_ds.clone(), ranked(cfg.train_loader_config()))?,
+                Loader::new(train_ds.clone(), ranked(cfg.calib_loader_config()))?,
+                Loader::with_subset(eval_ds, ranked(cfg.eval_loader_config()), (0..n as u32).collect())?,
             )
         }
         None => {
-            let (tr, held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
+            let (tr, mut held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
+            held.truncate(eval_cap.unwrap_or(usize::MAX));
             (
-                Loader::with_subset(train_ds.clone(), cfg.train_loader_config(), tr.clone())?,
-                Loader::with_subset(train_ds.clone(), cfg.calib_loader_config(), tr)?,
-                Loader::with_subset(train_ds.clone(), cfg.eval_loader_config(), held)?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.train_loader_config()), tr.clone())?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.calib_loader_config()), tr)?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.eval_loader_config()), held)?,
             )
         }
     };
     let steps_per_epoch = train_loader.batches_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(Error::usage(format!(
-            "{}: {} training records make no full batch of {}; lower train.batch_size",
+            "{}: {} training records make no full batch of {} on each of {world} rank(s); lower train.batch_size",
             train_path.display(),
             train_loader.len(),
             cfg.batch_size
@@ -203,7 +225,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     }
     let total_steps = cfg.total_steps(steps_per_epoch);
     let (warmup, schedule_total) = cfg.schedule_iters(steps_per_epoch);
-    let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(1), warmup, schedule_total.max(1))?;
+    let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(world), warmup, schedule_total.max(1))?;
 
     let net = Supernet::new(b, space.clone(), cfg.seed)?;
     let side = cfg.data.crop as usize;
@@ -217,7 +239,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let mut sampler = build_sampler(space, cfg)?;
     let settings = settings(cfg, space)?;
     let ckpt_dir = job.out.join("checkpoints");
-    if !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
+    if leader && !job.resume && (ckpt_dir.is_dir() || job.out.join("metrics.jsonl").is_file()) {
         if !job.overwrite {
             return Err(Error::usage(format!(
                 "{} already holds a run; pass --resume to continue it, --overwrite to start afresh, or another --out",
@@ -249,6 +271,18 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                     tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
                 net.load_named(b, &named, &ck.weights.display().to_string())?;
                 step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
+                let written_by = state.get("world_size").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+                if written_by != world && leader {
+                    eprintln!(
+                        "note: {} was written by {written_by} rank(s) (global batch {}), resumed with {world} (global \
+                         batch {}): training continues from step {step}, with the data order and LR schedule of the \
+                         new world size (not bit-identical to an uninterrupted run)",
+                        ck.weights.display(),
+                        written_by * cfg.batch_size,
+                        world * cfg.batch_size
+                    );
+                }
+                ranks.note_checkpoint(&ck.weights.display().to_string());
                 last_ckpt = Some(ck);
             }
             None => {
@@ -259,20 +293,39 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             }
         }
     }
+    // Every rank runs the same config on the same data from the same step (a collective; GPU ranks
+    // attach their device collectives here).
+    let data_id = format!(
+        "{} records, {} bytes",
+        train_ds.len(),
+        std::fs::metadata(&train_path).map_err(|e| Error::io(&train_path, e))?.len()
+    );
+    agree_at_start(
+        ranks,
+        b,
+        &[("config fingerprint", fingerprint.clone()), ("training data", data_id), ("resume step", step.to_string())],
+    )?;
     let log_path = job.out.join("metrics.jsonl");
-    let mut log = if job.resume { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
-    log.append(&LogLine::Start(StartRecord {
+    let mut log = match (leader, job.resume) {
+        (false, _) => None,
+        (true, true) => Some(MetricsLog::resume(&log_path, step)?.0),
+        (true, false) => Some(MetricsLog::create(&log_path)?),
+    };
+    let mut append = |line: &LogLine| log.as_mut().map_or(Ok(()), |l| l.append(line));
+    append(&LogLine::Start(StartRecord {
         step,
         space: space.name.clone(),
         fingerprint: fingerprint.clone(),
         config: cfg.to_value(),
     }))?;
 
-    let eval_batch_limit =
-        cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
-    let eval_batches = decode_batches(&eval_loader, 0, eval_batch_limit)?;
+    let eval_batches = decode_batches(&eval_loader, 0, usize::MAX)?;
     let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
-    let bar = progress_bar(job.progress, total_steps, step);
+    let bar = progress_bar(job.progress && leader, total_steps, step);
+    let mut sync = (world > 1).then(|| {
+        let bucket_bytes = (cfg.dist.bucket_mb * (1u64 << 20) as f64) as usize;
+        StepSync::new(ranks, &net, bucket_bytes, cfg.sampler.global_scores)
+    });
     let started = Instant::now();
     let mut images_done = 0u64;
     let mut last_eval = Vec::new();
@@ -284,6 +337,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             "epoch": epoch,
             "steps_per_epoch": steps_per_epoch,
             "seed": cfg.seed,
+            "world_size": world,
+            "global_batch": cfg.batch_size * world,
             "fingerprint": fingerprint,
             "space": space.name,
             "space_yaml": job.space_yaml,
@@ -301,6 +356,23 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         *last = Some(saved);
         Ok(())
     };
+    // Rank 0 writes; every rank then knows the checkpoint (a collective, so no rank runs ahead of it).
+    let checkpoint = |step: u64, epoch: u64, last: &mut Option<SavedCheckpoint>| -> Result<()> {
+        if leader {
+            save(step, epoch, last)?;
+        }
+        if world > 1 {
+            let mine = last.as_ref().map(|c| format!("{}\n{}", c.weights.display(), c.state.display()));
+            let text = ranks.broadcast_bytes(0, mine.unwrap_or_default().as_bytes())?;
+            let text = String::from_utf8_lossy(&text).to_string();
+            let (weights, state) = text.split_once('\n').unwrap_or((&text, ""));
+            ranks.note_checkpoint(weights);
+            if !leader {
+                *last = Some(SavedCheckpoint { step, weights: weights.into(), state: state.into() });
+            }
+        }
+        Ok(())
+    };
 
     while step < total_steps {
         let epoch = step / steps_per_epoch;
@@ -315,19 +387,30 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let lr = lr_schedule.lr(step);
             let mut state =
                 StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
-            let outcome: StepOutcome = state.run(step, lr, &settings).map_err(|e| {
+            let logged = cfg.log.every_steps > 0 && step % cfg.log.every_steps == 0;
+            let outcome: StepOutcome = match sync.as_mut() {
+                None => state.run(step, lr, &settings),
+                Some(sync) => state.run_ranked(step, lr, &settings, sync).and_then(|o| {
+                    if logged {
+                        check_parameters(ranks, b, net.params_arena(), step + 1)?;
+                    }
+                    Ok(o)
+                }),
+            }
+            .map_err(|e| {
                 let ck = last_ckpt.as_ref().map_or("none yet".to_string(), |c| c.weights.display().to_string());
                 Error::Other(format!("step {step}: {e}; stopping. Last good checkpoint: {ck}"))
             })?;
             let dt = t0.elapsed().as_secs_f64();
-            images_done += batch.labels.len() as u64;
+            let global_images = (batch.labels.len() * world) as u64;
+            images_done += global_images;
             step += 1;
-            if cfg.log.every_steps > 0 && (step - 1) % cfg.log.every_steps == 0 {
-                log.append(&LogLine::Step(StepRecord {
+            if logged {
+                append(&LogLine::Step(StepRecord {
                     step,
                     epoch,
                     lr: lr as f64,
-                    images_per_sec: batch.labels.len() as f64 / dt.max(1e-9),
+                    images_per_sec: global_images as f64 / dt.max(1e-9),
                     wall_s: started.elapsed().as_secs_f64(),
                     subnets: outcome.subnets.iter().map(subnet_record).collect(),
                     total_loss: outcome.total_loss(),
@@ -344,7 +427,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             ));
             bar.set_position(step);
             if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
-                save(step, epoch, &mut last_ckpt)?;
+                checkpoint(step, epoch, &mut last_ckpt)?;
             }
         }
         let epoch_done = step % steps_per_epoch == 0 || step >= total_steps;
@@ -352,9 +435,10 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let epoch = (step - 1) / steps_per_epoch;
             let t = Instant::now();
             let calib = decode_batches(&calib_loader, 1_000_000 + epoch, cfg.bn_calib.batches)?;
-            last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches)?;
-            let calib_images: usize = calib.iter().map(HostBatch::len).sum();
-            log.append(&LogLine::Epoch(EpochRecord {
+            last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches, ranks)?;
+            let calib_images = ranks.sum_u64(calib.iter().map(HostBatch::len).sum::<usize>() as u64)?;
+            let calib_batches = ranks.sum_u64(calib.len() as u64)?;
+            append(&LogLine::Epoch(EpochRecord {
                 epoch,
                 step,
                 subnets: last_eval
@@ -368,8 +452,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                         images: acc.images as u64,
                     })
                     .collect(),
-                calib_batches: calib.len() as u64,
-                calib_images: calib_images as u64,
+                calib_batches,
+                calib_images,
                 wall_s: t.elapsed().as_secs_f64(),
             }))?;
             let line = last_eval
@@ -381,7 +465,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             epochs_completed = epoch + 1;
             let every = cfg.checkpoint.every_epochs as u64;
             if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
-                save(step, epoch, &mut last_ckpt)?;
+                checkpoint(step, epoch, &mut last_ckpt)?;
             }
         }
     }
@@ -398,7 +482,9 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
 
 type EvalRow = (Role, crate::space::Arch, f64, Accuracy);
 
-/// BN-recalibrated accuracy of the max and min subnets (spec 3.6).
+/// BN-recalibrated accuracy of the max and min subnets (spec 3.6). With ranks, each calibrates on its own
+/// batches, the running statistics are averaged over ranks (every rank then holds the same model) and
+/// the hit counts of each rank's share of `eval` are summed.
 fn validate_min_max<B: SupernetOps>(
     b: &B,
     net: &Supernet<B::Memory>,
@@ -406,10 +492,23 @@ fn validate_min_max<B: SupernetOps>(
     bufs: &mut EvalBuffers<B>,
     calib: &[HostBatch],
     eval: &[HostBatch],
+    ranks: &dyn HostCollectives,
 ) -> Result<Vec<EvalRow>> {
     let mut out = Vec::new();
     for (role, arch) in [(Role::Max, net.space.max_arch()), (Role::Min, net.space.min_arch())] {
-        let acc = calibrate_and_evaluate(b, net, arena, bufs, &arch, calib, eval)?;
+        let acc = if ranks.world_size() == 1 {
+            calibrate_and_evaluate(b, net, arena, bufs, &arch, calib, eval)?
+        } else {
+            calibrate_bn(b, net, arena, bufs, &arch, calib)?;
+            average_running_stats(ranks, b, net, calib.len())?;
+            let (mut c1, mut c5, mut n) = (0u64, 0u64, 0u64);
+            for batch in eval {
+                let (h1, h5) = count_correct(b, net, arena, bufs, &arch, batch)?;
+                (c1, c5, n) = (c1 + h1, c5 + h5, n + batch.len() as u64);
+            }
+            let (c1, c5, n) = (ranks.sum_u64(c1)?, ranks.sum_u64(c5)?, ranks.sum_u64(n)?);
+            Accuracy::from_counts(c1, c5, n as usize)?
+        };
         let mf = flops::mflops(&net.space, &arch);
         out.push((role, arch, mf, acc));
     }

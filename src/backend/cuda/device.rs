@@ -101,4 +101,8 @@ pub trait KernelDevice {
     /// Column-major SGEMM with cuBLAS's contract on device addresses (operands already mapped, see
     /// `backend::gemm`).
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError>;
+    /// A real GPU's driver handles (device-memory collectives); `None` for the emulator.
+    fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
+        None
+    }
 }

@@ -61,4 +61,8 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn synchronize(&self) -> Result<()> {
         Ok(self.device.synchronize()?)
     }
+
+    fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
+        self.device.device_handle()
+    }
 }
