@@ -1,5 +1,6 @@
 //! `attnas train`: supernet training (sandwich rule, in-place distillation, attentive sampling) on the
-//! chosen device, then the min and max subnets' accuracy after BN recalibration.
+//! chosen device, then the min and max subnets' accuracy after BN recalibration. Data-parallel with
+//! `--gpus N`, `--ranks N` (CPU), or as one rank under torchrun / srun (`crate::dist::launch`).
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use clap::Args;
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
+use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::error::Result;
 use crate::train::config::load_with_overrides;
 use crate::train::trainer::{run, TrainJob, TrainSummary};
@@ -40,6 +42,8 @@ pub struct TrainArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 struct Job(TrainJob);
@@ -66,7 +70,11 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         progress,
         ranks: crate::dist::single(),
     };
-    let summary = run_on(a.device, Job(job))?;
+    let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
+        let job = TrainJob { progress: job.progress && ranks.is_leader(), ranks, ..job.clone() };
+        run_on(device, Job(job))
+    })?;
+    let Some(summary) = outcome.leader() else { return Ok(()) };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         return Ok(());

@@ -7,7 +7,8 @@
 //!
 //! The plan: the gradient arena has two contiguous runs (decayed weights, then BN affine parameters and
 //! biases), each in forward order (stem, blocks, head). Each run is cut, from its end, into buckets of
-//! about `bucket_bytes` at parameter boundaries; a bucket is one contiguous range, so it is one
+//! about `bucket_bytes` at parameter boundaries (the first one, which the backward finishes first, at
+//! most [`FIRST_BUCKET_BYTES`], so communication starts early, as in DDP); a bucket is one contiguous range, so it is one
 //! all-reduce with no copy. Its readiness is the backward point after which all its gradients are
 //! final ([`BackwardProgress`]): buckets are sorted by it and launched, in that order, as the backward
 //! reports progress. Every rank computes the same plan and sees the same progress (the last subnet is
@@ -26,6 +27,8 @@ use crate::nn::ParamTable;
 
 /// Default bucket size in MiB (PyTorch DDP's `bucket_cap_mb`).
 pub const DEFAULT_BUCKET_MB: f64 = 25.0;
+/// The first bucket of each run is at most this large (DDP's 1 MiB first bucket).
+pub const FIRST_BUCKET_BYTES: usize = 1 << 20;
 
 /// Which part of the backward produces a parameter's gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +101,7 @@ impl BucketPlan {
             .max()
             .unwrap_or(0);
         let cap = (bucket_bytes / 4).max(1);
+        let first_cap = cap.min(FIRST_BUCKET_BYTES / 4);
         let mut buckets = Vec::new();
         // the two runs: weights [0, no_decay_start), the rest after it
         for run in [
@@ -105,12 +109,15 @@ impl BucketPlan {
             table.params.iter().filter(|p| p.offset >= table.no_decay_start).collect::<Vec<_>>(),
         ] {
             let mut cur: Option<(usize, usize, usize)> = None; // (start, end, ready_at)
+            let mut first = true;
             for p in run.iter().rev() {
                 let ready = Owner::of(&p.name).ready_at(blocks);
+                let limit = if first { first_cap } else { cap };
                 cur = match cur {
-                    Some((_, end, r)) if end - p.offset <= cap => Some((p.offset, end, r.max(ready))),
+                    Some((_, end, r)) if end - p.offset <= limit => Some((p.offset, end, r.max(ready))),
                     Some((start, end, r)) => {
                         buckets.push(Bucket { offset: start, len: end - start, ready_at: r });
+                        first = false;
                         Some((p.offset, p.offset + p.len, ready))
                     }
                     None => Some((p.offset, p.offset + p.len, ready)),

@@ -252,7 +252,7 @@ mod tests {
         ]);
         let e = from_vars(&v).unwrap().unwrap();
         assert_eq!((e.rank, e.world, e.local_rank, e.local_world), (9, 16, 1, Some(8)));
-        assert_eq!((e.endpoint.host.as_str(), e.endpoint.port), ("gpu07", 20000 + 123456 % 20000));
+        assert_eq!((e.endpoint.host.as_str(), e.endpoint.port), ("gpu07", (20000 + 123456 % 20000) as u16));
         // the batch script's own process (no job step) is not a rank
         let mut batch = v.clone();
         batch.remove("SLURM_STEP_ID");

@@ -191,12 +191,19 @@ pub fn average_running_stats<B: SupernetOps>(
     all_reduce_tensor(ranks, b, stats, ReduceOp::Sum)
 }
 
-/// A short digest of the step's architectures (every rank must train the same subnets).
-fn arch_fingerprint(step: u64, subnets: &[SubnetOutcome]) -> [u8; 8] {
+/// A short digest of the step's architectures: every subnet and every attentive candidate (drawn from
+/// the same seed on every rank). The chosen candidates count only when the choice is made on the global
+/// scores; with `global_scores: false` ranks may choose differently, as in the original.
+fn arch_fingerprint(step: u64, subnets: &[SubnetOutcome], with_choice: bool) -> [u8; 8] {
     let mut h = Sha256::new();
     h.update(step.to_le_bytes());
     for s in subnets {
-        h.update(s.arch.to_json().to_string().as_bytes());
+        if with_choice || s.candidates.is_empty() {
+            h.update(s.arch.to_json().to_string().as_bytes());
+        }
+        for c in &s.candidates {
+            h.update(c.arch.to_json().to_string().as_bytes());
+        }
     }
     let d = h.finalize();
     let mut out = [0u8; 8];
@@ -244,7 +251,7 @@ impl<B: SupernetOps> RankSync<B> for StepSync<'_> {
     fn before_update(&mut self, b: &B, step: u64, subnets: &mut [SubnetOutcome]) -> Result<()> {
         self.reducer.finish(self.ranks, b, self.grads)?;
         // one exchange: the architecture fingerprint and the losses (logged as their mean over ranks)
-        let mut mine = arch_fingerprint(step, subnets).to_vec();
+        let mut mine = arch_fingerprint(step, subnets, self.global_scores).to_vec();
         for s in subnets.iter() {
             mine.extend_from_slice(&s.loss.to_le_bytes());
         }

@@ -399,7 +399,11 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             }
             .map_err(|e| {
                 let ck = last_ckpt.as_ref().map_or("none yet".to_string(), |c| c.weights.display().to_string());
-                Error::Other(format!("step {step}: {e}; stopping. Last good checkpoint: {ck}"))
+                match e.to_string() {
+                    // a rank failure already names it (and says it stops)
+                    m if m.contains("Last good checkpoint") => Error::Other(format!("step {step}: {m}")),
+                    m => Error::Other(format!("step {step}: {m}; stopping. Last good checkpoint: {ck}")),
+                }
             })?;
             let dt = t0.elapsed().as_secs_f64();
             let global_images = (batch.labels.len() * world) as u64;
