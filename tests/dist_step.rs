@@ -76,12 +76,7 @@ impl<S: RankSync<CpuBackend>> RankSync<CpuBackend> for Spy<'_, S> {
     fn gradients_final(&mut self, b: &CpuBackend, done: BackwardProgress) -> attnas::error::Result<()> {
         self.inner.gradients_final(b, done)
     }
-    fn before_update(
-        &mut self,
-        b: &CpuBackend,
-        step: u64,
-        subnets: &mut [SubnetOutcome],
-    ) -> attnas::error::Result<()> {
+    fn before_update(&mut self, b: &CpuBackend, step: u64, subnets: &mut [SubnetOutcome]) -> attnas::error::Result<()> {
         self.inner.before_update(b, step, subnets)?;
         self.seen.grads.push(b.download(self.grads)?);
         Ok(())
@@ -111,8 +106,14 @@ fn run_rank(
     for step in 0..steps {
         let (images, labels) = batch(rank, step);
         bufs.upload(&b, &images, &labels).unwrap();
-        let mut st =
-            StepState { b: &b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
+        let mut st = StepState {
+            b: &b,
+            net: &net,
+            arena: &mut arena,
+            bufs: &bufs,
+            groups: &groups,
+            sampler: Some(&mut sampler),
+        };
         let grads = net.grads_arena();
         let out = match ranks {
             Some(r) => {
@@ -127,7 +128,12 @@ fn run_rank(
 }
 
 /// Every rank's result, in rank order.
-fn run_world(world: usize, steps: u64, s: &StepSettings, global_scores: bool) -> Vec<(Vec<StepOutcome>, Vec<f32>, Seen)> {
+fn run_world(
+    world: usize,
+    steps: u64,
+    s: &StepSettings,
+    global_scores: bool,
+) -> Vec<(Vec<StepOutcome>, Vec<f32>, Seen)> {
     let group: Vec<Ranks> = threads::ranks(world, Timeouts::default()).unwrap();
     let results = Mutex::new(vec![None; world]);
     std::thread::scope(|scope| {
@@ -203,7 +209,10 @@ fn the_attentive_choice_is_made_on_the_mean_score_and_is_the_same_on_every_rank(
                 .collect();
             let want = select(Selection::BestUp, &mean).unwrap();
             for (r, (outs, _, seen)) in results.iter().enumerate() {
-                assert_eq!(seen.used_scores[d], mean, "world {world} rank {r} draw {d}: scores are the mean over ranks");
+                assert_eq!(
+                    seen.used_scores[d], mean,
+                    "world {world} rank {r} draw {d}: scores are the mean over ranks"
+                );
                 let sub = &outs[d / 2].subnets[1 + d % 2];
                 assert_eq!(sub.chosen, Some(want), "world {world} rank {r} draw {d}");
                 assert_eq!(sub.arch, results[0].0[d / 2].subnets[1 + d % 2].arch, "same subnet on every rank");

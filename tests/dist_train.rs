@@ -77,7 +77,11 @@ fn two_ranks_train_and_resume_bit_identically() {
     let (a, c) = (fresh_dir("dist-a"), fresh_dir("dist-c"));
     ok(&train_cmd(&data, &a, &["max_steps=6"], &["--ranks", "2"]).output().unwrap());
     let sa = steps(&a.join("metrics.jsonl"));
-    assert_eq!(sa.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>(), "rank 0 logs each step once");
+    assert_eq!(
+        sa.iter().map(|r| r.step).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>(),
+        "rank 0 logs each step once"
+    );
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("checkpoints/ckpt-000000006.state.json")).unwrap()).unwrap();
     assert_eq!((state["world_size"].as_u64(), state["global_batch"].as_u64()), (Some(2), Some(16)));
@@ -88,7 +92,10 @@ fn two_ranks_train_and_resume_bit_identically() {
     assert_eq!(sc.len(), 6);
     for (x, y) in sa.iter().zip(&sc) {
         assert_eq!(loss_bits(x), loss_bits(y), "step {}: resumed 2-rank run differs", x.step);
-        assert_eq!(x.subnets.iter().map(|s| &s.arch).collect::<Vec<_>>(), y.subnets.iter().map(|s| &s.arch).collect::<Vec<_>>());
+        assert_eq!(
+            x.subnets.iter().map(|s| &s.arch).collect::<Vec<_>>(),
+            y.subnets.iter().map(|s| &s.arch).collect::<Vec<_>>()
+        );
     }
     assert!(sa.windows(2).any(|w| loss_bits(&w[0]) != loss_bits(&w[1])), "the losses move");
     assert_eq!(weights_of(&a, 6), weights_of(&c, 6), "final weights bit-identical");
@@ -190,10 +197,13 @@ fn the_launcher_prefixes_worker_output_and_returns_the_failing_code() {
     let o = train_cmd(&data, &d, &["max_steps=2"], &["--ranks", "2", "--rank-processes"]).output().unwrap();
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("trained 2 steps"), "rank 0 keeps the terminal");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("[rank 1] device: cpu"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("[rank 1] device: cpu"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // every worker fails on a missing data folder: the launcher exits with its code (2)
-    let o = train_cmd(&d.join("missing"), &d, &["max_steps=2"], &["--ranks", "2", "--rank-processes"])
-        .output()
-        .unwrap();
+    let o =
+        train_cmd(&d.join("missing"), &d, &["max_steps=2"], &["--ranks", "2", "--rank-processes"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
+use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::error::{Error, Result};
 use crate::search::data::DataSettings;
 use crate::search::job::{run, SearchJob, SearchSummary};
@@ -88,6 +89,8 @@ pub struct SearchArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
@@ -145,8 +148,12 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         crop: a.crop,
         predictor: a.predictor.clone(),
         progress: !a.quiet,
+        ranks: crate::dist::single(),
     };
-    let summary = run_on(a.device, Job(job))?;
+    let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
+        run_on(device, Job(SearchJob { progress: job.progress && ranks.is_leader(), ranks, ..job.clone() }))
+    })?;
+    let Some(summary) = outcome.leader() else { return Ok(()) };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         return Ok(());

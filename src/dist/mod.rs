@@ -151,6 +151,12 @@ pub trait HostCollectives: RankContext {
     }
 }
 
+impl std::fmt::Debug for dyn HostCollectives {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rank {} of {}", self.rank(), self.world_size())
+    }
+}
+
 /// Element-wise sum (or mean) of the gathered f32 buffers into `out`, in rank order.
 pub fn reduce_gathered_f32(all: &[Vec<u8>], out: &mut [f32], op: ReduceOp, world: usize) -> Result<()> {
     for (r, v) in all.iter().enumerate() {
