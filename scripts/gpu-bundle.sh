@@ -64,6 +64,19 @@ export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the bu
   ls /usr/local/cuda/lib64 2>/dev/null | grep -E 'cublas|nvrtc' | head || true
   echo "== attnas info"; ./attnas info --ptxas
 } 2>&1 | tee "$LOGS/device.log"
+# NCCL (multi-GPU ranks): the wheel's libnccl.so.2 (Python site-packages) or the system's; cudarc loads
+# libnccl.so, so link it in a private folder on LD_LIBRARY_PATH. attnas does the same by itself for
+# --gpus / torchrun ranks; the tests load NCCL directly, so the bundle sets it up once here.
+NCCL_SO2="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
+[ -f "$NCCL_SO2" ] || NCCL_SO2="$(ldconfig -p | awk '/libnccl\.so\.2 /{print $NF; exit}')"
+if [ -f "$NCCL_SO2" ]; then
+  mkdir -p "$WORK/nccl"; ln -sf "$NCCL_SO2" "$WORK/nccl/libnccl.so"
+  export LD_LIBRARY_PATH="$WORK/nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "== NCCL: $NCCL_SO2" | tee -a "$LOGS/device.log"
+else
+  echo "== NCCL: no libnccl.so.2 found (pip install nvidia-nccl-cu13==2.30.7); the NCCL tests will fail" | tee -a "$LOGS/device.log"
+fi
+./attnas info | grep -E '^NCCL|peer access|gpu [0-9]+ ->' | tee -a "$LOGS/device.log"
 : > "$LOGS/summary.txt"
 for t in tests/*; do
   n=$(basename "$t")
@@ -78,6 +91,20 @@ if timeout 600 ./attnas bench train --device cuda --batch 64 --warmup 2 --steps 
     > "$LOGS/bench-train.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
 echo "bench train: $s" | tee -a "$LOGS/summary.txt"
 cat "$LOGS/bench-train.log"
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${NGPU:-0}" -ge 2 ]; then AR="--gpus all"; else AR="--device cuda"; fi
+echo "== attnas bench allreduce $AR: gradient arena and 25 MiB bucket (algBW, busBW)"
+if timeout 300 ./attnas bench allreduce $AR --json "$LOGS/bench-allreduce.json" > "$LOGS/bench-allreduce.log" 2>&1; then
+  s=PASS; else s="FAIL($?)"; fi
+echo "bench allreduce: $s" | tee -a "$LOGS/summary.txt"
+cat "$LOGS/bench-allreduce.log"
+if [ "${NGPU:-0}" -ge 2 ]; then
+  echo "== attnas bench train --gpus all (scaling against one GPU)"
+  if timeout 600 ./attnas bench train --gpus all --batch 32 --warmup 2 --steps 5 > "$LOGS/bench-train-gpus.log" 2>&1; then
+    s=PASS; else s="FAIL($?)"; fi
+  echo "bench train --gpus all: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/bench-train-gpus.log"
+fi
 for b in benches/*; do
   n=$(basename "$b")
   if timeout 600 "$b" > "$LOGS/bench-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi

@@ -14,7 +14,7 @@ use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::{DeviceMemory, SupernetOps};
 use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::dist::sync::{agree_at_start, all_reduce_tensor};
-use crate::dist::{Ranks, ReduceOp};
+use crate::dist::{DeviceCollectives, Ranks, ReduceOp};
 use crate::error::{Error, Result};
 use crate::nn::ParamTable;
 use crate::space::Space;
@@ -74,6 +74,22 @@ impl BackendJob for Job<'_> {
         let (a, ranks, arena_len) = (self.0, self.1, self.2);
         agree_at_start(ranks.as_ref(), b, &[("bench", format!("allreduce {arena_len} {}", a.bucket_mb))])?;
         let bucket_len = ((a.bucket_mb * (1u64 << 20) as f64) as usize / 4).clamp(1, arena_len.max(1));
+        // one GPU alone: a communicator of world size 1, so the NCCL path is exercised (a local copy)
+        let solo = match (ranks.world_size(), b.device_handle()) {
+            (1, Some(h)) => {
+                Some((crate::dist::nccl::NcclComm::init(&crate::dist::SingleRank, &h, Default::default())?, h))
+            }
+            _ => None,
+        };
+        let reduce = |t: crate::backend::Tensor| -> Result<()> {
+            match &solo {
+                Some((comm, h)) => {
+                    comm.all_reduce_f32_async(t.addr(), t.len(), ReduceOp::Mean, h.stream)?;
+                    comm.join(h.stream)
+                }
+                None => all_reduce_tensor(ranks.as_ref(), b, t, ReduceOp::Mean),
+            }
+        };
         let mem = b.alloc(arena_len.max(bucket_len))?;
         b.upload(mem.tensor(), &vec![1.0; mem.tensor().len()])?;
         let mut rows = Vec::new();
@@ -84,7 +100,7 @@ impl BackendJob for Job<'_> {
                 ranks.barrier()?;
                 b.synchronize()?;
                 let start = Instant::now();
-                all_reduce_tensor(ranks.as_ref(), b, t, ReduceOp::Mean)?;
+                reduce(t)?;
                 b.synchronize()?;
                 if i >= a.warmup {
                     time += start.elapsed().as_secs_f64();
@@ -105,10 +121,11 @@ impl BackendJob for Job<'_> {
         if host.iter().any(|&v| (v - 1.0).abs() > 1e-6) {
             return Err(Error::Other(format!("all-reduce mean of ones gave {host:?}")));
         }
-        let collectives = match ranks.device() {
-            Some(d) => d.describe(),
-            None if ranks.world_size() == 1 => "one rank: nothing to reduce".to_string(),
-            None => "host (CPU ranks, the test vehicle)".to_string(),
+        let collectives = match (ranks.device(), &solo) {
+            (_, Some((comm, _))) => comm.describe(),
+            (Some(d), _) => d.describe(),
+            (None, _) if ranks.world_size() == 1 => "one rank on the CPU: nothing to reduce".to_string(),
+            (None, _) => "host (CPU ranks, the test vehicle)".to_string(),
         };
         Ok(AllreduceResult { device: b.name(), ranks: ranks.world_size(), collectives, rows })
     }

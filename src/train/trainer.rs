@@ -249,14 +249,18 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         let _ = std::fs::remove_dir_all(&ckpt_dir);
         let _ = std::fs::remove_file(job.out.join("metrics.jsonl"));
     }
-    let store = CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?;
+    // Rank 0 alone creates the folder; the other ranks read it only to resume.
+    let store = match leader || job.resume {
+        true => Some(CheckpointStore::new(ckpt_dir, cfg.checkpoint.keep)?),
+        false => None,
+    };
     let fingerprint = cfg.fingerprint(space);
 
     // resume
     let mut step = 0u64;
     let mut last_ckpt: Option<SavedCheckpoint> = None;
     if job.resume {
-        match store.latest()? {
+        match store.as_ref().map_or(Ok(None), |s| s.latest())? {
             Some(ck) => {
                 let (tensors, _meta, state) = crate::checkpoint::load(&ck)?;
                 let stored = state.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("");
@@ -352,6 +356,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         meta.insert("format".to_string(), "attnas-supernet/1".to_string());
         meta.insert("space".to_string(), space.name.clone());
         meta.insert("layout".to_string(), "pytorch (AttentiveNAS state-dict names and shapes)".to_string());
+        let store = store.as_ref().ok_or_else(|| Error::Other("only rank 0 writes checkpoints".into()))?;
         let saved = store.save(step, &to_records(net.to_named(b, true)?), &meta, &state)?;
         *last = Some(saved);
         Ok(())
