@@ -216,3 +216,40 @@ fn the_launcher_prefixes_worker_output_and_returns_the_failing_code() {
         train_cmd(&d.join("missing"), &d, &["max_steps=2"], &["--ranks", "2", "--rank-processes"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+mod eval_common;
+
+/// `attnas eval` and `attnas search` with 2 CPU ranks against one: eval splits the calibration batches
+/// and the images (counts summed, statistics averaged: the same result up to float reassociation in the
+/// averaged statistics); search splits each iteration's candidates (population 5: the remainder modulo
+/// the world size is scored too) and scores each one exactly as one rank does.
+#[test]
+fn eval_and_search_shard_over_ranks() {
+    let Some(f) = eval_common::fixture("dist_train eval/search") else { return };
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", "--ckpt", f.run(), "--arch", "min,max", "--data", f.data(), "--device", "cpu"];
+        args.extend(["--calib-batches", "3", "--calib-batch-size", "16", "--batch-size", "32", "--max-images", "101"]);
+        args.extend(["--json", "--quiet"]);
+        args.extend(extra);
+        serde_json::from_str(&eval_common::attnas_ok(&args)).unwrap()
+    };
+    let (one, two) = (eval(&[]), eval(&["--ranks", "2"]));
+    assert_eq!(two["calibration"]["batches"], 3, "the 3 calibration batches split over the ranks");
+    for (a, b) in one["results"].as_array().unwrap().iter().zip(two["results"].as_array().unwrap()) {
+        assert_eq!(b["images"], 101, "every image once over the ranks");
+        let (t1, t2) = (a["top1"].as_f64().unwrap(), b["top1"].as_f64().unwrap());
+        assert!((t1 - t2).abs() <= 100.0 / 101.0 + 1e-9, "{}: top-1 {t1} alone, {t2} on 2 ranks", a["name"]);
+    }
+    let search = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["search", "--ckpt", f.run(), "--data", f.data(), "--flops", "0.3:2.0", "--bucket", "0.05"];
+        args.extend(["--population", "5", "--mutations", "3", "--crossovers", "2", "--iterations", "2"]);
+        args.extend(["--calib-batches", "2", "--calib-batch-size", "16", "--eval-images", "64"]);
+        args.extend(["--eval-batch-size", "32", "--device", "cpu", "--quiet", "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        eval_common::attnas_ok(&args);
+        std::fs::read_to_string(out.join("evaluated.csv")).unwrap()
+    };
+    let (s1, s2) = (search(&fresh_dir("dist-search-1"), &[]), search(&fresh_dir("dist-search-2"), &["--ranks", "2"]));
+    assert!(s1.lines().count() >= 6, "population of 5 and children scored: {s1}");
+    assert_eq!(s1, s2, "2 ranks score the same candidates the same way");
+}
