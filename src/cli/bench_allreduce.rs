@@ -90,6 +90,10 @@ impl BackendJob for Job<'_> {
                 None => all_reduce_tensor(ranks.as_ref(), b, t, ReduceOp::Mean),
             }
         };
+        if ranks.world_size() == 1 && solo.is_none() {
+            let collectives = "one rank on the CPU: nothing to reduce (use --ranks N or --gpus N)".to_string();
+            return Ok(AllreduceResult { device: b.name(), ranks: 1, collectives, rows: Vec::new() });
+        }
         let mem = b.alloc(arena_len.max(bucket_len))?;
         b.upload(mem.tensor(), &vec![1.0; mem.tensor().len()])?;
         let mut rows = Vec::new();
@@ -124,7 +128,6 @@ impl BackendJob for Job<'_> {
         let collectives = match (ranks.device(), &solo) {
             (_, Some((comm, _))) => comm.describe(),
             (Some(d), _) => d.describe(),
-            (None, _) if ranks.world_size() == 1 => "one rank on the CPU: nothing to reduce".to_string(),
             (None, _) => "host (CPU ranks, the test vehicle)".to_string(),
         };
         Ok(AllreduceResult { device: b.name(), ranks: ranks.world_size(), collectives, rows })
