@@ -175,6 +175,14 @@ pub fn run_ranked<T: Send>(
             let timeouts = Timeouts::from_env()?;
             let device = rank_device(device, &e);
             let gpu = matches!(device, DeviceChoice::Cuda(_));
+            if !gpu && e.local_world.is_some_and(|lw| lw < e.world) {
+                return Err(Error::usage(format!(
+                    "CPU ranks run on one node only (they are the test vehicle of the GPU path; all their traffic \
+                     passes through rank 0): LOCAL_WORLD_SIZE={} < WORLD_SIZE={}; run GPU ranks across nodes",
+                    e.local_world.unwrap_or(0),
+                    e.world
+                )));
+            }
             if gpu {
                 nccl::reexec_with_nccl();
             }

@@ -66,7 +66,7 @@ pub fn library_status() -> std::result::Result<String, String> {
     }
 }
 
-/// Folders where a `libnccl.so.2` may be: `LD_LIBRARY_PATH`, the wheel folder of this checkout, Python
+/// Folders where a `libnccl.so.2` may be: `LD_LIBRARY_PATH`, this checkout's `.nccl-wheel`, Python
 /// site-packages (`nvidia/nccl/lib`), the system library folders.
 fn candidate_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
@@ -75,12 +75,12 @@ fn candidate_dirs() -> Vec<PathBuf> {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .collect();
-    if let Ok(d) = std::env::var("CUDA_WHEELS_DIR") {
+    if let Ok(d) = std::env::var("NCCL_WHEEL_DIR") {
         dirs.push(Path::new(&d).join("nvidia/nccl/lib"));
     }
     if let Ok(exe) = std::env::current_exe() {
         for up in exe.ancestors().take(4) {
-            dirs.push(up.join(".cuda-wheels/nvidia/nccl/lib"));
+            dirs.push(up.join(".nccl-wheel/nvidia/nccl/lib"));
         }
     }
     let mut roots: Vec<PathBuf> = vec!["/usr/local/lib".into(), "/usr/lib".into()];
