@@ -74,6 +74,19 @@ export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the bu
   ldconfig -p | grep -E 'libcuda\.so' || echo "libcuda.so: not in the ld.so cache"
   echo "== attnas info"; ./attnas info --ptxas
 } 2>&1 | tee "$LOGS/device.log"
+# NCCL (multi-GPU ranks): the wheel's libnccl.so.2 (Python site-packages) or the system's; cudarc loads
+# libnccl.so, so link it in a private folder on LD_LIBRARY_PATH. attnas does the same by itself for
+# --gpus / torchrun ranks; the tests load NCCL directly, so the bundle sets it up once here.
+NCCL_SO2="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
+[ -f "$NCCL_SO2" ] || NCCL_SO2="$(ldconfig -p | awk '/libnccl\.so\.2 /{print $NF; exit}')"
+if [ -f "$NCCL_SO2" ]; then
+  mkdir -p "$WORK/nccl"; ln -sf "$NCCL_SO2" "$WORK/nccl/libnccl.so"
+  export LD_LIBRARY_PATH="$WORK/nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "== NCCL: $NCCL_SO2" | tee -a "$LOGS/device.log"
+else
+  echo "== NCCL: no libnccl.so.2 found (pip install nvidia-nccl-cu13==2.30.7); the NCCL tests will fail" | tee -a "$LOGS/device.log"
+fi
+./attnas info | grep -E '^NCCL|peer access|gpu [0-9]+ ->' | tee -a "$LOGS/device.log"
 : > "$LOGS/summary.txt"
 for t in tests/*; do
   n=$(basename "$t")
@@ -105,6 +118,20 @@ for space in tiny attentivenas; do
   echo "latency table $space: $s" | tee -a "$LOGS/summary.txt"
   cat "$LOGS/latency-table-$space.log" "$LOGS/latency-check-$space.log"
 done
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${NGPU:-0}" -ge 2 ]; then AR="--gpus all"; else AR="--device cuda"; fi
+echo "== attnas bench allreduce $AR: gradient arena and 25 MiB bucket (algBW, busBW)"
+if timeout 300 ./attnas bench allreduce $AR --json "$LOGS/bench-allreduce.json" > "$LOGS/bench-allreduce.log" 2>&1; then
+  s=PASS; else s="FAIL($?)"; fi
+echo "bench allreduce: $s" | tee -a "$LOGS/summary.txt"
+cat "$LOGS/bench-allreduce.log"
+if [ "${NGPU:-0}" -ge 2 ]; then
+  echo "== attnas bench train --gpus all (scaling against one GPU)"
+  if timeout 600 ./attnas bench train --gpus all --batch 32 --warmup 2 --steps 5 > "$LOGS/bench-train-gpus.log" 2>&1; then
+    s=PASS; else s="FAIL($?)"; fi
+  echo "bench train --gpus all: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/bench-train-gpus.log"
+fi
 for b in benches/*; do
   n=$(basename "$b")
   if timeout 600 "$b" > "$LOGS/bench-$n.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi

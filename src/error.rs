@@ -32,6 +32,10 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    /// A process this one waited for (a data-parallel worker) failed: exit with its code.
+    #[error("{msg}")]
+    Exit { code: i32, msg: String },
 }
 
 impl Error {
@@ -39,6 +43,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Input { .. } => 2,
+            Error::Exit { code, .. } => *code,
             _ => 1,
         }
     }

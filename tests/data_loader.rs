@@ -5,7 +5,6 @@
 
 mod data_common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use attnas::data::loader::{epoch_order, Loader, LoaderConfig};
@@ -24,14 +23,51 @@ fn epoch_order_is_a_seeded_permutation_split_by_rank() {
     assert_ne!(e0, epoch_order(n, 7, 1, true, 0, 1));
     assert_ne!(e0, epoch_order(n, 8, 0, true, 0, 1));
     assert_eq!(epoch_order(5, 7, 3, false, 0, 1), [0, 1, 2, 3, 4]);
-    // 4 ranks: 26 each (103 padded to 104 by wrapping), together every index, one repeated once.
+    // 4 ranks: 26, 26, 26, 25 (no padding), together every index exactly once.
     let parts: Vec<Vec<u32>> = (0..4).map(|r| epoch_order(n, 7, 2, true, r, 4)).collect();
-    assert!(parts.iter().all(|p| p.len() == 26));
-    let all: Vec<u32> = parts.concat();
-    assert_eq!(all.iter().collect::<HashSet<_>>().len(), n);
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [26, 26, 26, 25]);
+    let mut all: Vec<u32> = parts.concat();
+    all.sort();
+    assert_eq!(all, (0..n as u32).collect::<Vec<_>>());
     let whole = epoch_order(n, 7, 2, true, 0, 1);
     assert_eq!(parts[1][0], whole[1]);
-    assert_eq!(parts[3][25], whole[0]); // the padding wraps to the start
+    assert_eq!(parts[2][25], whole[102]);
+}
+
+/// Every record exactly once per epoch over all ranks, for world sizes 1..8 and odd dataset sizes; with
+/// drop_last every rank yields the same number of batches, and together step `s` of all ranks holds
+/// positions `s * world * b .. (s + 1) * world * b` of the epoch's permutation (the same records as one
+/// device at the same global batch).
+#[test]
+fn the_rank_partition_covers_every_record_once_for_any_world_and_size() {
+    for n in [1usize, 7, 33, 97, 101, 1001] {
+        for world in 1..=8usize {
+            for epoch in [0u64, 3] {
+                let parts: Vec<Vec<u32>> = (0..world).map(|r| epoch_order(n, 11, epoch, true, r, world)).collect();
+                let mut seen = vec![0u32; n];
+                for p in &parts {
+                    for &i in p {
+                        seen[i as usize] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "n {n} world {world}: {seen:?}");
+                let (lo, hi) = (parts.iter().map(Vec::len).min().unwrap(), parts.iter().map(Vec::len).max().unwrap());
+                assert!(hi - lo <= 1 && lo == n / world, "n {n} world {world}: shares {lo}..{hi}");
+                let whole = epoch_order(n, 11, epoch, true, 0, 1);
+                for b in [1usize, 2, 5] {
+                    let steps = lo / b;
+                    assert_eq!(steps, n / (world * b), "drop_last steps = full global batches");
+                    for s in 0..steps {
+                        let mut got: Vec<u32> = parts.iter().flat_map(|p| p[s * b..(s + 1) * b].to_vec()).collect();
+                        let mut want = whole[s * world * b..(s + 1) * world * b].to_vec();
+                        got.sort();
+                        want.sort();
+                        assert_eq!(got, want, "n {n} world {world} batch {b} step {s}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn raw_dataset(dir: &std::path::Path) -> Arc<PackedDataset> {
@@ -67,6 +103,30 @@ fn eval_batches_have_shape_labels_and_pixels() {
     let loader =
         Loader::new(loader.dataset_arc(), LoaderConfig { drop_last: true, ..LoaderConfig::eval(4, 8) }).unwrap();
     assert_eq!(loader.epoch(0).unwrap().count(), 2);
+}
+
+#[test]
+fn ranks_step_together_and_evaluation_reads_every_record_once() {
+    let dir = scratch("loader-ranks");
+    let ds = raw_dataset(&dir);
+    // 10 records over 3 ranks: shares 4, 3, 3. Training (drop_last, batch 2): one batch on every rank,
+    // although rank 0's share holds two. Evaluation (no drop_last, batch 2): 2 + 2 + 2 batches, 10 images.
+    let mut train_counts = Vec::new();
+    let mut eval_seen = Vec::new();
+    for rank in 0..3 {
+        let cfg = LoaderConfig { rank, world: 3, threads: 1, ..LoaderConfig::train(2, 8, 5) };
+        let loader = Loader::new(ds.clone(), cfg).unwrap();
+        assert_eq!(loader.batches_per_epoch(), 1, "rank {rank}");
+        train_counts.push(loader.epoch(0).unwrap().count());
+        let cfg = LoaderConfig { rank, world: 3, threads: 1, ..LoaderConfig::eval(2, 8) };
+        let loader = Loader::new(ds.clone(), cfg).unwrap();
+        let batches: Vec<_> = loader.epoch(0).unwrap().collect();
+        assert_eq!(batches.len(), loader.batches_per_epoch());
+        eval_seen.extend(batches.iter().flat_map(|b| b.indices.clone()));
+    }
+    assert_eq!(train_counts, [1, 1, 1]);
+    eval_seen.sort();
+    assert_eq!(eval_seen, (0..10).collect::<Vec<u32>>());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! away from 0 / 1), the same images, on the CPU backend and on every CUDA target (`on_cuda_targets!`: the
 //! SIMT emulator, a GPU when present), for tiny-space archs covering every block kind (no expand conv,
 //! kernels 3 and 5, stride-2 shortcuts with pool + conv and pool only, identity shortcuts, SE) and the
-//! model's own input resize (28 -> 24 and 28 -> 32).
+//! model's own input resize (28 -> 24 and 28 -> 32), and resolutions 26 and 20 whose stride-2 blocks see
+//! odd sizes (13 -> 7 -> 4, 10 -> 5 -> 3: the padded 2x2 shortcut pool; the space is `tiny_odd_space`).
 //!
 //! Tolerance: |folded - unfolded| <= 1e-4 * max|unfolded logit| + 1e-4 * |unfolded|. Folding is exact
 //! in real arithmetic but reorders float operations: the BN scale moves inside each conv's f32 sum (each
@@ -24,7 +25,7 @@ use attnas::eval::static_subnet::extract;
 use attnas::nn::{ForwardOptions, NamedTensor};
 use attnas::space::{Arch, Space};
 use attnas::testing::assert_close;
-use nn_common::{arch, input, run, tiny_net};
+use nn_common::{arch, input, run, tiny_net_in, tiny_odd_space};
 
 const N: usize = 2;
 
@@ -34,6 +35,8 @@ fn cases() -> Vec<(Arch, usize)> {
         (arch(24, [16, 8, 24, 24, 40, 64], [1, 2, 1, 2], [3, 3, 5, 3], [1, 3, 2, 4]), 24),
         (arch(32, [8, 16, 16, 32, 32, 96], [1, 1, 2, 2], [3, 5, 3, 5], [1, 2, 3, 3]), 28),
         (arch(24, [16, 16, 24, 32, 40, 96], [1, 2, 2, 2], [3, 5, 5, 5], [1, 3, 3, 4]), 28),
+        (arch(26, [16, 16, 24, 32, 40, 96], [1, 2, 2, 1], [3, 5, 5, 3], [1, 3, 3, 4]), 26),
+        (arch(20, [8, 8, 16, 24, 32, 64], [1, 1, 1, 2], [3, 3, 3, 5], [1, 2, 2, 3]), 28),
     ]
 }
 
@@ -63,9 +66,9 @@ fn check(what: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn folded_forward_matches_the_unfolded_eval_forward() {
-    let space = Space::builtin("tiny").unwrap();
+    let space = tiny_odd_space();
     let cpu = CpuBackend::new();
-    let (net, named) = tiny_net(&cpu, 77);
+    let (net, named) = tiny_net_in(&cpu, 77, space.clone());
     for (i, (a, side)) in cases().into_iter().enumerate() {
         let x = input(100 + i as u64, N, side);
         let want = run(&cpu, &net, &a, &x, N, side, ForwardOptions::eval(), None);

@@ -98,7 +98,9 @@ fn compare(name: &str, got: &[StepOutcome], want: &[StepOutcome], got_params: &[
                 let (a, c) = (ws.chosen.unwrap_or(0), gs.chosen.unwrap_or(0));
                 let (sa, sc) = (ws.candidates[a].score, ws.candidates[c].score);
                 assert!(within(sc, sa), "step {step}: chose candidate {c} (cpu score {sc}) over {a} ({sa})");
-                println!("note: {name}: step {step}: a near tie ({sa} vs {sc}) ranked the other way; not compared further");
+                println!(
+                    "note: {name}: step {step}: a near tie ({sa} vs {sc}) ranked the other way; not compared further"
+                );
                 diverged = true;
                 break 'steps;
             }

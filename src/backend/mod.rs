@@ -96,6 +96,24 @@ pub trait Backend {
         self.synchronize()?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
+
+    /// The GPU behind this backend, for device-memory collectives (NCCL); `None` for host memory (the
+    /// CPU backend and the SIMT emulator), whose collectives go through the host.
+    fn device_handle(&self) -> Option<DeviceHandle> {
+        None
+    }
+}
+
+/// A GPU's identity and the stream its ops run on (raw driver handles, for `crate::dist`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceHandle {
+    pub ordinal: usize,
+    /// `CUcontext` as an integer.
+    pub context: u64,
+    /// `CUstream` as an integer: every op of the backend is queued on it.
+    pub stream: u64,
+    /// PCI bus id (`0000:3b:00.0`): two ranks on one GPU are found by it.
+    pub pci_bus_id: [u8; 16],
 }
 
 /// Allocates a tensor and fills it from the host.

@@ -6,6 +6,10 @@
 //!
 //! MACs per step count every forward the step runs (AttentiveNAS convention, spec 5.3): the trained
 //! subnets' forwards x3 (backward ~2x forward) plus the candidates' no-grad forwards.
+//!
+//! With ranks (`--gpus N`, `--ranks N`), every rank first runs the steps alone (the 1-rank baseline on
+//! its own device), then as one of N data-parallel ranks; the report gives images/s per rank at N against
+//! 1 (scaling efficiency). `attnas bench allreduce` is in [`super::bench_allreduce`].
 
 use std::path::PathBuf;
 
@@ -13,6 +17,9 @@ use clap::{Args, Subcommand};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::{Arena, SupernetOps};
+use crate::dist::launch::{plan, run_ranked, RankArgs};
+use crate::dist::sync::{agree_at_start, StepSync};
+use crate::dist::Ranks;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, Supernet};
 use crate::space::attentive::{AttentiveSampler, Prior, Selection};
@@ -30,8 +37,10 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
-    /// Images/s of the full training step.
+    /// Images/s of the full training step (per rank at N ranks against 1 with --gpus / --ranks).
     Train(BenchTrainArgs),
+    /// All-reduce bandwidth between ranks: algorithm and bus bandwidth as nccl-tests define them.
+    Allreduce(super::bench_allreduce::BenchAllreduceArgs),
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +65,8 @@ pub struct BenchTrainArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -70,9 +81,15 @@ pub struct BenchTrainResult {
     pub gmacs_per_step: f64,
     pub achieved_tmacs: f64,
     pub peak_tflops_fp32: Option<f64>,
+    /// Data-parallel ranks of the run (1: no baseline).
+    pub ranks: usize,
+    /// Images/s of one rank running alone (the same steps, no collectives).
+    pub baseline_images_per_sec: Option<f64>,
+    /// images/s per rank at N ranks / images/s alone.
+    pub scaling_efficiency: Option<f64>,
 }
 
-struct Job<'a>(&'a BenchTrainArgs, Space);
+struct Job<'a>(&'a BenchTrainArgs, Space, Ranks);
 
 /// FP32 (non-tensor-core) datasheet peaks in TFLOP/s; a MAC is 2 FLOPs.
 fn fp32_peak(device: &str) -> Option<f64> {
@@ -88,7 +105,9 @@ fn fp32_peak(device: &str) -> Option<f64> {
 impl BackendJob for Job<'_> {
     type Output = BenchTrainResult;
     fn run<B: SupernetOps>(self, b: &B) -> Result<BenchTrainResult> {
-        let (a, space) = (self.0, self.1);
+        let (a, space, ranks) = (self.0, self.1, self.2);
+        let world = ranks.world_size();
+        agree_at_start(ranks.as_ref(), b, &[("bench", format!("{} batch {} side {}", space.name, a.batch, a.side))])?;
         let net = Supernet::new(b, space.clone(), 0)?;
         let len = activation_arena_len(&space, a.batch, a.side, true)?;
         let mut arena = Arena::new(b, "activations", len).map_err(|e| {
@@ -99,7 +118,7 @@ impl BackendJob for Job<'_> {
             ))
         })?;
         let bufs = StepBuffers::new(b, a.batch, a.side, space.num_classes)?;
-        let images = crate::testing::random_vec(1, a.batch * a.side * a.side * 3, -2.0, 2.0);
+        let images = crate::testing::random_vec(1 + ranks.rank() as u64, a.batch * a.side * a.side * 3, -2.0, 2.0);
         let labels: Vec<u32> = (0..a.batch as u32).map(|i| i % space.num_classes as u32).collect();
         bufs.upload(b, &images, &labels)?;
         let groups = net.param_groups(1e-5, &[".bn".to_string(), ".bias".to_string()])?;
@@ -120,6 +139,30 @@ impl BackendJob for Job<'_> {
             clip: 1.0,
             seed: 0,
         };
+        // one rank alone first: the baseline of the scaling efficiency
+        let baseline = if world > 1 {
+            let mut wall = 0.0;
+            for step in 0..(a.warmup + a.steps) {
+                let mut state = StepState {
+                    b,
+                    net: &net,
+                    arena: &mut arena,
+                    bufs: &bufs,
+                    groups: &groups,
+                    sampler: Some(&mut sampler),
+                };
+                let t = std::time::Instant::now();
+                state.run(step as u64, 0.01, &settings)?;
+                if step >= a.warmup {
+                    wall += t.elapsed().as_secs_f64();
+                }
+            }
+            ranks.barrier()?;
+            Some(a.batch as f64 * a.steps.max(1) as f64 / f64::max(wall, 1e-9))
+        } else {
+            None
+        };
+        let mut sync = (world > 1).then(|| StepSync::new(ranks.as_ref(), &net, 25 << 20, true));
         let mut total = StepTimes::default();
         let mut macs = 0.0;
         let mut wall = 0.0;
@@ -133,9 +176,14 @@ impl BackendJob for Job<'_> {
                 sampler: Some(&mut sampler),
             };
             let t = std::time::Instant::now();
-            let out = state.run(step as u64, 0.01, &settings)?;
+            let out = match sync.as_mut() {
+                Some(sync) => state.run_ranked(step as u64, 0.01, &settings, sync)?,
+                None => state.run(step as u64, 0.01, &settings)?,
+            };
             let dt = t.elapsed().as_secs_f64();
-            eprintln!("step {step}: {dt:.3} s, total loss {:.4}", out.total_loss());
+            if ranks.is_leader() {
+                eprintln!("step {step}: {dt:.3} s, total loss {:.4}", out.total_loss());
+            }
             if step < a.warmup {
                 continue;
             }
@@ -155,13 +203,17 @@ impl BackendJob for Job<'_> {
         }
         let n = a.steps.max(1) as f64;
         let device = b.name();
+        let images_per_sec = a.batch as f64 * n / wall.max(1e-9);
         Ok(BenchTrainResult {
+            ranks: world,
+            baseline_images_per_sec: baseline,
+            scaling_efficiency: baseline.map(|b1| images_per_sec / b1.max(1e-12)),
             peak_tflops_fp32: fp32_peak(&device),
             device,
             space: space.name.clone(),
             batch: a.batch,
             steps: a.steps,
-            images_per_sec: a.batch as f64 * n / wall.max(1e-9),
+            images_per_sec,
             step_s: wall / n,
             split_s: [
                 ("max subnet".into(), total.max / n),
@@ -178,12 +230,16 @@ impl BackendJob for Job<'_> {
 
 pub fn run_bench(a: &BenchArgs) -> Result<()> {
     match &a.what {
+        BenchWhat::Allreduce(x) => super::bench_allreduce::run(x),
         BenchWhat::Train(t) => {
             if t.batch == 0 || t.steps == 0 {
                 return Err(Error::usage("bench train: --batch and --steps must be positive"));
             }
             let space = Space::resolve(&t.space)?;
-            let r = run_on(t.device, Job(t, space))?;
+            let outcome = run_ranked(plan(&t.ranks, t.device)?, t.device, &|ranks, device| {
+                run_on(device, Job(t, space.clone(), ranks))
+            })?;
+            let Some(r) = outcome.leader() else { return Ok(()) };
             println!(
                 "bench train: {} space, batch {}, sandwich (4 subnets) + BestUp-{} on {}",
                 r.space, r.batch, t.k, r.device
@@ -192,6 +248,15 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                 "  {:.2} images/s ({:.3} s per step, mean of {} steps after {} warm-up)",
                 r.images_per_sec, r.step_s, r.steps, t.warmup
             );
+            if let (Some(b1), Some(eff)) = (r.baseline_images_per_sec, r.scaling_efficiency) {
+                println!(
+                    "  {} ranks: {:.2} images/s per rank ({:.2} in all) against {b1:.2} alone: {:.1}% scaling efficiency",
+                    r.ranks,
+                    r.images_per_sec,
+                    r.images_per_sec * r.ranks as f64,
+                    100.0 * eff
+                );
+            }
             for (what, s) in &r.split_s {
                 println!("  {what:<18} {s:>8.3} s  {:>5.1}%", 100.0 * s / r.step_s.max(1e-12));
             }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
+use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::error::{Error, Result};
 use crate::eval::data::{CalibSettings, DataPaths};
 use crate::eval::evaluate::{run_eval, DumpPaths, EvalJob, EvalReport};
@@ -106,6 +107,8 @@ pub struct EvalArgs {
     /// deployed model, the default).
     #[arg(long)]
     pub no_fold_bn: bool,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 struct Job(EvalJob);
@@ -132,8 +135,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         progress: !a.quiet,
         dump: DumpPaths { inputs: a.dump_inputs.clone(), logits: a.dump_logits.clone() },
         fold_bn: !a.no_fold_bn,
+        ranks: crate::dist::single(),
     };
-    let report = run_on(a.device, Job(job))?;
+    let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
+        run_on(device, Job(EvalJob { progress: job.progress && ranks.is_leader(), ranks, ..job.clone() }))
+    })?;
+    let Some(report) = outcome.leader() else { return Ok(()) };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?);
         return Ok(());

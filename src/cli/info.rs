@@ -31,7 +31,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                     Err(e) => println!("  {:<17} not found ({e})", lib.name),
                 }
             }
-            for g in gpus {
+            for g in &gpus {
                 println!(
                     "gpu {}: {} (compute capability {}.{}, {:.1} GiB)",
                     g.ordinal,
@@ -41,7 +41,26 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                     g.total_memory as f64 / (1u64 << 30) as f64
                 );
             }
+            if gpus.len() > 1 {
+                println!("peer access (P2P; `atomics` = native atomics over the link, as NVLink gives):");
+                for a in 0..gpus.len() {
+                    let row: Vec<String> = (0..gpus.len())
+                        .map(|b| match (a == b, probe::peer_access(a, b)) {
+                            (true, _) => "-".to_string(),
+                            (false, Ok((true, true))) => format!("{b}:atomics"),
+                            (false, Ok((true, false))) => format!("{b}:yes"),
+                            (false, Ok((false, _))) => format!("{b}:no"),
+                            (false, Err(_)) => format!("{b}:?"),
+                        })
+                        .collect();
+                    println!("  gpu {a} -> {}", row.join(" "));
+                }
+            }
         }
+    }
+    match crate::dist::nccl::library_status() {
+        Ok(v) => println!("NCCL: {v} (multi-GPU ranks: --gpus N, torchrun, srun)"),
+        Err(why) => println!("NCCL: {why}"),
     }
     if args.ptxas {
         if cuda::kernels::PTXAS_REPORT.is_empty() {

@@ -1,5 +1,6 @@
 //! The subcommands' argument structs and bodies; `src/main.rs` parses and dispatches.
 
+pub mod bench_allreduce;
 pub mod bench_cmd;
 pub mod data_cmds;
 pub mod device;

@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
+use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::error::{Error, Result};
 use crate::search::data::DataSettings;
 use crate::search::job::{run, LatencySearch, LatencySource, SearchJob, SearchSummary};
@@ -117,6 +118,8 @@ pub struct SearchArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 /// The search's cost axis.
@@ -206,9 +209,13 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         seed_archs: a.seed_arch.clone(),
         progress: !a.quiet,
         latency,
+        ranks: crate::dist::single(),
     };
     crate::deploy::latency::configure_cpu_threads(a.threads)?;
-    let summary = run_on(a.device, Job(job))?;
+    let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
+        run_on(device, Job(SearchJob { progress: job.progress && ranks.is_leader(), ranks, ..job.clone() }))
+    })?;
+    let Some(summary) = outcome.leader() else { return Ok(()) };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         return Ok(());

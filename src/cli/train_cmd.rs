@@ -1,7 +1,8 @@
 //! `attnas train`: supernet training (sandwich rule, in-place distillation, attentive sampling) on the
-//! chosen device, then the min and max subnets' accuracy after BN recalibration. Installs the SIGTERM /
-//! SIGINT handlers: the first signal stops the run cleanly after the current step with a checkpoint and
-//! exit code 0, a second exits at once with 128 + its number (`crate::train::stop`).
+//! chosen device, then the min and max subnets' accuracy after BN recalibration. Data-parallel with
+//! `--gpus N`, `--ranks N` (CPU), or as one rank under torchrun / srun (`crate::dist::launch`). Installs
+//! the SIGTERM / SIGINT handlers: the first signal stops the run cleanly after the current step with a
+//! checkpoint and exit code 0, a second exits at once with 128 + its number (`crate::train::stop`).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::Args;
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
+use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::error::Result;
 use crate::train::config::load_with_overrides;
 use crate::train::stop::StopRequest;
@@ -50,6 +52,8 @@ pub struct TrainArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ranks: RankArgs,
 }
 
 /// What `--resume` was given.
@@ -88,7 +92,11 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         ranks: crate::dist::single(),
         stop: StopRequest::install()?,
     };
-    let summary = run_on(a.device, Job(job))?;
+    let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
+        let job = TrainJob { progress: job.progress && ranks.is_leader(), ranks, ..job.clone() };
+        run_on(device, Job(job))
+    })?;
+    let Some(summary) = outcome.leader() else { return Ok(()) };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         return Ok(());

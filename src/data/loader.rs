@@ -1,6 +1,6 @@
-//! The training/evaluation loader: per-epoch seeded shuffle split across ranks (DistributedSampler's
-//! order: shuffle, pad by wrapping to a multiple of the world size, rank r takes every world-th index
-//! from r), decode + transform on a rayon pool, and a producer thread that keeps `prefetch` batches
+//! The training/evaluation loader: per-epoch seeded shuffle split across ranks with no overlap and no
+//! padding (rank r takes every world-th position from r, so every record is in exactly one rank's share;
+//! see [`epoch_order`]), decode + transform on a rayon pool, and a producer thread that keeps `prefetch` batches
 //! ready so decoding overlaps the training step. Batches are uint8 NHWC `(N, S, S, 3)`; their buffers
 //! can be handed back ([`EpochIter::recycle`]) so the steady state allocates nothing.
 //!
@@ -158,13 +158,17 @@ impl Loader {
         }
     }
 
-    /// Number of batches this rank yields per epoch.
+    /// Number of batches this rank yields per epoch. With `drop_last` (training) it is the same on every
+    /// rank: the full batches of the smallest share, `(len / world) / batch_size`, so all ranks step
+    /// together. The records left out are the epoch's last partial global batch (fewer than
+    /// `world * batch_size`), a different random tail every epoch, exactly what one device's drop_last
+    /// leaves out at the same global batch. Without `drop_last` (evaluation) it is this rank's share,
+    /// rounded up: every record is read once over all ranks.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.epoch_indices(0).len();
         if self.cfg.drop_last {
-            n / self.cfg.batch_size
+            (self.len() / self.cfg.world) / self.cfg.batch_size
         } else {
-            n.div_ceil(self.cfg.batch_size)
+            self.epoch_indices(0).len().div_ceil(self.cfg.batch_size)
         }
     }
 
@@ -182,6 +186,9 @@ impl Loader {
     /// decoding the batches already trained on).
     pub fn epoch_from(&self, epoch: u64, skip: usize) -> Result<EpochIter> {
         let mut order = self.epoch_indices(epoch);
+        if self.cfg.drop_last {
+            order.truncate(self.batches_per_epoch() * self.cfg.batch_size);
+        }
         order.drain(..(skip * self.cfg.batch_size).min(order.len()));
         let (tx, rx) = mpsc::sync_channel::<Batch>(self.cfg.prefetch.max(1));
         let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
@@ -194,18 +201,20 @@ impl Loader {
     }
 }
 
-/// DistributedSampler order: shuffled by (seed, epoch), padded by wrapping to a multiple of `world`,
-/// every `world`-th element from `rank`.
+/// Rank `rank`'s positions of epoch `epoch`: the permutation shuffled by (seed, epoch), every `world`-th
+/// element from `rank`. No padding (PyTorch's DistributedSampler wraps to a multiple of the world size,
+/// so some records are read twice and would be counted twice in an evaluation): the shares of all ranks
+/// are disjoint, together hold every record exactly once, and differ in length by at most one.
+///
+/// Batch `s` of every rank together holds positions `s * world * b .. (s + 1) * world * b` of the
+/// permutation, so a step sees the same records for any split of one global batch (2 ranks x 32 and
+/// 1 x 64 train on the same images in the same steps).
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool, rank: usize, world: usize) -> Vec<u32> {
     let mut perm: Vec<u32> = (0..n as u32).collect();
     if shuffle {
         perm.shuffle(&mut epoch_rng(seed, epoch));
     }
-    if n == 0 {
-        return perm;
-    }
-    let total = n.div_ceil(world) * world;
-    (rank..total).step_by(world).map(|i| perm[i % n]).collect()
+    (rank..n).step_by(world.max(1)).map(|i| perm[i]).collect()
 }
 
 fn produce(

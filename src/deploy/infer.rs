@@ -128,13 +128,6 @@ impl BlockPlan {
     /// Block `blk` on `x` (`[n * size_in^2, c_in]`).
     pub fn allocate<M: DeviceMemory>(blk: &ActiveBlock, n: usize, x: Tensor, arena: &mut Arena<M>) -> Result<Self> {
         let (p_in, p_out) = (n * blk.size_in * blk.size_in, n * blk.size_out * blk.size_out);
-        if blk.stride == 2 && blk.size_in % 2 == 1 && !blk.identity_shortcut {
-            return Err(Error::usage(format!(
-                "block {} (stage {}) has stride 2 on an odd feature size {}; the 2x2 shortcut pool needs an even \
-                 size. Use a resolution whose feature sizes stay even at stride-2 stages",
-                blk.global, blk.stage, blk.size_in
-            )));
-        }
         let expand =
             if blk.has_expand_conv { Some((arena.alloc(p_in * blk.mid)?, arena.alloc(p_in * blk.mid)?)) } else { None };
         let dw = DepthwiseShape {

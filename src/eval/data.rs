@@ -128,6 +128,19 @@ pub fn calibration_batches(
     cfg: &DataConfig,
     settings: &CalibSettings,
 ) -> Result<Vec<HostBatch>> {
+    calibration_batches_shard(path, space, cfg, settings, 0, 1)
+}
+
+/// Rank `rank`'s share of [`calibration_batches`]: batch `i` of that list goes to rank `i mod world`,
+/// so the ranks together calibrate on exactly the batches one device would.
+pub fn calibration_batches_shard(
+    path: &Path,
+    space: &Space,
+    cfg: &DataConfig,
+    settings: &CalibSettings,
+    rank: usize,
+    world: usize,
+) -> Result<Vec<HostBatch>> {
     if settings.batches == 0 || settings.batch_size == 0 {
         return Err(Error::usage("--calib-batches and --calib-batch-size must be positive (or use --no-calib)"));
     }
@@ -141,12 +154,25 @@ pub fn calibration_batches(
             settings.batch_size
         )));
     }
-    let batches = decode_batches(&loader, 0, settings.batches)?;
-    if batches.len() < settings.batches {
+    let batches = if world <= 1 {
+        decode_batches(&loader, 0, settings.batches)?
+    } else {
+        let order = loader.epoch_indices(0);
+        let (bs, total) = (settings.batch_size, settings.batches.min(loader.batches_per_epoch()));
+        (rank..total)
+            .step_by(world)
+            .map(|i| {
+                let b = loader.load_into(0, &order[i * bs..(i + 1) * bs], Vec::new());
+                HostBatch { pixels: b.images, labels: b.labels, side: b.side as usize }
+            })
+            .collect()
+    };
+    let available = settings.batches.min(loader.batches_per_epoch());
+    if available < settings.batches && rank == 0 {
         eprintln!(
             "note: {} holds {} calibration batches of {}; calibrating on those instead of {}",
             path.display(),
-            batches.len(),
+            available,
             settings.batch_size,
             settings.batches
         );
@@ -169,12 +195,26 @@ impl EvalSource {
         batch_size: usize,
         max_images: Option<usize>,
     ) -> Result<EvalSource> {
+        Self::open_shard(path, space, cfg, batch_size, max_images, 0, 1)
+    }
+
+    /// Rank `rank`'s share of [`EvalSource::open`]'s images (no overlap, every image on one rank).
+    pub fn open_shard(
+        path: &Path,
+        space: &Space,
+        cfg: &DataConfig,
+        batch_size: usize,
+        max_images: Option<usize>,
+        rank: usize,
+        world: usize,
+    ) -> Result<EvalSource> {
         if batch_size == 0 || max_images == Some(0) {
             return Err(Error::usage("--batch-size and --max-images must be positive"));
         }
         let ds = open_dataset(path, space)?;
         let n = max_images.map_or(ds.len(), |m| m.min(ds.len()));
-        let loader = Loader::with_subset(ds, cfg.eval_loader_config(batch_size), (0..n as u32).collect())?;
+        let loader_cfg = crate::data::loader::LoaderConfig { rank, world, ..cfg.eval_loader_config(batch_size) };
+        let loader = Loader::with_subset(ds, loader_cfg, (0..n as u32).collect())?;
         let side = cfg.crop as usize;
         if n * side * side * 3 <= EVAL_CACHE_BYTES {
             Ok(EvalSource::Cached(decode_batches(&loader, 0, usize::MAX)?))

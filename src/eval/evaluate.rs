@@ -8,13 +8,17 @@
 //! its BN folded into the convs and run by the inference forward (`crate::deploy`); `--no-fold-bn`
 //! evaluates the supernet's own eval-mode forward with BN layers instead. Both give the same top-1 up to
 //! float rounding (the folding reorders operations; `tests/deploy_fold.rs` bounds the logit difference).
+//!
+//! Data-parallel ranks (`job.ranks`): the calibration batches and the evaluation images are split across
+//! the ranks; each rank calibrates on its batches, the running statistics are averaged (weighted by
+//! batch counts, so the result is the calibration on all of them) and the hit counts summed.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::data::{calibration_batches, data_config_of, CalibSettings, DataPaths, EvalSource};
+use super::data::{calibration_batches_shard, data_config_of, CalibSettings, DataPaths, EvalSource};
 use super::load_supernet;
 use crate::backend::ops::loss::LossShape;
 use crate::backend::ops::resize::ResizeShape;
@@ -88,7 +92,8 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     ) -> Result<(crate::backend::Tensor, &StepBuffers<B::Memory>)> {
         self.prepare_folded(arch)?;
         let sb = self.bufs.get(self.b, batch)?;
-        let logits = eval_forward(self.b, self.net, self.folded.as_ref().filter(|_| self.fold), &mut self.arena, arch, sb)?;
+        let logits =
+            eval_forward(self.b, self.net, self.folded.as_ref().filter(|_| self.fold), &mut self.arena, arch, sb)?;
         Ok((logits, sb))
     }
 
@@ -106,17 +111,28 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     }
 
     /// Top-1 / top-5 of `arch` on `eval` with the current running statistics; `on_batch` after each batch.
-    pub fn accuracy(&mut self, arch: &Arch, eval: &EvalSource, mut on_batch: impl FnMut()) -> Result<Accuracy> {
-        let (mut c1, mut c5, mut n) = (0u64, 0u64, 0usize);
+    pub fn accuracy(&mut self, arch: &Arch, eval: &EvalSource, on_batch: impl FnMut()) -> Result<Accuracy> {
+        let (c1, c5, n) = self.counts(arch, eval, on_batch)?;
+        Accuracy::from_counts(c1, c5, n as usize)
+    }
+
+    /// Top-1 and top-5 hit counts and the image count of `arch` on `eval`.
+    pub fn counts(&mut self, arch: &Arch, eval: &EvalSource, mut on_batch: impl FnMut()) -> Result<(u64, u64, u64)> {
+        let (mut c1, mut c5, mut n) = (0u64, 0u64, 0u64);
         eval.for_each(|batch| {
             let (h1, h5) = self.count_correct(arch, batch)?;
             c1 += h1;
             c5 += h5;
-            n += batch.len();
+            n += batch.len() as u64;
             on_batch();
             Ok(())
         })?;
-        Accuracy::from_counts(c1, c5, n)
+        Ok((c1, c5, n))
+    }
+
+    /// The supernet this evaluator runs.
+    pub fn net(&self) -> &Supernet<B::Memory> {
+        self.net
     }
 
     /// `batch` normalised and resized (bicubic, the model's own resize op) to `r`: what the subnet's stem
@@ -193,6 +209,8 @@ pub struct EvalJob {
     pub dump: DumpPaths,
     /// Evaluate the BN-folded static subnet (default); false: `--no-fold-bn`.
     pub fold_bn: bool,
+    /// This process's place among the job's ranks ([`crate::dist::single`] for one device).
+    pub ranks: crate::dist::Ranks,
 }
 
 /// One subnet's result.
@@ -249,6 +267,8 @@ pub fn batch_bar(show: bool, len: u64) -> ProgressBar {
 
 /// Runs `attnas eval` on backend `b`.
 pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
+    let ranks = job.ranks.as_ref();
+    let (rank, world) = (ranks.rank(), ranks.world_size());
     let loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
     let space = &loaded.net.space;
     let archs = resolve_arch_list(space, &job.archs)?;
@@ -256,17 +276,28 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
     if wants_dump && archs.len() != 1 {
         return Err(Error::usage("--dump-inputs / --dump-logits take exactly one --arch"));
     }
+    if wants_dump && world > 1 {
+        return Err(Error::usage("--dump-inputs / --dump-logits run on one rank: leave out --gpus / --ranks"));
+    }
+    crate::dist::sync::agree_at_start(
+        ranks,
+        b,
+        &[
+            ("checkpoint", loaded.weights.display().to_string()),
+            ("archs", serde_json::to_string(&job.archs).unwrap_or_default()),
+        ],
+    )?;
     let data_cfg = data_config_of(loaded.state.as_ref(), job.data.crop)?;
     let eval_path = job.data.eval_file()?;
     let calib = match &job.calib {
         Some(settings) => {
             let path = job.data.train_file()?;
             let t = Instant::now();
-            let batches = calibration_batches(&path, space, &data_cfg, settings)?;
+            let batches = calibration_batches_shard(&path, space, &data_cfg, settings, rank, world)?;
             let report = CalibReport {
-                batches: batches.len(),
+                batches: ranks.sum_u64(batches.len() as u64)? as usize,
                 batch_size: settings.batch_size,
-                images: batches.iter().map(HostBatch::len).sum(),
+                images: ranks.sum_u64(batches.iter().map(HostBatch::len).sum::<usize>() as u64)? as usize,
                 seed: settings.seed,
                 train_data: path,
                 decode_seconds: t.elapsed().as_secs_f64(),
@@ -275,22 +306,24 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
         }
         None => None,
     };
-    let eval = EvalSource::open(&eval_path, space, &data_cfg, job.batch_size, job.max_images)?;
+    let eval = EvalSource::open_shard(&eval_path, space, &data_cfg, job.batch_size, job.max_images, rank, world)?;
     let max_batch = job.batch_size.max(job.calib.map_or(0, |c| c.batch_size));
     let mut ev = Evaluator::new(b, &loaded.net, max_batch, data_cfg.crop as usize, job.fold_bn)?;
 
     let calib_len = calib.as_ref().map_or(0, |(c, _)| c.len());
-    let bar = batch_bar(job.progress, (archs.len() * (calib_len + eval.num_batches())) as u64);
+    let bar = batch_bar(job.progress && ranks.is_leader(), (archs.len() * (calib_len + eval.num_batches())) as u64);
     let mut results = Vec::new();
     for (name, arch) in &archs {
         let t = Instant::now();
         if let Some((batches, _)) = &calib {
             bar.set_message(format!("{name}: calibrating BN"));
             ev.calibrate(arch, batches)?;
+            crate::dist::sync::average_running_stats(ranks, b, ev.net(), batches.len())?;
             bar.inc(batches.len() as u64);
         }
         bar.set_message(format!("{name}: evaluating"));
-        let acc = ev.accuracy(arch, &eval, || bar.inc(1))?;
+        let (c1, c5, n) = ev.counts(arch, &eval, || bar.inc(1))?;
+        let acc = Accuracy::from_counts(ranks.sum_u64(c1)?, ranks.sum_u64(c5)?, ranks.sum_u64(n)? as usize)?;
         let cost = flops::cost(space, arch);
         results.push(EvalRow {
             name: name.clone(),

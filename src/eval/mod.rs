@@ -48,12 +48,13 @@ fn state_beside(weights: &Path) -> Result<Option<serde_json::Value>> {
     serde_json::from_str(&text).map(Some).map_err(|e| Error::input(&state, e.line(), e.to_string()))
 }
 
+/// A checkpoint's tensors, safetensors metadata and the state beside it (if any).
+pub type CheckedWeights = (Vec<TensorRecord>, BTreeMap<String, String>, Option<serde_json::Value>);
+
 /// Reads `weights` (a resolved safetensors path) and the state beside it, if any. A training checkpoint's
 /// state holds the digest of its tensors: a damaged file is refused naming it and the fault; a checkpoint
 /// without a digest (older runs) gets a notice. Imported checkpoints have no state file.
-pub fn read_weights_checked(
-    weights: &Path,
-) -> Result<(Vec<TensorRecord>, BTreeMap<String, String>, Option<serde_json::Value>)> {
+pub fn read_weights_checked(weights: &Path) -> Result<CheckedWeights> {
     let state = state_beside(weights)?;
     let (tensors, meta) = read_safetensors(weights)?;
     if let Some(state) = &state {

@@ -39,8 +39,19 @@ fn bn_backward<B: SupernetOps>(
     )
 }
 
+/// How far a backward has come: after it, the gradients of that part are final for this backward (the
+/// head; block `g` and every block after it, active or not; the stem, i.e. everything). The data-parallel
+/// reducer (`crate::dist::buckets`) starts each gradient bucket's all-reduce as soon as its part is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardProgress {
+    Head,
+    Block(usize),
+    Stem,
+}
+
 /// Accumulates the parameter gradients of the forward in `tape` for `dlogits` (`[n, classes]`, the
-/// gradient of the loss to be minimised) into `grads`.
+/// gradient of the loss to be minimised) into `grads`; `on_progress` hears each finished part, in
+/// backward order (the work is queued on the device, not necessarily done).
 pub fn backward<B: SupernetOps>(
     b: &B,
     tape: &Tape,
@@ -48,6 +59,7 @@ pub fn backward<B: SupernetOps>(
     p: &NetTensors,
     grads: &NetTensors,
     buf: &GradBuffers,
+    on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
 ) -> Result<()> {
     if tape.options.bn != super::tape::BnMode::Train {
         return Err(Error::Other("backward needs a forward with training-mode BN (batch statistics)".into()));
@@ -94,11 +106,13 @@ pub fn backward<B: SupernetOps>(
     let d_x = sl(buf.g[cur], pixels * hs.c_in)?;
     let g = GemmSpec::pointwise_bwd_input(pixels, hs.c_in, hs.expand, h.c_in_stored);
     b.gemm(&g, d_fe_pre, p.head.final_expand, d_x)?;
+    on_progress(BackwardProgress::Head)?;
 
     for t in tape.blocks.iter().rev() {
         let d_out = sl(buf.g[cur], t.pixels_out() * t.blk.c_out)?;
         let d_in = sl(buf.g[1 - cur], t.pixels_in() * t.blk.c_in)?;
         block_backward(b, tape, t, d_out, d_in, p, grads, buf)?;
+        on_progress(BackwardProgress::Block(t.blk.global))?;
         cur = 1 - cur;
     }
 
@@ -108,7 +122,8 @@ pub fn backward<B: SupernetOps>(
     let d_stem_pre = sl(t0, out_len)?;
     bn_backward(b, &st.bn, st.pre, d_stem_out, d_stem_pre, p.stem.bn, grads.stem.bn, st.bn_saved, scratch)?;
     let ws = sl(tape.scratch.stem_workspace, st.shape.wgrad_workspace_len())?;
-    b.stem_conv_bwd_weight(&st.shape, st.input, d_stem_pre, grads.stem.w, ws)
+    b.stem_conv_bwd_weight(&st.shape, st.input, d_stem_pre, grads.stem.w, ws)?;
+    on_progress(BackwardProgress::Stem)
 }
 
 /// One MBConv block: `d_in` (overwritten) from `d_out`; parameter gradients accumulated.

@@ -5,7 +5,7 @@
 
 use rand::{RngExt, SeedableRng};
 
-use super::backward::backward;
+use super::backward::{backward, BackwardProgress};
 use super::forward::forward;
 use super::handles::{NetStats, NetTensors};
 use super::params::{Init, ParamSpec, ParamTable};
@@ -115,6 +115,10 @@ impl<M: DeviceMemory> Supernet<M> {
     pub fn momentum_arena(&self) -> Tensor {
         self.momentum_mem.tensor()
     }
+    /// The BN running statistics (every `running_mean` / `running_var`, [`ParamTable::buffers`] offsets).
+    pub fn stats_arena(&self) -> Tensor {
+        self.stats_mem.tensor()
+    }
 
     /// Zeroes every gradient (once per training step, before the subnets' backwards).
     pub fn zero_grads<B: SupernetOps<Memory = M>>(&self, b: &B) -> Result<()> {
@@ -178,8 +182,21 @@ impl<M: DeviceMemory> Supernet<M> {
         dlogits: Tensor,
         arena: &mut Arena<A>,
     ) -> Result<()> {
+        self.backward_observed(b, tape, dlogits, arena, &mut |_| Ok(()))
+    }
+
+    /// [`Supernet::backward`], telling `on_progress` as each part's gradients become final (the
+    /// data-parallel gradient buckets start their all-reduce from there).
+    pub fn backward_observed<B: SupernetOps<Memory = M>, A: DeviceMemory>(
+        &self,
+        b: &B,
+        tape: &Tape,
+        dlogits: Tensor,
+        arena: &mut Arena<A>,
+        on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
+    ) -> Result<()> {
         let buf = GradBuffers::allocate(tape, arena)?;
-        backward(b, tape, dlogits, &self.params, &self.grads, &buf)
+        backward(b, tape, dlogits, &self.params, &self.grads, &buf, on_progress)
     }
 
     /// Parameters, BN running statistics and (optionally) momentum as named tensors in PyTorch's layout.

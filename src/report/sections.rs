@@ -284,8 +284,7 @@ pub fn search(s: &SearchHistory) -> Result<String> {
     let front_points: Vec<_> = s.front().map(|e| e.point()).collect();
     // a latency search (`--objective latency`) ranks by latency: its points carry ms, not MFLOPs
     let latency = s.evaluated().iter().any(|e| e.latency_ms.is_some());
-    let (cost, axis) =
-        if latency { ("latency", "latency (ms)") } else { ("MFLOPs", crate::search::plot::MFLOPS_AXIS) };
+    let (cost, axis) = if latency { ("latency", "latency (ms)") } else { ("MFLOPs", crate::search::plot::MFLOPS_AXIS) };
     let title = format!("top-1 vs {cost}, {} subnets evaluated", points.len());
     let svg = crate::search::plot::render_svg(&points, &front_points, &title, axis)?;
     let mut out = format!(
@@ -311,7 +310,10 @@ pub fn search(s: &SearchHistory) -> Result<String> {
             ]
         })
         .collect();
-    out.push_str(&table(&["MFLOPs", "latency (ms)", "params (M)", "top-1", "top-5", "iteration", "origin", "arch"], &rows));
+    out.push_str(&table(
+        &["MFLOPs", "latency (ms)", "params (M)", "top-1", "top-5", "iteration", "origin", "arch"],
+        &rows,
+    ));
     let identity = serde_json::to_string_pretty(&s.state.identity).unwrap_or_default();
     out.push_str(&format!(
         "<details><summary>What the search is bound to (its identity: checkpoint digest, data, settings)</summary><pre>{}</pre></details>",

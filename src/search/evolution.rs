@@ -373,6 +373,34 @@ pub fn run_with_latency(
     progress: &mut SearchProgress,
     evaluate: &mut dyn FnMut(&Arch) -> Result<Accuracy>,
     observer: &mut dyn Observer,
+    latency: Option<&mut LatencyObjective<'_>>,
+) -> Result<()> {
+    let mut batch = |archs: &[Arch], done: &mut dyn FnMut()| -> Result<Vec<Accuracy>> {
+        archs
+            .iter()
+            .map(|a| {
+                let acc = evaluate(a)?;
+                done();
+                Ok(acc)
+            })
+            .collect()
+    };
+    run_batched(space, s, predictor, progress, &mut batch, observer, latency)
+}
+
+/// Scores a list of archs (in order); calls the second argument after each one it evaluates.
+pub type BatchEvaluator<'a> = dyn FnMut(&[Arch], &mut dyn FnMut()) -> Result<Vec<Accuracy>> + 'a;
+
+/// [`run_with_latency`] with the population's new archs scored as one list per iteration, so that
+/// data-parallel ranks can share it (`search::job`: every arch of the list is scored, none dropped).
+/// The latency objective must give every rank the same value for an arch (a table's prediction).
+pub fn run_batched(
+    space: &Space,
+    s: &EvolutionSettings,
+    predictor: Option<&Predictor>,
+    progress: &mut SearchProgress,
+    evaluate: &mut BatchEvaluator<'_>,
+    observer: &mut dyn Observer,
     mut latency: Option<&mut LatencyObjective<'_>>,
 ) -> Result<()> {
     s.check()?;
@@ -387,19 +415,29 @@ pub fn run_with_latency(
     let mut cache: HashMap<Arch, usize> =
         progress.evaluated.iter().enumerate().map(|(i, e)| (e.arch.clone(), i)).collect();
     for iteration in progress.iterations_done..s.iterations {
+        // the archs not met before, each once, in population order
+        let mut fresh: Vec<&Candidate> = Vec::new();
+        let mut fresh_set = std::collections::HashSet::new();
         for c in &progress.population {
-            if cache.contains_key(&c.arch) {
+            if cache.contains_key(&c.arch) || !fresh_set.insert(&c.arch) {
                 observer.candidate(iteration, true);
-                continue;
+            } else {
+                fresh.push(c);
             }
-            let acc = evaluate(&c.arch)?;
+        }
+        let archs: Vec<Arch> = fresh.iter().map(|c| c.arch.clone()).collect();
+        let scores = evaluate(&archs, &mut || observer.candidate(iteration, false))?;
+        if scores.len() != fresh.len() {
+            return Err(Error::Other(format!("search: {} scores for {} candidates", scores.len(), fresh.len())));
+        }
+        let mut added = Vec::with_capacity(fresh.len());
+        for (c, acc) in fresh.into_iter().zip(scores) {
             let cost = flops::cost(space, &c.arch);
             let latency_ms = match latency.as_deref_mut() {
                 Some(l) => Some((l.latency)(&c.arch)?),
                 None => None,
             };
-            cache.insert(c.arch.clone(), progress.evaluated.len());
-            progress.evaluated.push(Evaluated {
+            added.push(Evaluated {
                 arch: c.arch.clone(),
                 mflops: cost.mflops(),
                 params: cost.params,
@@ -410,7 +448,10 @@ pub fn run_with_latency(
                 predicted: c.predicted,
                 latency_ms,
             });
-            observer.candidate(iteration, false);
+        }
+        for e in added {
+            cache.insert(e.arch.clone(), progress.evaluated.len());
+            progress.evaluated.push(e);
         }
         let points: Vec<Point> = progress.evaluated.iter().map(Evaluated::point).collect();
         let best = best_per_bucket(&points, s.bucket);

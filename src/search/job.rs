@@ -4,6 +4,12 @@
 //! With `--objective latency` each subnet also gets a latency (a latency table's prediction, or a
 //! measurement of its BN-folded forward on this device, `crate::deploy`) and the front is top-1 against
 //! latency; `latency.json` records where the latencies came from.
+//!
+//! Data-parallel ranks (`job.ranks`): each iteration's new candidates are split across the ranks
+//! (candidate `i` to rank `i mod world`, every one of them: the original drops the remainder of the
+//! population modulo the world size), each rank scores its own on the full calibration and held-out
+//! images, and the scores are gathered so every rank continues the same evolution; rank 0 alone writes
+//! the state and result files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +33,7 @@ use crate::predictor::Predictor;
 use crate::space::arch::resolve_arch_list_of;
 use crate::space::Space;
 use crate::train::config::{load_config, TrainConfig};
-use crate::train::validate::{calibrate_and_evaluate, EvalBuffers};
+use crate::train::validate::{calibrate_and_evaluate, Accuracy, EvalBuffers};
 
 /// What `attnas search` was asked to do.
 #[derive(Clone, Debug)]
@@ -47,6 +53,8 @@ pub struct SearchJob {
     /// `--seed-arch` values: subnets placed first in the initial population (see `space::arch`).
     pub seed_archs: Vec<String>,
     pub progress: bool,
+    /// This process's place among the job's ranks ([`crate::dist::single`] for one device).
+    pub ranks: crate::dist::Ranks,
     /// `--objective latency`: where latencies come from and the range subnets must lie in.
     pub latency: Option<LatencySearch>,
 }
@@ -104,6 +112,8 @@ struct Reporter<'a> {
     bucket: f64,
     /// Print a line per iteration (on stderr when there is no bar).
     log: bool,
+    /// Rank 0 writes the state file.
+    leader: bool,
 }
 
 impl Observer for Reporter<'_> {
@@ -117,6 +127,9 @@ impl Observer for Reporter<'_> {
     }
 
     fn iteration(&mut self, progress: &SearchProgress) -> Result<()> {
+        if !self.leader {
+            return Ok(());
+        }
         let st = SearchState {
             format: state::FORMAT.to_string(),
             identity: self.identity.clone(),
@@ -195,6 +208,15 @@ fn latency_source<'a, B: SupernetOps>(
 /// Runs the search on backend `b`.
 pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
     job.settings.check()?;
+    let ranks = job.ranks.as_ref();
+    let leader = ranks.is_leader();
+    if ranks.world_size() > 1 && matches!(job.latency.as_ref().map(|l| &l.source), Some(LatencySource::Measure { .. }))
+    {
+        return Err(Error::usage(
+            "search --objective latency --measure times subnets on each rank's own device, so ranks would disagree; \
+             measure a latency table once (attnas latency-table) and pass --latency-table, or search on one device",
+        ));
+    }
     // A training run folder holds its checkpoints in checkpoints/.
     let run_ckpts = job.ckpt.join("checkpoints");
     let ckpt = if run_ckpts.is_dir() { run_ckpts } else { job.ckpt.clone() };
@@ -247,6 +269,14 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
 
     std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, e))?;
     let state_path = state::state_path(&job.out);
+    crate::dist::sync::agree_at_start(
+        ranks,
+        b,
+        &[
+            ("search settings", serde_json::to_string(&identity).unwrap_or_default()),
+            ("resume", job.resume.to_string()),
+        ],
+    )?;
     let mut progress = if job.resume {
         if !state_path.is_file() {
             return Err(Error::usage(format!("--resume: no search state at {}", state_path.display())));
@@ -255,7 +285,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
         state::check_identity(&state_path, &stored.identity, &identity)?;
         stored.progress
     } else {
-        if state_path.exists() {
+        if state_path.exists() && leader {
             return Err(Error::usage(format!(
                 "{} already holds a search; pass --resume to continue it, or choose another --out",
                 state_path.display()
@@ -272,7 +302,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
         state_path,
         identity: &identity,
         bucket: s.bucket,
-        log: job.progress,
+        log: job.progress && leader,
+        leader,
     };
     if progress.iterations_done < s.iterations {
         let data = files.decode(&cfg, &job.data_settings)?;
@@ -285,7 +316,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
         let n = job.data_settings.calib_batch_size.max(job.data_settings.eval_batch_size);
         let mut arena = Arena::new(b, "activations", activation_arena_len(space, n, cfg.crop as usize, false)?)?;
         let mut bufs = EvalBuffers::<B>::new(space.num_classes);
-        if job.progress {
+        if job.progress && leader {
             let children = s.mutations + s.crossovers;
             let children =
                 if predictor.is_some() { (children as f64 * s.predictor_keep).ceil() as usize } else { children };
@@ -301,38 +332,50 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             reporter.bar.set_style(style);
         }
-        let mut evaluate = |arch: &crate::space::Arch| {
-            calibrate_and_evaluate(b, net, &mut arena, &mut bufs, arch, &data.calib, &data.eval)
+        // candidate i to rank i mod world; the scores are gathered so every rank evolves alike
+        let mut evaluate = |archs: &[crate::space::Arch], done: &mut dyn FnMut()| {
+            let (rank, world) = (ranks.rank(), ranks.world_size());
+            let mut mine = Vec::new();
+            for (i, arch) in archs.iter().enumerate().skip(rank).step_by(world) {
+                let acc = calibrate_and_evaluate(b, net, &mut arena, &mut bufs, arch, &data.calib, &data.eval)?;
+                mine.push((i, acc));
+                done();
+            }
+            share_scores(ranks, archs.len(), mine, done)
         };
         let pred = predictor.as_ref().map(|(p, _)| p);
         match (&job.latency, latency_of.as_mut()) {
             (Some(l), Some(f)) => {
                 let mut objective = LatencyObjective { latency: f.as_mut(), lo: l.lo, hi: l.hi };
                 let lat = Some(&mut objective);
-                evolution::run_with_latency(space, s, pred, &mut progress, &mut evaluate, &mut reporter, lat)?;
+                evolution::run_batched(space, s, pred, &mut progress, &mut evaluate, &mut reporter, lat)?;
             }
-            _ => evolution::run(space, s, pred, &mut progress, &mut evaluate, &mut reporter)?,
+            _ => evolution::run_batched(space, s, pred, &mut progress, &mut evaluate, &mut reporter, None)?,
         }
         reporter.bar.finish_and_clear();
     }
 
     let points: Vec<Point> = progress.evaluated.iter().map(Evaluated::point).collect();
     let front: Vec<&Evaluated> = pareto_front(&points).into_iter().map(|i| &progress.evaluated[i]).collect();
-    let buckets: Vec<&Evaluated> =
-        best_per_bucket(&points, s.bucket).into_values().map(|i| &progress.evaluated[i]).collect();
-    report::write_evaluated(&job.out.join("evaluated.csv"), &progress.evaluated)?;
-    report::write_front(&job.out, &front, &buckets, s.bucket)?;
-    let front_points: Vec<Point> = front.iter().map(|e| e.point()).collect();
-    let (axis, what) = match &job.latency {
-        Some(_) => (format!("latency (ms), {}", latency_note["runtime_and_device"].as_str().unwrap_or("")), "latency"),
-        None => (plot::MFLOPS_AXIS.to_string(), "MFLOPs"),
-    };
-    let title = format!("{}: top-1 vs {what}, {} subnets evaluated", space.name, points.len());
-    plot::write_svg(&job.out.join("pareto.svg"), &points, &front_points, &title, &axis)?;
-    if job.latency.is_some() {
-        let path = job.out.join("latency.json");
-        let text = serde_json::to_string_pretty(&latency_note).map_err(|e| Error::Other(e.to_string()))? + "\n";
-        crate::util::atomic::write_atomic_bytes(&path, text.as_bytes())?;
+    if leader {
+        let buckets: Vec<&Evaluated> =
+            best_per_bucket(&points, s.bucket).into_values().map(|i| &progress.evaluated[i]).collect();
+        report::write_evaluated(&job.out.join("evaluated.csv"), &progress.evaluated)?;
+        report::write_front(&job.out, &front, &buckets, s.bucket)?;
+        let front_points: Vec<Point> = front.iter().map(|e| e.point()).collect();
+        let (axis, what) = match &job.latency {
+            Some(_) => {
+                (format!("latency (ms), {}", latency_note["runtime_and_device"].as_str().unwrap_or("")), "latency")
+            }
+            None => (plot::MFLOPS_AXIS.to_string(), "MFLOPs"),
+        };
+        let title = format!("{}: top-1 vs {what}, {} subnets evaluated", space.name, points.len());
+        plot::write_svg(&job.out.join("pareto.svg"), &points, &front_points, &title, &axis)?;
+        if job.latency.is_some() {
+            let path = job.out.join("latency.json");
+            let text = serde_json::to_string_pretty(&latency_note).map_err(|e| Error::Other(e.to_string()))? + "\n";
+            crate::util::atomic::write_atomic_bytes(&path, text.as_bytes())?;
+        }
     }
 
     let seconds = started.elapsed().as_secs_f64();
@@ -345,4 +388,35 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
         front: front.into_iter().cloned().collect(),
         out: job.out.clone(),
     })
+}
+
+/// Every rank's scores of one iteration's list (`mine`: this rank's (index, accuracy) pairs), gathered
+/// into one list in index order; `done` is called once per candidate another rank scored.
+fn share_scores(
+    ranks: &dyn crate::dist::HostCollectives,
+    n: usize,
+    mine: Vec<(usize, Accuracy)>,
+    done: &mut dyn FnMut(),
+) -> Result<Vec<Accuracy>> {
+    if ranks.world_size() == 1 {
+        return Ok(mine.into_iter().map(|(_, a)| a).collect());
+    }
+    let text = serde_json::to_vec(&mine).map_err(|e| Error::Other(format!("search: scores: {e}")))?;
+    let mut out: Vec<Option<Accuracy>> = vec![None; n];
+    for (r, bytes) in ranks.all_gather_bytes(&text)?.into_iter().enumerate() {
+        let theirs: Vec<(usize, Accuracy)> = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Other(format!("search: rank {r} sent unreadable scores: {e}")))?;
+        for (i, acc) in theirs {
+            if i < n {
+                if r != ranks.rank() {
+                    done();
+                }
+                out[i] = Some(acc);
+            }
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, a)| a.ok_or_else(|| Error::Other(format!("search: no rank scored candidate {i}"))))
+        .collect()
 }

@@ -144,6 +144,7 @@ impl TrainConfig {
             );
         }
 
+        p.positive("dist.bucket_mb", self.dist.bucket_mb);
         p.at_least("bn_calib.batches", self.bn_calib.batches as u64, 1);
         p.at_least("bn_calib.batch_size", self.bn_calib.batch_size as u64, 1);
         p.at_least("bn_calib.eval_batch_size", self.bn_calib.eval_batch_size as u64, 1);

@@ -62,6 +62,7 @@ pub struct TrainConfig {
     pub bn_calib: BnCalibConfig,
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
+    pub dist: DistConfig,
 }
 
 /// The sandwich rule and in-place distillation (spec 3.2, 3.4).
@@ -158,6 +159,11 @@ pub struct SamplerConfig {
     pub table_samples: usize,
     /// How a generated table draws archs: `uniform` or `balanced` (see `space::table`).
     pub table_method: TableMethod,
+    /// Data-parallel ranks: choose among the candidates on their loss averaged over all ranks (the global
+    /// batch), so every rank trains the same subnet. `false` reproduces the original, where each GPU
+    /// chooses on its own 32 images and the ranks may train different subnets (spec 4.4). No effect on
+    /// one device.
+    pub global_scores: bool,
     /// What the target bins measure: `flops` (MFLOPs, spec 4.2) or `latency` (ms predicted by
     /// `latency_table`; `discretize_step` is then in ms).
     pub cost: SamplerCost,
@@ -258,6 +264,15 @@ pub struct CheckpointConfig {
     pub keep: usize,
 }
 
+/// Data-parallel training (ranks: `--gpus`, `--ranks`, torchrun, srun; see docs/distributed.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistConfig {
+    /// Gradient bucket size in MiB: each bucket's all-reduce starts as soon as the last backward has
+    /// produced it (PyTorch DDP's `bucket_cap_mb`: 25). Does not change the result.
+    pub bucket_mb: f64,
+}
+
 /// The metrics log, its TensorBoard copy and the terminal progress display.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -293,6 +308,7 @@ impl Default for TrainConfig {
             bn_calib: BnCalibConfig::default(),
             checkpoint: CheckpointConfig::default(),
             log: LogConfig::default(),
+            dist: DistConfig::default(),
         }
     }
 }
@@ -323,6 +339,7 @@ impl Default for SamplerConfig {
             table_method: TableMethod::Uniform,
             cost: SamplerCost::Flops,
             latency_table: None,
+            global_scores: true,
         }
     }
 }
@@ -353,6 +370,12 @@ impl Default for BnCalibConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig { every_epochs: 1, every_steps: None, keep: 3 }
+    }
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig { bucket_mb: crate::dist::buckets::DEFAULT_BUCKET_MB }
     }
 }
 

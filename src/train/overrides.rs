@@ -34,6 +34,7 @@ pub const RUN_ONLY_KEYS: &[&str] = &[
     "log.every_steps",
     "log.progress",
     "log.tensorboard",
+    "dist.bucket_mb",
 ];
 
 /// The keys of a mapping, in order, as `prefix.key`.
@@ -102,7 +103,8 @@ impl TrainConfig {
         for key in RUN_ONLY_KEYS {
             remove_path(&mut config, key);
         }
-        // An unset predictor path leaves the fingerprint of runs from before the key existed unchanged.
+        // An unset predictor path leaves the fingerprint of runs from before the key existed unchanged;
+        // so do the default score averaging and the run-only `dist` section.
         if self.sampler.predictor.is_none() {
             remove_path(&mut config, "sampler.predictor");
         }
@@ -118,6 +120,12 @@ impl TrainConfig {
         if self.sampler.cost == super::config::SamplerCost::Flops && self.sampler.latency_table.is_none() {
             remove_path(&mut config, "sampler.cost");
             remove_path(&mut config, "sampler.latency_table");
+        }
+        if self.sampler.global_scores {
+            remove_path(&mut config, "sampler.global_scores");
+        }
+        if config.get("dist").and_then(|d| d.as_object()).is_some_and(|d| d.is_empty()) {
+            remove_path(&mut config, "dist");
         }
         let genes: Vec<(String, &[usize])> =
             space.genes().into_iter().map(|g| (space.gene_name(g), space.choices(g))).collect();

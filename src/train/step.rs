@@ -14,6 +14,11 @@
 //! Each subnet sees the batch bicubic-resized to its own resolution (inside the forward). Randomness is a
 //! pure function of (seed, step): the architecture draws come from an RNG seeded per step and the masks
 //! from per-step seeds, so a resumed run repeats exactly the steps an uninterrupted one takes.
+//!
+//! Data-parallel ranks: [`StepState::run_ranked`] takes a [`RankSync`] (`crate::dist::sync::StepSync`)
+//! that averages the candidates' scores over ranks, averages the gradients in buckets during the last
+//! (min) subnet's backward, and compares the step's architectures before the optimizer, so clipping sees
+//! the averaged gradient. [`StepState::run`] is the one-device step ([`OneRank`]: every hook a no-op).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +29,7 @@ use crate::backend::ops::loss::{AlphaDivergence, LossShape};
 use crate::backend::ops::optimizer::{ParamGroup, SgdStep};
 use crate::backend::{Arena, DeviceMemory, SupernetOps, Tensor};
 use crate::error::{Error, Result};
+use crate::nn::backward::BackwardProgress;
 use crate::nn::tape::layer_seed;
 use crate::nn::{ForwardOptions, Supernet};
 use crate::predictor::Predictor;
@@ -187,6 +193,30 @@ impl<M: DeviceMemory> StepBuffers<M> {
     }
 }
 
+/// What a step does across data-parallel ranks (`crate::dist::sync::StepSync`). One device uses
+/// [`OneRank`], for which every hook does nothing.
+pub trait RankSync<B: SupernetOps> {
+    /// The candidates' scores of one attentive draw, before the choice: left as they are, or replaced by
+    /// their mean over ranks (then every rank makes the same choice).
+    fn candidate_scores(&mut self, _scores: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    /// During the last subnet's backward: the gradients of `done` are final (queued, on a GPU).
+    fn gradients_final(&mut self, _b: &B, _done: BackwardProgress) -> Result<()> {
+        Ok(())
+    }
+    /// After the last backward, before clipping and the optimizer: the gradients are averaged over ranks
+    /// and the step's subnets compared across ranks (their losses may become the mean over ranks).
+    fn before_update(&mut self, _b: &B, _step: u64, _subnets: &mut [SubnetOutcome]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The one-device step: no other rank to agree with.
+pub struct OneRank;
+
+impl<B: SupernetOps> RankSync<B> for OneRank {}
+
 /// Everything a step mutates besides the supernet.
 pub struct StepState<'a, B: SupernetOps> {
     pub b: &'a B,
@@ -230,7 +260,14 @@ impl<B: SupernetOps> StepState<'_, B> {
 
     /// Forward + loss + backward of one subnet; returns the loss. The max subnet trains on the labels
     /// and leaves its logits in `teacher`; the others distil from `teacher`.
-    fn train_subnet(&mut self, role: Role, arch: &Arch, s: &StepSettings, seed: u64) -> Result<f64> {
+    fn train_subnet(
+        &mut self,
+        role: Role,
+        arch: &Arch,
+        s: &StepSettings,
+        seed: u64,
+        on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
+    ) -> Result<f64> {
         let bufs = self.bufs;
         let b = self.b;
         self.arena.reset();
@@ -262,7 +299,7 @@ impl<B: SupernetOps> StepState<'_, B> {
             }
         }
         let loss = check_finite(role, arch, download_scalar(b, bufs.loss)?)?;
-        self.net.backward(b, &tape, bufs.dlogits, self.arena)?;
+        self.net.backward_observed(b, &tape, bufs.dlogits, self.arena, on_progress)?;
         Ok(loss)
     }
 
@@ -272,6 +309,7 @@ impl<B: SupernetOps> StepState<'_, B> {
         s: &StepSettings,
         rng: &mut rand::rngs::StdRng,
         times: &mut StepTimes,
+        sync: &mut dyn RankSync<B>,
     ) -> Result<SubnetOutcome> {
         let space = &self.net.space;
         let selection = match s.sampling {
@@ -307,8 +345,14 @@ impl<B: SupernetOps> StepState<'_, B> {
             };
             candidates.push(ScoredCandidate { arch: c.arch, mflops: c.mflops, score, landed: c.landed });
         }
+        let mut scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
+        if matches!(s.scorer, CandidateScorer::Loss) && s.num_trials > 1 {
+            sync.candidate_scores(&mut scores)?;
+            for (c, &v) in candidates.iter_mut().zip(&scores) {
+                c.score = v;
+            }
+        }
         times.scoring += started.elapsed().as_secs_f64();
-        let scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
         let chosen = select(selection, &scores)?;
         Ok(SubnetOutcome {
             role: Role::Sampled,
@@ -324,6 +368,17 @@ impl<B: SupernetOps> StepState<'_, B> {
 
     /// Runs step `step` (0-based, global) at learning rate `lr` on the uploaded batch.
     pub fn run(&mut self, step: u64, lr: f32, s: &StepSettings) -> Result<StepOutcome> {
+        self.run_ranked(step, lr, s, &mut OneRank)
+    }
+
+    /// [`StepState::run`] as one of several data-parallel ranks (see [`RankSync`]).
+    pub fn run_ranked(
+        &mut self,
+        step: u64,
+        lr: f32,
+        s: &StepSettings,
+        sync: &mut dyn RankSync<B>,
+    ) -> Result<StepOutcome> {
         if s.num_arch_training < 2 {
             return Err(Error::usage(format!(
                 "num_arch_training must be >= 2 (max and min), got {}",
@@ -340,7 +395,7 @@ impl<B: SupernetOps> StepState<'_, B> {
 
         let t = Instant::now();
         let max = space.max_arch();
-        let loss = self.train_subnet(Role::Max, &max, s, layer_seed(step_seed, 0))?;
+        let loss = self.train_subnet(Role::Max, &max, s, layer_seed(step_seed, 0), &mut |_| Ok(()))?;
         subnets.push(SubnetOutcome {
             role: Role::Max,
             mflops: flops::mflops(&space, &max),
@@ -354,16 +409,19 @@ impl<B: SupernetOps> StepState<'_, B> {
         times.max = t.elapsed().as_secs_f64();
 
         for j in 0..s.num_arch_training - 2 {
-            let mut outcome = self.draw_middle(s, &mut rng, &mut times)?;
+            let mut outcome = self.draw_middle(s, &mut rng, &mut times, sync)?;
             let t = Instant::now();
-            outcome.loss = self.train_subnet(Role::Sampled, &outcome.arch, s, layer_seed(step_seed, 1 + j as u64))?;
+            let seed = layer_seed(step_seed, 1 + j as u64);
+            outcome.loss = self.train_subnet(Role::Sampled, &outcome.arch, s, seed, &mut |_| Ok(()))?;
             times.sampled += t.elapsed().as_secs_f64();
             subnets.push(outcome);
         }
 
         let t = Instant::now();
         let min = space.min_arch();
-        let loss = self.train_subnet(Role::Min, &min, s, layer_seed(step_seed, s.num_arch_training as u64))?;
+        // the last backward: its progress starts the gradient buckets' all-reduce across ranks
+        let seed = layer_seed(step_seed, s.num_arch_training as u64);
+        let loss = self.train_subnet(Role::Min, &min, s, seed, &mut |p| sync.gradients_final(b, p))?;
         subnets.push(SubnetOutcome {
             role: Role::Min,
             mflops: flops::mflops(&space, &min),
@@ -377,6 +435,7 @@ impl<B: SupernetOps> StepState<'_, B> {
         times.min = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
+        sync.before_update(b, step, &mut subnets)?;
         b.sgd_nesterov_step(&SgdStep { lr, momentum: s.momentum, clip: s.clip }, self.groups)?;
         b.synchronize()?;
         times.optimizer = t.elapsed().as_secs_f64();

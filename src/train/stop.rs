@@ -130,8 +130,11 @@ pub fn stop_line(step: u64, reason: &str, message: Option<String>, ckpt: Option<
 /// A failure that ends the run at `step` (a checkpoint that could not be written): logs a `stop` line
 /// (best effort: the log may sit on the same full disk) and returns the error with the last good
 /// checkpoint named.
-pub fn stopped_by_error(log: &mut MetricsLog, step: u64, e: Error, last: Option<&SavedCheckpoint>) -> Error {
-    let _ = log.append(&stop_line(step, "error", Some(e.to_string()), last));
+/// `log` is `None` on ranks that keep no log (all but rank 0).
+pub fn stopped_by_error(log: Option<&mut MetricsLog>, step: u64, e: Error, last: Option<&SavedCheckpoint>) -> Error {
+    if let Some(log) = log {
+        let _ = log.append(&stop_line(step, "error", Some(e.to_string()), last));
+    }
     let last = last.map_or_else(|| "none yet".to_string(), |c| c.weights.display().to_string());
     Error::Other(format!(
         "{e}\nthe run stops after step {step}. Last good checkpoint: {last} (continue from it with --resume once \

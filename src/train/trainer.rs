@@ -4,6 +4,14 @@
 //! max subnets after BN recalibration each epoch, and checkpoints atomically. A resumed run continues
 //! exactly: every random draw is a function of (seed, step) or (seed, epoch), and the checkpoint holds
 //! parameters, momentum and the step counters.
+//!
+//! Data-parallel ranks (`job.ranks`, see `src/dist/`): `batch_size` is per rank and the LR rule uses the
+//! global batch; each rank reads its own share of every epoch; the step averages the attentive scores
+//! and the gradients over ranks ([`crate::dist::sync::StepSync`]); parameters are compared by checksum
+//! every `log.every_steps`; BN recalibration averages the running statistics and validation sums the
+//! hit counts over ranks; rank 0 alone writes checkpoints, the metrics log and its TensorBoard copy. A
+//! stop signal on any rank stops every rank after the same step. With one rank every collective is
+//! skipped, so a single-device run computes exactly what it did before ranks existed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +27,17 @@ use super::metrics::{
 };
 use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
 use super::stop::{stop_line, stopped_by_error, StopPoll};
-use super::validate::{calibrate_and_evaluate, decode_batches, Accuracy, EvalBuffers, HostBatch};
+use super::validate::{
+    calibrate_and_evaluate, calibrate_bn, count_correct, decode_batches, Accuracy, EvalBuffers, HostBatch,
+};
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
 use crate::checkpoint::{SavedCheckpoint, TensorRecord};
 use crate::data::augment::normalize_nhwc;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::reader::PackedDataset;
+use crate::dist::sync::{agree_at_start, average_running_stats, check_parameters, StepSync};
+use crate::dist::HostCollectives;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, NamedTensor, Supernet};
 use crate::predictor::Predictor;
@@ -213,34 +225,45 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     // One writer per run folder: the leader holds OUT/.lock from here to the end, before anything in OUT
     // is read, replaced or removed.
     let _run_lock = super::run_lock::RunLock::acquire_for(&job.out, &*job.ranks)?;
+    let ranks: &dyn HostCollectives = job.ranks.as_ref();
+    let (world, leader) = (ranks.world_size(), ranks.is_leader());
     let cfg = &job.config;
     let space = &job.space;
     let (train_path, eval_path) = resolve_data(&job.data, &cfg.data.eval_split)?;
     let model = format!("the space '{}'", space.name);
     let train_ds = Arc::new(PackedDataset::open_expecting_classes(&train_path, space.num_classes, &model)?);
-    // Training, BN-calibration (training images, training augmentation) and held-out loaders.
+    // Training, BN-calibration (training images, training augmentation) and held-out loaders; each rank
+    // reads its own share. Validation uses the first `eval_images` held-out records (rounded up to whole
+    // batches), split across the ranks.
+    let ranked = |c: LoaderConfig| LoaderConfig { rank: ranks.rank(), world, ..c };
+    let eval_cap = cfg
+        .bn_calib
+        .eval_images
+        .map(|n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1) * cfg.bn_calib.eval_batch_size);
     let (train_loader, calib_loader, eval_loader) = match &eval_path {
         Some(p) => {
             let eval_ds = Arc::new(PackedDataset::open_expecting_classes(p, space.num_classes, &model)?);
+            let n = eval_cap.map_or(eval_ds.len(), |c| c.min(eval_ds.len()));
             (
-                Loader::new(train_ds.clone(), cfg.train_loader_config())?,
-                Loader::new(train_ds.clone(), cfg.calib_loader_config())?,
-                Loader::new(eval_ds, cfg.eval_loader_config())?,
+                Loader::new(train_ds.clone(), ranked(cfg.train_loader_config()))?,
+                Loader::new(train_ds.clone(), ranked(cfg.calib_loader_config()))?,
+                Loader::with_subset(eval_ds, ranked(cfg.eval_loader_config()), (0..n as u32).collect())?,
             )
         }
         None => {
-            let (tr, held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
+            let (tr, mut held) = holdout_split(train_ds.len(), cfg.data.holdout, cfg.seed)?;
+            held.truncate(eval_cap.unwrap_or(usize::MAX));
             (
-                Loader::with_subset(train_ds.clone(), cfg.train_loader_config(), tr.clone())?,
-                Loader::with_subset(train_ds.clone(), cfg.calib_loader_config(), tr)?,
-                Loader::with_subset(train_ds.clone(), cfg.eval_loader_config(), held)?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.train_loader_config()), tr.clone())?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.calib_loader_config()), tr)?,
+                Loader::with_subset(train_ds.clone(), ranked(cfg.eval_loader_config()), held)?,
             )
         }
     };
     let steps_per_epoch = train_loader.batches_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(Error::usage(format!(
-            "{}: {} training records make no full batch of {}; lower train.batch_size",
+            "{}: {} training records make no full batch of {} on each of {world} rank(s); lower train.batch_size",
             train_path.display(),
             train_loader.len(),
             cfg.batch_size
@@ -248,7 +271,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     }
     let total_steps = cfg.total_steps(steps_per_epoch);
     let (warmup, schedule_total) = cfg.schedule_iters(steps_per_epoch);
-    let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(1), warmup, schedule_total.max(1))?;
+    let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(world), warmup, schedule_total.max(1))?;
 
     let net = Supernet::new(b, space.clone(), cfg.seed)?;
     let side = cfg.data.crop as usize;
@@ -288,27 +311,60 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect();
         net.load_named(b, &named, &ck.weights.display().to_string())?;
         step = state.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
+        let written_by = state.get("world_size").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        if written_by != world && leader {
+            eprintln!(
+                "note: {} was written by {written_by} rank(s) (global batch {}), resumed with {world} (global \
+                 batch {}): training continues from step {step}, with the data order and LR schedule of the \
+                 new world size (not bit-identical to an uninterrupted run)",
+                ck.weights.display(),
+                written_by * cfg.batch_size,
+                world * cfg.batch_size
+            );
+        }
+        ranks.note_checkpoint(&ck.weights.display().to_string());
         last_ckpt = Some(ck);
     }
+    // Every rank runs the same config on the same data from the same step (a collective; GPU ranks
+    // attach their device collectives here).
+    let data_id = format!(
+        "{} records, {} bytes",
+        train_ds.len(),
+        std::fs::metadata(&train_path).map_err(|e| Error::io(&train_path, e))?.len()
+    );
+    agree_at_start(
+        ranks,
+        b,
+        &[("config fingerprint", fingerprint.clone()), ("training data", data_id), ("resume step", step.to_string())],
+    )?;
     let log_path = job.out.join("metrics.jsonl");
-    let mut log =
-        if last_ckpt.is_some() { MetricsLog::resume(&log_path, step)?.0 } else { MetricsLog::create(&log_path)? };
-    if cfg.log.tensorboard && job.ranks.is_leader() {
+    // Rank 0 alone writes the log (and its TensorBoard copy).
+    let mut log = match (leader, last_ckpt.is_some()) {
+        (false, _) => None,
+        (true, true) => Some(MetricsLog::resume(&log_path, step)?.0),
+        (true, false) => Some(MetricsLog::create(&log_path)?),
+    };
+    if let (Some(log), true) = (log.as_mut(), cfg.log.tensorboard) {
         log.attach_tensorboard(&job.out.join("tb"))?;
     }
-    log.append(&LogLine::Start(StartRecord {
-        step,
-        space: space.name.clone(),
-        fingerprint: fingerprint.clone(),
-        config: cfg.to_value(),
-        unix_time: Some(crate::util::clock::unix_now()),
-    }))?;
+    append(
+        &mut log,
+        &LogLine::Start(StartRecord {
+            step,
+            space: space.name.clone(),
+            fingerprint: fingerprint.clone(),
+            config: cfg.to_value(),
+            unix_time: Some(crate::util::clock::unix_now()),
+        }),
+    )?;
 
-    let eval_batch_limit =
-        cfg.bn_calib.eval_images.map_or(usize::MAX, |n| n.div_ceil(cfg.bn_calib.eval_batch_size).max(1));
-    let eval_batches = decode_batches(&eval_loader, 0, eval_batch_limit)?;
+    let eval_batches = decode_batches(&eval_loader, 0, usize::MAX)?;
     let mut eval_bufs = EvalBuffers::<B>::new(space.num_classes);
-    let bar = progress_bar(job.progress, total_steps, step);
+    let bar = progress_bar(job.progress && leader, total_steps, step);
+    let mut sync = (world > 1).then(|| {
+        let bucket_bytes = (cfg.dist.bucket_mb * (1u64 << 20) as f64) as usize;
+        StepSync::new(ranks, &net, bucket_bytes, cfg.sampler.global_scores)
+    });
     let started = Instant::now();
     let mut images_done = 0u64;
     let mut last_eval = Vec::new();
@@ -320,6 +376,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             "epoch": epoch,
             "steps_per_epoch": steps_per_epoch,
             "seed": cfg.seed,
+            "world_size": world,
+            "global_batch": cfg.batch_size * world,
             "fingerprint": fingerprint,
             "space": space.name,
             "space_yaml": job.space_yaml,
@@ -336,6 +394,23 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         meta.insert("layout".to_string(), "pytorch (AttentiveNAS state-dict names and shapes)".to_string());
         let saved = store.save(step, &to_records(net.to_named(b, true)?), &meta, &state)?;
         *last = Some(saved);
+        Ok(())
+    };
+    // Rank 0 writes; every rank then knows the checkpoint (a collective, so no rank runs ahead of it).
+    let checkpoint = |step: u64, epoch: u64, last: &mut Option<SavedCheckpoint>| -> Result<()> {
+        if leader {
+            save(step, epoch, last)?;
+        }
+        if world > 1 {
+            let mine = last.as_ref().map(|c| format!("{}\n{}", c.weights.display(), c.state.display()));
+            let text = ranks.broadcast_bytes(0, mine.unwrap_or_default().as_bytes())?;
+            let text = String::from_utf8_lossy(&text).to_string();
+            let (weights, state) = text.split_once('\n').unwrap_or((&text, ""));
+            ranks.note_checkpoint(weights);
+            if !leader {
+                *last = Some(SavedCheckpoint { step, weights: weights.into(), state: state.into() });
+            }
+        }
         Ok(())
     };
 
@@ -359,25 +434,43 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let lr = lr_schedule.lr(step);
             let mut state =
                 StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
-            let outcome: StepOutcome = state.run(step, lr, &settings).map_err(|e| {
+            let logged = cfg.log.every_steps > 0 && step % cfg.log.every_steps == 0;
+            let outcome: StepOutcome = match sync.as_mut() {
+                None => state.run(step, lr, &settings),
+                Some(sync) => state.run_ranked(step, lr, &settings, sync).and_then(|o| {
+                    if logged {
+                        check_parameters(ranks, b, net.params_arena(), step + 1)?;
+                    }
+                    Ok(o)
+                }),
+            }
+            .map_err(|e| {
                 let ck = last_ckpt.as_ref().map_or("none yet".to_string(), |c| c.weights.display().to_string());
-                Error::Other(format!("step {step}: {e}; stopping. Last good checkpoint: {ck}"))
+                match e.to_string() {
+                    // a rank failure already names it (and says it stops)
+                    m if m.contains("Last good checkpoint") => Error::Other(format!("step {step}: {m}")),
+                    m => Error::Other(format!("step {step}: {m}; stopping. Last good checkpoint: {ck}")),
+                }
             })?;
             let dt = t0.elapsed().as_secs_f64();
-            images_done += batch.labels.len() as u64;
+            let global_images = (batch.labels.len() * world) as u64;
+            images_done += global_images;
             step += 1;
-            if cfg.log.every_steps > 0 && (step - 1) % cfg.log.every_steps == 0 {
-                log.append(&LogLine::Step(StepRecord {
-                    step,
-                    epoch,
-                    lr: lr as f64,
-                    images_per_sec: batch.labels.len() as f64 / dt.max(1e-9),
-                    wall_s: started.elapsed().as_secs_f64(),
-                    subnets: outcome.subnets.iter().map(subnet_record).collect(),
-                    total_loss: outcome.total_loss(),
-                    grad_clip_fraction: None,
-                    data_wait_s: Some(data_wait_s),
-                }))?;
+            if logged {
+                append(
+                    &mut log,
+                    &LogLine::Step(StepRecord {
+                        step,
+                        epoch,
+                        lr: lr as f64,
+                        images_per_sec: global_images as f64 / dt.max(1e-9),
+                        wall_s: started.elapsed().as_secs_f64(),
+                        subnets: outcome.subnets.iter().map(subnet_record).collect(),
+                        total_loss: outcome.total_loss(),
+                        grad_clip_fraction: None,
+                        data_wait_s: Some(data_wait_s),
+                    }),
+                )?;
             }
             let rate = images_done as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
@@ -389,8 +482,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             ));
             bar.set_position(step);
             if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
-                save(step, epoch, &mut last_ckpt)
-                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+                checkpoint(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(log.as_mut(), step, e, last_ckpt.as_ref()))?;
             }
             waiting_since = Instant::now();
         }
@@ -402,26 +495,30 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let epoch = (step - 1) / steps_per_epoch;
             let t = Instant::now();
             let calib = decode_batches(&calib_loader, 1_000_000 + epoch, cfg.bn_calib.batches)?;
-            last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches)?;
-            let calib_images: usize = calib.iter().map(HostBatch::len).sum();
-            log.append(&LogLine::Epoch(EpochRecord {
-                epoch,
-                step,
-                subnets: last_eval
-                    .iter()
-                    .map(|(role, arch, mf, acc)| EvalRecord {
-                        role: *role,
-                        arch: arch.clone(),
-                        mflops: *mf,
-                        top1: acc.top1,
-                        top5: acc.top5,
-                        images: acc.images as u64,
-                    })
-                    .collect(),
-                calib_batches: calib.len() as u64,
-                calib_images: calib_images as u64,
-                wall_s: t.elapsed().as_secs_f64(),
-            }))?;
+            last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches, ranks)?;
+            let calib_images = ranks.sum_u64(calib.iter().map(HostBatch::len).sum::<usize>() as u64)?;
+            let calib_batches = ranks.sum_u64(calib.len() as u64)?;
+            append(
+                &mut log,
+                &LogLine::Epoch(EpochRecord {
+                    epoch,
+                    step,
+                    subnets: last_eval
+                        .iter()
+                        .map(|(role, arch, mf, acc)| EvalRecord {
+                            role: *role,
+                            arch: arch.clone(),
+                            mflops: *mf,
+                            top1: acc.top1,
+                            top5: acc.top5,
+                            images: acc.images as u64,
+                        })
+                        .collect(),
+                    calib_batches,
+                    calib_images,
+                    wall_s: t.elapsed().as_secs_f64(),
+                }),
+            )?;
             let line = last_eval
                 .iter()
                 .map(|(r, _, mf, a)| format!("{} ({mf:.1} MFLOPs) top-1 {:.2}% top-5 {:.2}%", r.name(), a.top1, a.top5))
@@ -431,18 +528,20 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             epochs_completed = epoch + 1;
             let every = cfg.checkpoint.every_epochs as u64;
             if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
-                save(step, epoch, &mut last_ckpt)
-                    .map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+                checkpoint(step, epoch, &mut last_ckpt)
+                    .map_err(|e| stopped_by_error(log.as_mut(), step, e, last_ckpt.as_ref()))?;
             }
         }
     }
     bar.finish_and_clear();
-    if let (Some(reason), true) = (stop.reason(), job.ranks.is_leader()) {
+    // Every rank saw the same stop (a collective per step), so every rank takes part in the checkpoint.
+    if let Some(reason) = stop.reason() {
         if step > 0 && last_ckpt.as_ref().is_none_or(|c| c.step != step) {
             let epoch = step.saturating_sub(1) / steps_per_epoch;
-            save(step, epoch, &mut last_ckpt).map_err(|e| stopped_by_error(&mut log, step, e, last_ckpt.as_ref()))?;
+            checkpoint(step, epoch, &mut last_ckpt)
+                .map_err(|e| stopped_by_error(log.as_mut(), step, e, last_ckpt.as_ref()))?;
         }
-        log.append(&stop_line(step, reason, None, last_ckpt.as_ref()))?;
+        append(&mut log, &stop_line(step, reason, None, last_ckpt.as_ref()))?;
     }
     Ok(TrainSummary {
         steps: step,
@@ -455,9 +554,16 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     })
 }
 
+/// Appends `line` to the log where this rank keeps one (rank 0).
+fn append(log: &mut Option<MetricsLog>, line: &LogLine) -> Result<()> {
+    log.as_mut().map_or(Ok(()), |l| l.append(line))
+}
+
 type EvalRow = (Role, crate::space::Arch, f64, Accuracy);
 
-/// BN-recalibrated accuracy of the max and min subnets (spec 3.6).
+/// BN-recalibrated accuracy of the max and min subnets (spec 3.6). With ranks, each calibrates on its own
+/// batches, the running statistics are averaged over ranks (every rank then holds the same model) and
+/// the hit counts of each rank's share of `eval` are summed.
 fn validate_min_max<B: SupernetOps>(
     b: &B,
     net: &Supernet<B::Memory>,
@@ -465,10 +571,23 @@ fn validate_min_max<B: SupernetOps>(
     bufs: &mut EvalBuffers<B>,
     calib: &[HostBatch],
     eval: &[HostBatch],
+    ranks: &dyn HostCollectives,
 ) -> Result<Vec<EvalRow>> {
     let mut out = Vec::new();
     for (role, arch) in [(Role::Max, net.space.max_arch()), (Role::Min, net.space.min_arch())] {
-        let acc = calibrate_and_evaluate(b, net, arena, bufs, &arch, calib, eval)?;
+        let acc = if ranks.world_size() == 1 {
+            calibrate_and_evaluate(b, net, arena, bufs, &arch, calib, eval)?
+        } else {
+            calibrate_bn(b, net, arena, bufs, &arch, calib)?;
+            average_running_stats(ranks, b, net, calib.len())?;
+            let (mut c1, mut c5, mut n) = (0u64, 0u64, 0u64);
+            for batch in eval {
+                let (h1, h5) = count_correct(b, net, arena, bufs, &arch, batch)?;
+                (c1, c5, n) = (c1 + h1, c5 + h5, n + batch.len() as u64);
+            }
+            let (c1, c5, n) = (ranks.sum_u64(c1)?, ranks.sum_u64(c5)?, ranks.sum_u64(n)?);
+            Accuracy::from_counts(c1, c5, n as usize)?
+        };
         let mf = flops::mflops(&net.space, &arch);
         out.push((role, arch, mf, acc));
     }

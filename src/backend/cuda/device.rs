@@ -111,4 +111,9 @@ pub trait KernelDevice {
         self.synchronize()?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
+
+    /// A real GPU's driver handles (device-memory collectives); `None` for the emulator.
+    fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
+        None
+    }
 }

@@ -69,6 +69,24 @@ impl GpuDevice {
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+}
+
+/// The PCI bus id of `device` (`0000:3b:00.0`), NUL-padded; zeros when the driver cannot say.
+pub fn pci_bus_id(device: drv_sys::CUdevice) -> [u8; 16] {
+    let mut buf = [0 as std::ffi::c_char; 16];
+    // SAFETY: the buffer is 16 bytes long and the length passed says so; the driver NUL-terminates.
+    let ok = unsafe { drv_sys::cuDeviceGetPCIBusId(buf.as_mut_ptr(), buf.len() as i32, device) }.result().is_ok();
+    let mut out = [0u8; 16];
+    if ok {
+        for (o, c) in out.iter_mut().zip(buf) {
+            *o = c as u8;
+        }
+    }
+    out
 }
 
 fn op(t: Transpose) -> blas_sys::cublasOperation_t {
@@ -147,6 +165,15 @@ impl KernelDevice for GpuDevice {
         let end = self.stream.record_event(flags).map_err(|e| CudaError::driver("cuEventRecord", e))?;
         let ms = start.elapsed_ms(&end).map_err(|e| CudaError::driver("cuEventElapsedTime", e))?;
         Ok(ms as f64)
+    }
+
+    fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
+        Some(crate::backend::DeviceHandle {
+            ordinal: self.ordinal,
+            context: self.ctx.cu_ctx() as u64,
+            stream: self.stream.cu_stream() as u64,
+            pci_bus_id: pci_bus_id(self.ctx.cu_device()),
+        })
     }
 
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {

@@ -65,4 +65,8 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
         self.device.time_ms(f)
     }
+
+    fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
+        self.device.device_handle()
+    }
 }

@@ -78,6 +78,38 @@ pub fn gpus() -> Result<Vec<GpuInfo>, CudaError> {
     })
 }
 
+/// Whether GPU `a` can read and write GPU `b`'s memory directly (peer access), and whether the link
+/// carries native atomics (NVLink does, PCIe peer links usually do not: the driver API's best hint of
+/// the link kind without NVML).
+pub fn peer_access(a: usize, b: usize) -> Result<(bool, bool), CudaError> {
+    guard("libcuda", || {
+        let da = drv::device::get(a as i32).map_err(|e| CudaError::driver("cuDeviceGet", e))?;
+        let db = drv::device::get(b as i32).map_err(|e| CudaError::driver("cuDeviceGet", e))?;
+        use cudarc::driver::sys::CUdevice_P2PAttribute as P;
+        let (mut access, mut atomics) = (0i32, 0i32);
+        // SAFETY: valid device handles from cuDeviceGet; out-pointers to locals.
+        unsafe {
+            cudarc::driver::sys::cuDeviceGetP2PAttribute(
+                &mut access,
+                P::CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED,
+                da,
+                db,
+            )
+            .result()
+            .map_err(|e| CudaError::driver("cuDeviceGetP2PAttribute", e))?;
+            cudarc::driver::sys::cuDeviceGetP2PAttribute(
+                &mut atomics,
+                P::CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED,
+                da,
+                db,
+            )
+            .result()
+            .map_err(|e| CudaError::driver("cuDeviceGetP2PAttribute", e))?;
+        }
+        Ok((access != 0, atomics != 0))
+    })
+}
+
 /// One library the loader looked for.
 #[derive(Debug, Clone)]
 pub struct LibraryStatus {
