@@ -427,8 +427,13 @@ extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 // so the memcpy/calloc/free calls it makes (intercepted) look racy between Rust threads. A race in a
 // kernel has no Rust frame (worker threads run only C++), so suppress reports with a Rust (v0-mangled,
 // `_R...`) frame, and reports inside rayon / crossbeam (the CPU references' thread pool, whose frames
-// are symbolised demangled from debug info, e.g. `execute<rayon_core::latch::LatchRef<...>>`).
-extern "C" const char* __tsan_default_suppressions() { return "race:^_R\nrace:rayon_core\nrace:crossbeam\n"; }
+// are symbolised demangled from debug info, e.g. `execute<rayon_core::latch::LatchRef<...>>`). Demangled
+// frames of Rust's standard library and of crates carry their source paths (`/rustc/<hash>/library/...`,
+// `.../deps/<crate>/src/...`, `.cargo/registry/...`), which the file patterns below match (a `memcmp` in
+// a HashMap lookup behind a OnceLock once slipped through the name patterns).
+extern "C" const char* __tsan_default_suppressions() {
+    return "race:^_R\nrace:rayon_core\nrace:crossbeam\nrace:/rustc/\nrace:/rust/deps/\nrace:/.cargo/registry/\n";
+}
 #endif
 
 // The sanitizer this library was built with (EMU_SANITIZE), for tests that assert its reports.

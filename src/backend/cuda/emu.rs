@@ -124,29 +124,33 @@ fn kind_letter(k: KernelArgKind) -> char {
 
 /// Static shared memory per kernel from nvcc's ptxas report (the largest over the built archs), when
 /// nvcc ran at build time; the emulator cannot measure `__shared__` arrays itself.
+///
+/// The keys borrow the static report rather than owning heap copies: the table is built once by whichever
+/// test thread launches first and read by all, and ThreadSanitizer (which instruments the emulated kernels'
+/// C side, not Rust's `OnceLock`) would flag a `memcmp` over another thread's fresh heap string as a race.
 fn static_shared_bytes(kernel: &str) -> Option<usize> {
-    static T: OnceLock<HashMap<String, usize>> = OnceLock::new();
+    static T: OnceLock<HashMap<&'static str, usize>> = OnceLock::new();
     T.get_or_init(|| parse_ptxas_smem(kernels::PTXAS_REPORT)).get(kernel).copied()
 }
 
 /// `Compiling entry function 'k'` ... `Used 32 registers, 4096 bytes smem, ...` -> {k: 4096}.
-pub fn parse_ptxas_smem(report: &str) -> HashMap<String, usize> {
-    let mut out: HashMap<String, usize> = HashMap::new();
-    let mut func: Option<String> = None;
+pub fn parse_ptxas_smem(report: &str) -> HashMap<&str, usize> {
+    let mut out: HashMap<&str, usize> = HashMap::new();
+    let mut func: Option<&str> = None;
     for line in report.lines() {
         if let Some(i) = line.find("Compiling entry function '") {
             let rest = &line[i + "Compiling entry function '".len()..];
-            func = rest.split('\'').next().map(str::to_string);
-            if let Some(f) = &func {
-                out.entry(f.clone()).or_insert(0);
+            func = rest.split('\'').next();
+            if let Some(f) = func {
+                out.entry(f).or_insert(0);
             }
         } else if line.contains("Used ") {
-            if let Some(f) = &func {
+            if let Some(f) = func {
                 for part in line.split(',') {
                     let words: Vec<&str> = part.split_whitespace().collect();
                     if let [n, "bytes", "smem"] = words.as_slice() {
                         if let Ok(n) = n.parse::<usize>() {
-                            let e = out.entry(f.clone()).or_insert(0);
+                            let e = out.entry(f).or_insert(0);
                             *e = (*e).max(n);
                         }
                     }
