@@ -108,6 +108,34 @@ fn loader_configs_map_the_data_section() {
     assert_eq!(tiny.calib_loader_config().batch_size, 64);
 }
 
+/// `data.eval_crop_fraction`: the evaluation resize (crop / fraction, then the centre crop) reaches the
+/// eval loader; 1.0 keeps the whole image; out-of-range values are refused naming the key; the default
+/// (the original's 0.875) leaves the fingerprint of earlier runs unchanged, another value changes it.
+#[test]
+fn eval_crop_fraction_reaches_the_eval_loader_and_the_fingerprint() {
+    let (space, base) = attentivenas();
+    assert_eq!(base.eval_loader_config().transform.eval_resize(), 256);
+    let mut whole = base.clone();
+    whole.apply_sets(&["data.crop=28", "data.eval_crop_fraction=1.0"]).unwrap();
+    whole.check(&space).unwrap();
+    let e = whole.eval_loader_config().transform;
+    assert_eq!((e.crop, e.eval_resize(), e.train), (28, 28, false));
+    let mut crop28 = base.clone();
+    crop28.apply_sets(&["data.crop=28"]).unwrap();
+    assert_eq!(crop28.eval_loader_config().transform.eval_resize(), 32, "28 / 0.875");
+    assert_ne!(whole.fingerprint(&space), crop28.fingerprint(&space));
+    let mut explicit = crop28.clone();
+    explicit.apply_sets(&["data.eval_crop_fraction=0.875"]).unwrap();
+    assert_eq!(explicit.fingerprint(&space), crop28.fingerprint(&space));
+    assert!(!crop28.to_value().to_string().is_empty());
+    for bad in ["0", "1.5", "-0.5"] {
+        let mut c = base.clone();
+        c.apply_sets(&[format!("data.eval_crop_fraction={bad}")]).unwrap();
+        let err = c.check(&space).unwrap_err().to_string();
+        assert!(err.contains("eval_crop_fraction") && err.contains("(0, 1]"), "{err}");
+    }
+}
+
 #[test]
 fn the_attentivenas_file_states_the_defaults() {
     let (space, cfg) = attentivenas();
