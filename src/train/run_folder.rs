@@ -57,18 +57,21 @@ pub fn open(job: &TrainJob, keep: usize) -> Result<(CheckpointStore, Option<Load
     let log = job.out.join("metrics.jsonl");
     let leader = job.ranks.is_leader();
     if !job.resume {
-        if ckpt_dir.is_dir() || log.is_file() {
-            if !job.overwrite {
-                return Err(Error::usage(format!(
-                    "{} already holds a run; pass --resume to continue it (--resume auto: continue it, or start \
-                     when there is no checkpoint), --overwrite to start afresh, or another --out",
-                    job.out.display()
-                )));
-            }
-            if leader {
-                let _ = std::fs::remove_dir_all(&ckpt_dir);
-                let _ = std::fs::remove_file(&log);
-                let _ = std::fs::remove_dir_all(job.out.join("tb"));
+        // The leader alone looks at the folder (the other ranks would see its first files); the others
+        // follow its decision.
+        let mine = if leader { Some(clear_for_new_run(job, &ckpt_dir, &log)) } else { None };
+        let payload = match &mine {
+            Some(Ok(())) => Decision::Fresh.encode(),
+            Some(Err(_)) => Decision::Failed.encode(),
+            None => Vec::new(),
+        };
+        let all = job.ranks.all_gather_bytes(&payload)?;
+        match mine {
+            Some(result) => result?,
+            None => {
+                if Decision::decode(all.first().map_or(&[][..], Vec::as_slice))? != Decision::Fresh {
+                    return Err(Error::Other("rank 0 refused the run folder (see its error)".into()));
+                }
             }
         }
         return Ok((CheckpointStore::new(ckpt_dir, keep)?, None));
@@ -98,6 +101,24 @@ pub fn open(job: &TrainJob, keep: usize) -> Result<(CheckpointStore, Option<Load
         }
     };
     Ok((store, found))
+}
+
+/// A new run's folder on the leader: refused when it holds a run, unless `--overwrite`, which clears it.
+fn clear_for_new_run(job: &TrainJob, ckpt_dir: &std::path::Path, log: &std::path::Path) -> Result<()> {
+    if !(ckpt_dir.is_dir() || log.is_file()) {
+        return Ok(());
+    }
+    if !job.overwrite {
+        return Err(Error::usage(format!(
+            "{} already holds a run; pass --resume to continue it (--resume auto: continue it, or start \
+             when there is no checkpoint), --overwrite to start afresh, or another --out",
+            job.out.display()
+        )));
+    }
+    let _ = std::fs::remove_dir_all(ckpt_dir);
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_dir_all(job.out.join("tb"));
+    Ok(())
 }
 
 fn missing(store: &CheckpointStore, step: u64) -> Error {
