@@ -104,8 +104,9 @@ fn loader_configs_map_the_data_section() {
     let (_, tiny) = config::from_yaml(TINY_YAML, "configs/tiny.yaml").unwrap();
     let t = tiny.train_loader_config();
     assert_eq!((t.batch_size, t.transform.crop, t.transform.flip, t.transform.autoaugment), (64, 28, true, false));
-    assert_eq!(t.transform.random_crop, RandomCropParams { scale: (0.5, 1.0), ratio: (0.75, 4.0 / 3.0) });
+    assert_eq!(t.transform.random_crop, RandomCropParams { scale: (0.95, 1.0), ratio: (0.9, 1.1) });
     assert_eq!(tiny.calib_loader_config().batch_size, 64);
+    assert_eq!(tiny.eval_loader_config().transform.eval_resize(), 28, "the tiny recipe evaluates whole images");
 }
 
 /// `data.eval_crop_fraction`: the evaluation resize (crop / fraction, then the centre crop) reaches the
@@ -160,7 +161,10 @@ fn both_shipped_configs_load_from_disk() {
     assert_eq!((cfg.data.holdout, cfg.bn_calib.batches, cfg.checkpoint.keep), (2000, 8, 2));
     assert!(!cfg.data.autoaugment);
     // Keys the tiny file does not give keep the recipe's defaults.
-    assert_eq!((cfg.sampler.num_trials, cfg.label_smoothing), (3, 0.1));
+    assert_eq!((cfg.sampler.num_trials, cfg.momentum, cfg.sampler.discretize_step), (3, 0.9, 0.05));
+    // The short-run departures (docs/training.md, "The tiny recipe").
+    assert_eq!((cfg.label_smoothing, cfg.sandwich.num_arch_training), (0.0, 3));
+    assert_eq!((cfg.sandwich.dropout, cfg.sandwich.drop_connect, cfg.data.eval_crop_fraction), (0.0, 0.0, 1.0));
     cfg.check(&space).unwrap();
     // The space readers accept (and ignore) the train: section.
     let path = repo_file("configs/tiny.yaml");
