@@ -2,7 +2,7 @@
 # The main job, as the README gives it, on a fresh machine: installs the pinned CUDA 13.0 wheels (for the
 # kernel build), builds the release binary, shows the device report, the search space and the FLOPs of the
 # published models, packs the data (Fashion-MNIST, and the ImageNet sample where present), then trains the
-# tiny supernet on Fashion-MNIST (on the GPU when there is one, else the CPU: about 5.5 minutes on 2 cores)
+# tiny supernet on Fashion-MNIST (on the GPU when there is one, else the CPU: about 6 minutes on 2 cores)
 # and prints the min and max subnets' accuracy after BN recalibration; evaluates, searches, exports and
 # checks the ONNX model, then writes out/report.html (the run and its search on one self-contained page)
 # and reads the run's TensorBoard event files (out/runs/tiny/tb) back with TensorBoard's own reader.
