@@ -104,8 +104,37 @@ fn loader_configs_map_the_data_section() {
     let (_, tiny) = config::from_yaml(TINY_YAML, "configs/tiny.yaml").unwrap();
     let t = tiny.train_loader_config();
     assert_eq!((t.batch_size, t.transform.crop, t.transform.flip, t.transform.autoaugment), (64, 28, true, false));
-    assert_eq!(t.transform.random_crop, RandomCropParams { scale: (0.5, 1.0), ratio: (0.75, 4.0 / 3.0) });
+    assert_eq!(t.transform.random_crop, RandomCropParams { scale: (0.95, 1.0), ratio: (0.9, 1.1) });
     assert_eq!(tiny.calib_loader_config().batch_size, 64);
+    assert_eq!(tiny.eval_loader_config().transform.eval_resize(), 28, "the tiny recipe evaluates whole images");
+}
+
+/// `data.eval_crop_fraction`: the evaluation resize (crop / fraction, then the centre crop) reaches the
+/// eval loader; 1.0 keeps the whole image; out-of-range values are refused naming the key; the default
+/// (the original's 0.875) leaves the fingerprint of earlier runs unchanged, another value changes it.
+#[test]
+fn eval_crop_fraction_reaches_the_eval_loader_and_the_fingerprint() {
+    let (space, base) = attentivenas();
+    assert_eq!(base.eval_loader_config().transform.eval_resize(), 256);
+    let mut whole = base.clone();
+    whole.apply_sets(&["data.crop=28", "data.eval_crop_fraction=1.0"]).unwrap();
+    whole.check(&space).unwrap();
+    let e = whole.eval_loader_config().transform;
+    assert_eq!((e.crop, e.eval_resize(), e.train), (28, 28, false));
+    let mut crop28 = base.clone();
+    crop28.apply_sets(&["data.crop=28"]).unwrap();
+    assert_eq!(crop28.eval_loader_config().transform.eval_resize(), 32, "28 / 0.875");
+    assert_ne!(whole.fingerprint(&space), crop28.fingerprint(&space));
+    let mut explicit = crop28.clone();
+    explicit.apply_sets(&["data.eval_crop_fraction=0.875"]).unwrap();
+    assert_eq!(explicit.fingerprint(&space), crop28.fingerprint(&space));
+    assert!(!crop28.to_value().to_string().is_empty());
+    for bad in ["0", "1.5", "-0.5"] {
+        let mut c = base.clone();
+        c.apply_sets(&[format!("data.eval_crop_fraction={bad}")]).unwrap();
+        let err = c.check(&space).unwrap_err().to_string();
+        assert!(err.contains("eval_crop_fraction") && err.contains("(0, 1]"), "{err}");
+    }
 }
 
 #[test]
@@ -132,7 +161,10 @@ fn both_shipped_configs_load_from_disk() {
     assert_eq!((cfg.data.holdout, cfg.bn_calib.batches, cfg.checkpoint.keep), (2000, 8, 2));
     assert!(!cfg.data.autoaugment);
     // Keys the tiny file does not give keep the recipe's defaults.
-    assert_eq!((cfg.sampler.num_trials, cfg.label_smoothing), (3, 0.1));
+    assert_eq!((cfg.sampler.num_trials, cfg.momentum, cfg.sampler.discretize_step), (3, 0.9, 0.05));
+    // The short-run departures (docs/training.md, "The tiny recipe").
+    assert_eq!((cfg.label_smoothing, cfg.sandwich.num_arch_training), (0.0, 3));
+    assert_eq!((cfg.sandwich.dropout, cfg.sandwich.drop_connect, cfg.data.eval_crop_fraction), (0.0, 0.0, 1.0));
     cfg.check(&space).unwrap();
     // The space readers accept (and ignore) the train: section.
     let path = repo_file("configs/tiny.yaml");

@@ -74,10 +74,10 @@ struct ArchFile<'a> {
 }
 
 /// A description of the network input, shared by the safetensors and ONNX metadata.
-fn input_note(r: usize, crop: u32) -> String {
+fn input_note(r: usize, crop: u32, eval_crop_fraction: f64) -> String {
     format!(
         "images [N, 3, {r}, {r}] float32 NCHW RGB: the loader's {crop}x{crop} crop (eval: resize the short side to \
-         crop/0.875, centre crop), bicubically resized to {r} (PyTorch interpolate, A=-0.75, align_corners=False, \
+         crop/{eval_crop_fraction}, centre crop), bicubically resized to {r} (PyTorch interpolate, A=-0.75, align_corners=False, \
          no antialias), normalised per channel as (x/255 - mean)/std with mean {IMAGENET_MEAN:?} and std \
          {IMAGENET_STD:?}; grey images are replicated to RGB"
     )
@@ -136,7 +136,7 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
         ("num_classes".into(), space.num_classes.to_string()),
         ("mflops".into(), format!("{:.4}", cost.mflops())),
         ("mparams".into(), format!("{:.6}", cost.mparams())),
-        ("input".into(), input_note(r, data_cfg.crop)),
+        ("input".into(), input_note(r, data_cfg.crop, data_cfg.eval_crop_fraction)),
         ("bn_calibration".into(), calib_note.to_string()),
         ("checkpoint".into(), loaded.weights.display().to_string()),
     ];

@@ -135,6 +135,13 @@ impl TrainConfig {
         p.at_least("data.crop", d.crop as u64, 1);
         p.range("data.random_crop_scale", d.random_crop_scale, 0.0, 1.0);
         p.range("data.random_crop_ratio", d.random_crop_ratio, 0.0, f64::INFINITY);
+        if !(d.eval_crop_fraction > 0.0 && d.eval_crop_fraction <= 1.0) {
+            p.push(format!(
+                "train.data.eval_crop_fraction must be in (0, 1] (0.875: resize to crop / 0.875 and centre-crop; 1: \
+                 the whole image), got {}",
+                d.eval_crop_fraction
+            ));
+        }
         p.at_least("data.prefetch", d.prefetch as u64, 1);
         if d.eval_split.is_none() && d.holdout == 0 {
             p.push(

@@ -228,6 +228,9 @@ pub struct DataConfig {
     pub flip: bool,
     /// AutoAugment v0 (spec 3.5).
     pub autoaugment: bool,
+    /// Evaluation transform: resize the short side to crop / this, then centre-crop `crop` (spec 5.2:
+    /// 0.875, 256 -> 224; timm's `crop_pct`). 1.0 evaluates the whole image, for images already at `crop`.
+    pub eval_crop_fraction: f64,
     /// Decode threads; 0 = one per core.
     pub threads: usize,
     /// Batches decoded ahead of the trainer.
@@ -353,6 +356,7 @@ impl Default for DataConfig {
             random_crop_ratio: [crop.ratio.0, crop.ratio.1],
             flip: true,
             autoaugment: true,
+            eval_crop_fraction: crate::data::augment::EVAL_CROP_FRACTION,
             threads: 0,
             prefetch: 3,
             eval_split: None,
@@ -399,9 +403,9 @@ impl DataConfig {
         }
     }
 
-    /// The evaluation transform: resize the short side to crop / 0.875, centre crop (spec 5.2).
+    /// The evaluation transform: resize the short side to crop / `eval_crop_fraction`, centre crop (spec 5.2).
     pub fn eval_transform(&self) -> TransformConfig {
-        TransformConfig::eval(self.crop)
+        TransformConfig { eval_crop_fraction: self.eval_crop_fraction, ..TransformConfig::eval(self.crop) }
     }
 
     /// A shuffled, drop-last loader of training batches with the training transform.
@@ -416,7 +420,12 @@ impl DataConfig {
 
     /// An in-order loader of every image with the evaluation transform.
     pub fn eval_loader_config(&self, batch_size: usize) -> LoaderConfig {
-        LoaderConfig { prefetch: self.prefetch, threads: self.threads, ..LoaderConfig::eval(batch_size, self.crop) }
+        LoaderConfig {
+            prefetch: self.prefetch,
+            threads: self.threads,
+            transform: self.eval_transform(),
+            ..LoaderConfig::eval(batch_size, self.crop)
+        }
     }
 }
 

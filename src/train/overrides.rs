@@ -121,6 +121,10 @@ impl TrainConfig {
             remove_path(&mut config, "sampler.cost");
             remove_path(&mut config, "sampler.latency_table");
         }
+        // and the original's evaluation crop
+        if self.data.eval_crop_fraction == crate::data::augment::EVAL_CROP_FRACTION {
+            remove_path(&mut config, "data.eval_crop_fraction");
+        }
         if self.sampler.global_scores {
             remove_path(&mut config, "sampler.global_scores");
         }

@@ -1,7 +1,8 @@
 //! The AttentiveNAS image transforms (spec 3.5 and 5.2) on 8-bit RGB, writing one HWC sample slot of a
 //! batch. Training: RandomResizedCrop (bicubic) -> horizontal flip (p = 0.5) -> AutoAugment v0.
 //! Evaluation: resize the short side to 256 (bilinear, as the eval config), centre-crop 224. For other crop
-//! sizes the evaluation resize keeps the 224/256 = 0.875 ratio. Normalisation with the ImageNet mean and
+//! sizes the evaluation resize keeps the 224/256 = 0.875 ratio, or the ratio `eval_crop_fraction` sets
+//! (timm's `crop_pct`; 1.0 keeps the whole image, for small images such as Fashion-MNIST's). Normalisation with the ImageNet mean and
 //! std happens where the u8 batch becomes f32 ([`normalize_nhwc`], the reference for the GPU kernel).
 
 pub mod crop;
@@ -32,7 +33,12 @@ pub struct TransformConfig {
     pub autoaugment: bool,
     pub train_filter: ResizeFilter,
     pub eval_filter: ResizeFilter,
+    /// Evaluation: the centre crop's share of the resized short side (0.875 = 224 / 256, spec 5.2).
+    pub eval_crop_fraction: f64,
 }
+
+/// The evaluation crop's share of the resized short side in the original (224 / 256).
+pub const EVAL_CROP_FRACTION: f64 = 0.875;
 
 impl TransformConfig {
     pub fn train(crop: u32) -> Self {
@@ -44,14 +50,15 @@ impl TransformConfig {
             autoaugment: true,
             train_filter: ResizeFilter::Bicubic,
             eval_filter: ResizeFilter::Bilinear,
+            eval_crop_fraction: EVAL_CROP_FRACTION,
         }
     }
     pub fn eval(crop: u32) -> Self {
         TransformConfig { train: false, flip: false, autoaugment: false, ..Self::train(crop) }
     }
-    /// The evaluation short-side size: 256 for 224, the same 0.875 ratio otherwise.
+    /// The evaluation short-side size: crop / `eval_crop_fraction` (256 for 224 at 0.875).
     pub fn eval_resize(&self) -> u32 {
-        (self.crop as f64 / 0.875).round() as u32
+        ((self.crop as f64 / self.eval_crop_fraction).round() as u32).max(self.crop)
     }
 }
 
