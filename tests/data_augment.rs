@@ -81,7 +81,10 @@ fn eval_crop_matches_torchvision() {
     assert_eq!(TransformConfig::eval(288).eval_resize(), 329);
     let whole = TransformConfig { eval_crop_fraction: 1.0, ..TransformConfig::eval(28) };
     assert_eq!(whole.eval_resize(), 28, "fraction 1: the whole short side");
-    assert_eq!(eval_center_crop(28, 28, whole.eval_resize(), 28), CropBox { left: 0.0, top: 0.0, width: 28.0, height: 28.0 });
+    assert_eq!(
+        eval_center_crop(28, 28, whole.eval_resize(), 28),
+        CropBox { left: 0.0, top: 0.0, width: 28.0, height: 28.0 }
+    );
 }
 
 fn ramp(w: u32, h: u32) -> RgbImage {
