@@ -198,6 +198,7 @@ fn search_command_fronts_accuracy_against_a_latency_table() {
         "bn_calib.batch_size=16".into(),
         "bn_calib.eval_images=32".into(),
         "data.holdout=64".into(),
+        "sandwich.num_arch_training=4".into(), // max, min and 2 attentive draws per step
         "sampler.table_samples=300".into(),
         "sampler.cost=latency".into(),
         format!("sampler.latency_table={t}"),

@@ -377,3 +377,70 @@ fn an_unwritable_checkpoint_path_stops_the_run_the_same_way() {
     let o = train(&data, &out, &s, &["--resume", "auto"]);
     assert_failed_save(&out, &o, 4, &[2]);
 }
+
+/// The processes whose parent is `pid` (from /proc), with their state letter.
+fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push((child, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    out
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn is_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z"),
+    }
+}
+
+/// A SIGTERM to the rank launcher alone (what Kubernetes or `kill PID` sends; SLURM and Ctrl+C reach every
+/// process): the launcher forwards the request, every rank stops after the same step with one checkpoint,
+/// and the launcher exits 0. A `kill -9` of the launcher takes its ranks with it (parent-death signal).
+#[test]
+fn a_sigterm_to_the_launcher_alone_stops_every_rank_and_a_killed_launcher_takes_its_ranks() {
+    let Some(data) = fashion_mnist_packed("survive-launcher") else { return };
+    let ranks = ["--ranks", "2", "--rank-processes"];
+    let out = fresh_dir("survive-launcher");
+    let mut run = Running::start(&data, &out, &sets(&["max_steps=1000", UNIFORM]), &ranks);
+    run.wait_for_steps(2);
+    let workers = children_of(run.pid());
+    assert_eq!(workers.len(), 2, "two rank processes: {workers:?}");
+    run.signal("TERM");
+    let status = run.wait();
+    let err = run.stderr_text();
+    assert_eq!(status.code(), Some(0), "a clean stop exits 0: {err}");
+    assert!(err.contains("launcher: SIGTERM received"), "the launcher says it forwards the stop: {err}");
+    let stop = stops(&out);
+    assert_eq!(stop.len(), 1, "one stop line: {err}");
+    let s = stop[0].step;
+    assert!(
+        stop[0].reason == "SIGTERM" || stop[0].reason == "a stop signal on another rank",
+        "reason {}",
+        stop[0].reason
+    );
+    assert!(ckpt(&out, s).is_file(), "a checkpoint at the stop step {s}");
+    assert_eq!(steps(&out.join("metrics.jsonl")).last().unwrap().step, s, "no step after the stop");
+    assert!(workers.iter().all(|w| is_gone(w.0)), "every rank exited: {workers:?}");
+
+    let out = fresh_dir("survive-launcher-kill");
+    let mut run = Running::start(&data, &out, &sets(&["max_steps=1000", UNIFORM]), &ranks);
+    run.wait_for_steps(1);
+    let workers = children_of(run.pid());
+    assert_eq!(workers.len(), 2, "two rank processes: {workers:?}");
+    run.signal("KILL");
+    run.wait();
+    let t0 = Instant::now();
+    while !workers.iter().all(|w| is_gone(w.0)) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "ranks outlived their killed launcher: {workers:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

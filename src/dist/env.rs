@@ -76,7 +76,7 @@ pub fn from_vars(vars: &dyn Vars) -> Result<Option<LaunchEnv>> {
         };
         let local_rank = number(vars, "LOCAL_RANK", "the rank on this node")?.unwrap_or(0);
         let local_world = number(vars, "LOCAL_WORLD_SIZE", "the ranks on this node")?;
-        let launcher = if vars.get("ATTNAS_LAUNCHER").is_some() { "attnas" } else { "torchrun" };
+        let launcher = if vars.get(super::launch::LAUNCHER_ENV).is_some() { "attnas" } else { "torchrun" };
         (rank, world, local_rank, local_world, launcher)
     } else if slurm {
         let rank = number(vars, "SLURM_PROCID", "the task's rank")?.unwrap_or(0);

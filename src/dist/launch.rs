@@ -10,8 +10,16 @@
 //! lines are prefixed `[rank N]`. The launcher waits for all of them and exits with the first failing
 //! rank's exit code; ranks still running one watchdog timeout (+30 s) after the first failure are
 //! killed.
+//!
+//! Signals: a SIGTERM or SIGINT sent to the launcher alone (Kubernetes, `kill PID`) reaches the ranks as a
+//! forwarded stop request ([`crate::train::stop::FORWARDED_TERM`] / `FORWARDED_INT`), repeated every
+//! second until they exit, so `train` stops every rank after one step with a checkpoint, as on one
+//! device; the ranks ignore the forwarded signals until their handlers are in place. A second signal
+//! ends the launcher at once, and with it the ranks: each is started with the parent-death signal
+//! SIGKILL, so no rank outlives its launcher (not even a `kill -9` of it) to hold a GPU.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,6 +33,10 @@ use super::{single, HostCollectives, RankContext, Ranks, Timeouts};
 use crate::backend::cuda::probe;
 use crate::cli::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::train::stop::{StopRequest, FORWARDED_INT, FORWARDED_TERM};
+
+/// Set in the environment of the worker processes the launcher starts.
+pub const LAUNCHER_ENV: &str = "ATTNAS_LAUNCHER";
 
 /// `--gpus N` or `--gpus all`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,7 +307,22 @@ fn spawn_workers(n: usize, gpus: bool) -> Result<()> {
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
             .env("ATTNAS_RDZV_PORT", port.to_string())
-            .env("ATTNAS_LAUNCHER", "1");
+            .env(LAUNCHER_ENV, "1");
+        // SAFETY: runs in the child between fork and exec and calls only async-signal-safe functions
+        // (prctl, signal, getppid, _exit); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                // A forward that comes before the rank's handlers exist is dropped, not fatal; the
+                // launcher repeats it.
+                libc::signal(FORWARDED_TERM, libc::SIG_IGN);
+                libc::signal(FORWARDED_INT, libc::SIG_IGN);
+                if libc::getppid() == 1 {
+                    libc::_exit(1); // the launcher is already gone
+                }
+                Ok(())
+            });
+        }
         if let Some(d) = &nccl_dir {
             cmd.env("LD_LIBRARY_PATH", nccl::library_path_with(d)).env("ATTNAS_NCCL_REEXEC", "1");
         }
@@ -316,7 +343,9 @@ fn spawn_workers(n: usize, gpus: bool) -> Result<()> {
     let mut first_failure: Option<(usize, i32)> = None;
     let mut kill_at: Option<Instant> = None;
     let mut running: Vec<(usize, Child)> = children;
+    let mut forwarded: Option<Instant> = None;
     while !running.is_empty() {
+        forward_stop_request(&running, &mut forwarded);
         let mut still = Vec::new();
         for (r, mut c) in running {
             match c.try_wait() {
@@ -349,6 +378,26 @@ fn spawn_workers(n: usize, gpus: bool) -> Result<()> {
         None => Ok(()),
         Some((rank, code)) => Err(Error::Exit { code, msg: format!("rank {rank} failed (exit code {code})") }),
     }
+}
+
+/// Passes a stop signal this launcher received on to the running ranks (see the module comment): the
+/// first time with a notice, then again every second until they exit.
+fn forward_stop_request(running: &[(usize, Child)], last: &mut Option<Instant>) {
+    let Some(signal) = StopRequest::installed().and_then(StopRequest::signal) else { return };
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        return;
+    }
+    if last.is_none() {
+        eprintln!("launcher: {signal} received: asking the {} running ranks to stop after this step", running.len());
+    }
+    let forward = if signal == "SIGTERM" { FORWARDED_TERM } else { FORWARDED_INT };
+    for (_, c) in running {
+        if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+            // SAFETY: kill(2) with a pid of our own unreaped child: it cannot name another process.
+            unsafe { libc::kill(pid, forward) };
+        }
+    }
+    *last = Some(Instant::now());
 }
 
 /// Copies a worker's output to ours, each line prefixed `[rank N]`.

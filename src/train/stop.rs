@@ -11,16 +11,31 @@
 //! own: a program (or test) that calls the trainer keeps its own signal dispositions and passes
 //! [`StopRequest::never`]. With several ranks the decision goes through [`StopPoll::stop_now`], which asks
 //! every rank once per step (`ranks.any`), so all ranks stop after the same step.
+//!
+//! Ranks started by attnas's own launcher (`--gpus N`, `--ranks N --rank-processes`; `ATTNAS_LAUNCHER` set)
+//! also take a stop request forwarded by the launcher: [`FORWARDED_TERM`] (SIGUSR1) stands for a SIGTERM and
+//! [`FORWARDED_INT`] (SIGUSR2) for a SIGINT the launcher received. Forwarded requests set the same flags but
+//! are not counted as signals, so a rank that got the signal directly too (SLURM signals every process of
+//! the job, Ctrl+C the whole process group) still stops cleanly instead of taking the forward as its
+//! second signal; and the launcher may repeat them until every rank has stopped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use signal_hook::consts::signal::{SIGINT, SIGTERM};
+use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use super::metrics::{LogLine, MetricsLog, StopRecord};
 use crate::checkpoint::SavedCheckpoint;
 use crate::dist::HostCollectives;
 use crate::error::{Error, Result};
+
+/// The signal attnas's launcher sends its ranks for a SIGTERM it received (see the module comment).
+pub const FORWARDED_TERM: i32 = SIGUSR1;
+/// The signal attnas's launcher sends its ranks for a SIGINT it received.
+pub const FORWARDED_INT: i32 = SIGUSR2;
+
+/// The request [`StopRequest::install`] installed in this process, if it did (the launcher polls it).
+static INSTALLED: OnceLock<StopRequest> = OnceLock::new();
 
 /// The exit code after a second signal: 128 + the signal's number.
 pub fn second_signal_exit_code(signo: i32) -> i32 {
@@ -42,8 +57,13 @@ impl StopRequest {
         StopRequest::default()
     }
 
-    /// Installs the SIGTERM and SIGINT handlers of this process (see the module comment).
+    /// Installs the SIGTERM and SIGINT handlers of this process (see the module comment), and in a rank
+    /// of attnas's launcher the handlers of the forwarded requests. Once per process: a second call
+    /// returns the first call's request.
     pub fn install() -> Result<StopRequest> {
+        if let Some(req) = INSTALLED.get() {
+            return Ok(req.clone());
+        }
         let req = StopRequest::default();
         for (signo, flag, notice) in [
             (SIGTERM, req.term.clone(), FIRST_TERM_NOTICE.as_bytes()),
@@ -64,7 +84,19 @@ impl StopRequest {
             unsafe { signal_hook::low_level::register(signo, action) }
                 .map_err(|e| Error::Other(format!("cannot install the handler for signal {signo}: {e}")))?;
         }
-        Ok(req)
+        if std::env::var_os(crate::dist::launch::LAUNCHER_ENV).is_some() {
+            for (signo, flag) in [(FORWARDED_TERM, req.term.clone()), (FORWARDED_INT, req.int.clone())] {
+                // SAFETY: the action is one atomic store (async-signal-safe, no allocation).
+                unsafe { signal_hook::low_level::register(signo, move || flag.store(true, Ordering::SeqCst)) }
+                    .map_err(|e| Error::Other(format!("cannot install the handler for signal {signo}: {e}")))?;
+            }
+        }
+        Ok(INSTALLED.get_or_init(|| req).clone())
+    }
+
+    /// The request installed in this process by [`StopRequest::install`], if any.
+    pub fn installed() -> Option<&'static StopRequest> {
+        INSTALLED.get()
     }
 
     /// The signal that asked for the stop, if one did (SIGTERM first when both arrived).
