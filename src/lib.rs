@@ -19,6 +19,7 @@ pub mod search;
 pub mod space;
 pub mod tensorboard;
 pub mod testing;
+pub mod timeline;
 pub mod train;
 pub mod util;
 

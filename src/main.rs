@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "attnas", version, about = "AttentiveNAS supernet training and search on hand-written CUDA kernels")]
 struct Cli {
+    /// One NVTX range per kernel launch and GEMM, named by the kernel, for nsys / ncu (the step, subnet,
+    /// scoring, optimizer and data-wait ranges are always on; also ATTNAS_NVTX_OPS=1). docs/profiling.md.
+    #[arg(long, global = true)]
+    nvtx_ops: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +63,20 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A closed pipe (`attnas space | head`) ends a reporting command quietly, as it does any Unix filter,
+    // instead of a panic in println!: restore SIGPIPE's default action (Rust's runtime ignores it). The
+    // commands that can run as ranks keep it ignored: a rank whose peer died must get EPIPE from its
+    // socket (and report the lost rank), not die of the signal.
+    let may_run_ranks =
+        matches!(cli.command, Command::Train(_) | Command::Bench(_) | Command::Eval(_) | Command::Search(_));
+    if !may_run_ranks {
+        // SAFETY: signal(2) with SIG_DFL on the main thread before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    attnas::timeline::op_ranges_from_env();
+    if cli.nvtx_ops {
+        attnas::timeline::set_op_ranges(true);
+    }
     let result = match &cli.command {
         Command::Info(a) => cli::info::run(a),
         Command::Flops(a) => cli::space_cmds::run_flops(a),

@@ -118,3 +118,25 @@ fn bad_input_exits_2_with_one_line() {
 fn attnas_bin() -> String {
     std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string())
 }
+
+/// A reader that stops early (`attnas params ... | head -1`): the command ends quietly by SIGPIPE, as any
+/// Unix filter does, with no panic message; the global `--nvtx-ops` flag parses after the subcommand.
+#[test]
+fn a_closed_pipe_ends_a_report_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(attnas_bin())
+        .args(["params", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/attentivenas.yaml"), "--nvtx-ops"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run attnas");
+    let mut first = [0u8; 64];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take()); // the reader goes away after 64 bytes of a table of about 100 KiB (more than a pipe holds)
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE: {status:?} {err}");
+}

@@ -35,6 +35,7 @@ use crate::nn::{ForwardOptions, Supernet};
 use crate::predictor::Predictor;
 use crate::space::attentive::{select, AttentiveSampler, Selection};
 use crate::space::{flops, sampler, Arch};
+use crate::timeline;
 pub use crate::train::metrics::Role;
 
 /// How the middle subnets are chosen.
@@ -235,6 +236,25 @@ fn check_finite(role: Role, arch: &Arch, loss: f64) -> Result<f64> {
     }
 }
 
+/// The NVTX range names of one subnet's phases (static strings: no formatting in the step).
+struct RangeNames {
+    forward: &'static str,
+    loss: &'static str,
+    backward: &'static str,
+}
+
+impl RangeNames {
+    fn of(role: Role) -> Self {
+        match role {
+            Role::Max => RangeNames { forward: "max forward", loss: "max loss", backward: "max backward" },
+            Role::Sampled => {
+                RangeNames { forward: "sampled forward", loss: "sampled loss", backward: "sampled backward" }
+            }
+            Role::Min => RangeNames { forward: "min forward", loss: "min loss", backward: "min backward" },
+        }
+    }
+}
+
 fn download_scalar<B: SupernetOps>(b: &B, t: Tensor) -> Result<f64> {
     Ok(b.download(t)?.first().copied().unwrap_or(f32::NAN) as f64)
 }
@@ -242,6 +262,7 @@ fn download_scalar<B: SupernetOps>(b: &B, t: Tensor) -> Result<f64> {
 impl<B: SupernetOps> StepState<'_, B> {
     /// Label-smoothed CE of `arch` on the batch with no backward: the attentive score is its negative.
     pub fn score(&mut self, arch: &Arch, s: &StepSettings) -> Result<f64> {
+        let _range = timeline::range("candidate forward");
         let bufs = self.bufs;
         self.arena.reset();
         let tape =
@@ -278,7 +299,11 @@ impl<B: SupernetOps> StepState<'_, B> {
             options.dropout = s.dropout;
             options.drop_connect = s.drop_connect;
         }
+        let names = RangeNames::of(role);
+        let forward = timeline::range(names.forward);
         let tape = self.net.forward(b, arch, bufs.input, bufs.n, bufs.side, options, self.arena)?;
+        drop(forward);
+        let loss_range = timeline::range(names.loss);
         let logits = tape.head.logits;
         let shape = bufs.loss_shape();
         if role == Role::Max {
@@ -299,6 +324,8 @@ impl<B: SupernetOps> StepState<'_, B> {
             }
         }
         let loss = check_finite(role, arch, download_scalar(b, bufs.loss)?)?;
+        drop(loss_range);
+        let _backward = timeline::range(names.backward);
         self.net.backward_observed(b, &tape, bufs.dlogits, self.arena, on_progress)?;
         Ok(loss)
     }
@@ -336,6 +363,7 @@ impl<B: SupernetOps> StepState<'_, B> {
         let (bin, drawn) = sampler.sample(s.num_trials, rng);
         let fallbacks = sampler.stats().fallbacks - before;
         let started = Instant::now();
+        let scoring = timeline::range("candidate scoring");
         let mut candidates = Vec::with_capacity(drawn.len());
         for c in drawn {
             let score = match &s.scorer {
@@ -347,11 +375,13 @@ impl<B: SupernetOps> StepState<'_, B> {
         }
         let mut scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
         if matches!(s.scorer, CandidateScorer::Loss) && s.num_trials > 1 {
+            let _sync = timeline::range("ranks: candidate scores");
             sync.candidate_scores(&mut scores)?;
             for (c, &v) in candidates.iter_mut().zip(&scores) {
                 c.score = v;
             }
         }
+        drop(scoring);
         times.scoring += started.elapsed().as_secs_f64();
         let chosen = select(selection, &scores)?;
         Ok(SubnetOutcome {
@@ -385,13 +415,17 @@ impl<B: SupernetOps> StepState<'_, B> {
                 s.num_arch_training
             )));
         }
+        let _step = timeline::range_n("step", step);
         let b = self.b;
         let space = self.net.space.clone();
         let step_seed = layer_seed(s.seed, step);
         let mut rng = rand::rngs::StdRng::seed_from_u64(step_seed);
         let mut times = StepTimes::default();
         let mut subnets = Vec::with_capacity(s.num_arch_training);
-        self.net.zero_grads(b)?;
+        {
+            let _zero = timeline::range("zero gradients");
+            self.net.zero_grads(b)?;
+        }
 
         let t = Instant::now();
         let max = space.max_arch();
@@ -435,7 +469,11 @@ impl<B: SupernetOps> StepState<'_, B> {
         times.min = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        sync.before_update(b, step, &mut subnets)?;
+        {
+            let _sync = timeline::range("ranks: gradients and checks");
+            sync.before_update(b, step, &mut subnets)?;
+        }
+        let _optimizer = timeline::range("optimizer");
         b.sgd_nesterov_step(&SgdStep { lr, momentum: s.momentum, clip: s.clip }, self.groups)?;
         b.synchronize()?;
         times.optimizer = t.elapsed().as_secs_f64();

@@ -44,6 +44,7 @@ use crate::predictor::Predictor;
 use crate::space::attentive::{AttentiveSampler, CostFn};
 use crate::space::table::TableEntry;
 use crate::space::{flops, table, Arch, Space};
+use crate::timeline;
 
 /// Where the job's files go and how it was asked to run.
 #[derive(Clone)]
@@ -418,9 +419,14 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     while step < total_steps {
         let epoch = step / steps_per_epoch;
         let skip = (step % steps_per_epoch) as usize;
-        let iter = train_loader.epoch_from(epoch, skip)?;
+        let mut iter = train_loader.epoch_from(epoch, skip)?;
         let mut waiting_since = Instant::now();
-        for batch in iter {
+        loop {
+            let next = {
+                let _wait = timeline::range("data wait");
+                iter.next()
+            };
+            let Some(batch) = next else { break };
             let data_wait_s = waiting_since.elapsed().as_secs_f64();
             if step >= total_steps || step / steps_per_epoch != epoch {
                 break;
@@ -430,7 +436,10 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                 break;
             }
             let t0 = Instant::now();
-            bufs.upload(b, &normalize_nhwc(&batch.images), &batch.labels)?;
+            {
+                let _upload = timeline::range("upload");
+                bufs.upload(b, &normalize_nhwc(&batch.images), &batch.labels)?;
+            }
             let lr = lr_schedule.lr(step);
             let mut state =
                 StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
@@ -482,6 +491,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             ));
             bar.set_position(step);
             if cfg.checkpoint.every_steps.is_some_and(|k| k > 0 && step % k == 0) {
+                let _save = timeline::range("checkpoint");
                 checkpoint(step, epoch, &mut last_ckpt)
                     .map_err(|e| stopped_by_error(log.as_mut(), step, e, last_ckpt.as_ref()))?;
             }
@@ -494,6 +504,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         if epoch_done {
             let epoch = (step - 1) / steps_per_epoch;
             let t = Instant::now();
+            let validation = timeline::range_n("validation after epoch", epoch);
             let calib = decode_batches(&calib_loader, 1_000_000 + epoch, cfg.bn_calib.batches)?;
             last_eval = validate_min_max(b, &net, &mut arena, &mut eval_bufs, &calib, &eval_batches, ranks)?;
             let calib_images = ranks.sum_u64(calib.iter().map(HostBatch::len).sum::<usize>() as u64)?;
@@ -525,9 +536,11 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
                 .collect::<Vec<_>>()
                 .join(", ");
             bar.println(format!("epoch {epoch}: {line}"));
+            drop(validation);
             epochs_completed = epoch + 1;
             let every = cfg.checkpoint.every_epochs as u64;
             if (every > 0 && epochs_completed % every == 0) || step >= total_steps {
+                let _save = timeline::range("checkpoint");
                 checkpoint(step, epoch, &mut last_ckpt)
                     .map_err(|e| stopped_by_error(log.as_mut(), step, e, last_ckpt.as_ref()))?;
             }

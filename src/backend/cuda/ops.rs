@@ -7,6 +7,7 @@ use super::KernelFn;
 use crate::backend::cpu::check_len;
 use crate::backend::{Backend, Tensor};
 use crate::error::Result;
+use crate::timeline;
 
 /// Threads per block for element-wise kernels, and the cap on their grid (they grid-stride).
 pub const ELEMENTWISE_THREADS: u32 = 256;
@@ -28,6 +29,7 @@ impl<D: KernelDevice> CudaBackend<D> {
     /// Checks the argument kinds against the `.cu` signature, then launches.
     pub fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<()> {
         check_args(kernel, args)?;
+        let _op = timeline::op_range(kernel.name());
         self.device.launch(kernel, dims, args)?;
         Ok(())
     }

@@ -34,6 +34,7 @@ impl<D: KernelDevice> GemmOps for CudaBackend<D> {
         if spec.m == 0 || spec.n == 0 {
             return Ok(());
         }
+        let _op = crate::timeline::op_range("gemm");
         // Column-major operands are (B, A): see backend::gemm.
         Ok(self.device().gemm_col_major(&spec.col_major(), b.addr(), a.addr(), c.addr())?)
     }
