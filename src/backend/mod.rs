@@ -9,12 +9,14 @@
 //! return [`Error::Shape`] instead of reading out of bounds.
 
 pub mod arena;
+pub mod counters;
 pub mod cpu;
 pub mod cuda;
 pub mod gemm;
 pub mod ops;
 
 pub use arena::Arena;
+pub use counters::OpCounts;
 pub use gemm::{GemmSpec, Transpose};
 pub use ops::SupernetOps;
 
@@ -100,6 +102,12 @@ pub trait Backend {
     /// The GPU behind this backend, for device-memory collectives (NCCL); `None` for host memory (the
     /// CPU backend and the SIMT emulator), whose collectives go through the host.
     fn device_handle(&self) -> Option<DeviceHandle> {
+        None
+    }
+
+    /// The device seam's counters so far (launches, GEMMs, allocations, copies, host waits; see
+    /// `backend::counters`); `None` where there is no device (the CPU backend).
+    fn op_counts(&self) -> Option<OpCounts> {
         None
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
-use crate::backend::{Arena, SupernetOps};
+use crate::backend::{Arena, OpCounts, SupernetOps};
 use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::dist::sync::{agree_at_start, StepSync};
 use crate::dist::Ranks;
@@ -87,6 +87,9 @@ pub struct BenchTrainResult {
     pub baseline_images_per_sec: Option<f64>,
     /// images/s per rank at N ranks / images/s alone.
     pub scaling_efficiency: Option<f64>,
+    /// What the measured steps did to the device, summed over them (divide by `steps`); `None` on the
+    /// CPU backend (see `backend::counters`).
+    pub device_work: Option<OpCounts>,
 }
 
 struct Job<'a>(&'a BenchTrainArgs, Space, Ranks);
@@ -166,6 +169,7 @@ impl BackendJob for Job<'_> {
         let mut total = StepTimes::default();
         let mut macs = 0.0;
         let mut wall = 0.0;
+        let mut device_work = b.op_counts().map(|_| OpCounts::default());
         for step in 0..(a.warmup + a.steps) {
             let mut state = StepState {
                 b,
@@ -176,6 +180,7 @@ impl BackendJob for Job<'_> {
                 sampler: Some(&mut sampler),
             };
             let t = std::time::Instant::now();
+            let counts_before = b.op_counts();
             let out = match sync.as_mut() {
                 Some(sync) => state.run_ranked(step as u64, 0.01, &settings, sync)?,
                 None => state.run(step as u64, 0.01, &settings)?,
@@ -186,6 +191,9 @@ impl BackendJob for Job<'_> {
             }
             if step < a.warmup {
                 continue;
+            }
+            if let (Some(sum), Some(before), Some(after)) = (device_work.as_mut(), counts_before, b.op_counts()) {
+                *sum = *sum + (after - before);
             }
             wall += dt;
             let tm = out.times;
@@ -224,6 +232,7 @@ impl BackendJob for Job<'_> {
             ],
             gmacs_per_step: macs / n / 1e9,
             achieved_tmacs: macs / wall.max(1e-9) / 1e12,
+            device_work,
         })
     }
 }
@@ -271,6 +280,19 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     "  {:.1} GMAC per step, {achieved:.3} TFLOP/s achieved (no peak known for this device)",
                     r.gmacs_per_step
                 ),
+            }
+            if let Some(w) = &r.device_work {
+                let n = r.steps.max(1) as f64;
+                println!(
+                    "  per step: {:.0} kernel launches, {:.0} GEMMs, {:.1} device allocations, {:.1} host waits \
+                     ({:.1} reads, {:.1} synchronisations)",
+                    w.launches as f64 / n,
+                    w.gemms as f64 / n,
+                    w.allocations as f64 / n,
+                    w.host_waits() as f64 / n,
+                    w.downloads as f64 / n,
+                    w.synchronizations as f64 / n
+                );
             }
             if let Some(p) = &t.json {
                 let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;

@@ -4,6 +4,7 @@
 
 use super::device::{check_args, KernelArg, KernelDevice, LaunchDims};
 use super::KernelFn;
+use crate::backend::counters::{OpCounters, OpEvent};
 use crate::backend::cpu::check_len;
 use crate::backend::{Backend, Tensor};
 use crate::error::Result;
@@ -15,21 +16,28 @@ pub const ELEMENTWISE_MAX_BLOCKS: u32 = 65535 * 4;
 
 pub struct CudaBackend<D: KernelDevice> {
     device: D,
+    counters: OpCounters,
 }
 
 impl<D: KernelDevice> CudaBackend<D> {
     pub fn new(device: D) -> Self {
-        CudaBackend { device }
+        CudaBackend { device, counters: OpCounters::default() }
     }
 
     pub fn device(&self) -> &D {
         &self.device
     }
 
+    /// Counts one event on the device seam (see `backend::counters`).
+    pub fn count(&self, event: OpEvent) {
+        self.counters.note(event);
+    }
+
     /// Checks the argument kinds against the `.cu` signature, then launches.
     pub fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<()> {
         check_args(kernel, args)?;
         let _op = timeline::op_range(kernel.name());
+        self.counters.note(OpEvent::Launch);
         self.device.launch(kernel, dims, args)?;
         Ok(())
     }
@@ -48,19 +56,23 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     }
 
     fn alloc(&self, len: usize) -> Result<D::Memory> {
+        self.counters.note(OpEvent::Allocation);
         Ok(self.device.alloc(len)?)
     }
 
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()> {
         check_len("upload destination", dst, src.len())?;
+        self.counters.note(OpEvent::Upload);
         Ok(self.device.upload(dst, src)?)
     }
 
     fn download(&self, src: Tensor) -> Result<Vec<f32>> {
+        self.counters.note(OpEvent::Download);
         Ok(self.device.download(src)?)
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.counters.note(OpEvent::Synchronization);
         Ok(self.device.synchronize()?)
     }
 
@@ -70,5 +82,9 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
 
     fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
         self.device.device_handle()
+    }
+
+    fn op_counts(&self) -> Option<crate::backend::OpCounts> {
+        Some(self.counters.snapshot())
     }
 }

@@ -35,6 +35,7 @@ impl<D: KernelDevice> GemmOps for CudaBackend<D> {
             return Ok(());
         }
         let _op = crate::timeline::op_range("gemm");
+        self.count(crate::backend::counters::OpEvent::Gemm);
         // Column-major operands are (B, A): see backend::gemm.
         Ok(self.device().gemm_col_major(&spec.col_major(), b.addr(), a.addr(), c.addr())?)
     }

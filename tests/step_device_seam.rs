@@ -1,17 +1,21 @@
-//! NVTX ranges of the training step (src/timeline.rs, docs/profiling.md): the tree of ranges one step
-//! opens, read back with `timeline::record` instead of a profiler. The phase tree is the same on every
-//! backend; with per-op ranges on, every kernel launch and GEMM of the CUDA backend (emulated here, a GPU
-//! when present) sits inside a phase, named by its kernel.
+//! What one training step does at the device seam, checked without a GPU profiler:
+//! - NVTX ranges (src/timeline.rs, docs/profiling.md): the tree of ranges a step opens, read back with
+//!   `timeline::record`. The phase tree is the same on every backend; with per-op ranges on, every kernel
+//!   launch and GEMM of the CUDA backend (emulated here, a GPU when present) sits inside a phase.
+//! - Counters (src/backend/counters.rs): a step after the first allocates and uploads nothing, and
+//!   waits for the device only where it reads a value back.
 
 use attnas::backend::cpu::CpuBackend;
-use attnas::backend::{Arena, Backend, SupernetOps};
+use attnas::backend::{Arena, Backend, OpCounts, SupernetOps};
 use attnas::nn::{activation_arena_len, Supernet};
 use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
 use attnas::space::Space;
 use attnas::testing::random_vec;
 use attnas::timeline::{self, Event};
-use attnas::train::step::{CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepSettings, StepState};
+use attnas::train::step::{
+    CandidateScorer, Distillation, MiddleSampling, StepBuffers, StepOutcome, StepSettings, StepState,
+};
 use rand::SeedableRng;
 
 const N: usize = 2;
@@ -36,6 +40,12 @@ fn settings() -> StepSettings {
 
 /// The range events of step 4 of the tiny supernet on `b`.
 fn one_step<B: SupernetOps>(b: &B) -> Vec<Event> {
+    steps(b, 1).1
+}
+
+/// Runs `n` steps (4, 5, ...) of the tiny supernet on `b`: the last step's outcome, range events and
+/// device counts (`None` on the CPU).
+fn steps<B: SupernetOps>(b: &B, n: u64) -> (StepOutcome, Vec<Event>, Option<OpCounts>) {
     let space = Space::builtin("tiny").unwrap();
     let net = Supernet::new(b, space.clone(), 3).unwrap();
     let mut arena = Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
@@ -45,9 +55,16 @@ fn one_step<B: SupernetOps>(b: &B) -> Vec<Event> {
     let table = generate(&space, 300, TableMethod::Uniform, 0.05, &mut rng);
     let mut sampler = AttentiveSampler::new(&space, &table, 0.05, Prior::Empirical).unwrap();
     bufs.upload(b, &random_vec(9, N * SIDE * SIDE * 3, -2.0, 2.0), &[1, 7]).unwrap();
-    let mut st =
-        StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
-    timeline::record(|| st.run(4, 0.05, &settings()).unwrap()).1
+    let mut last = None;
+    for step in 4..4 + n {
+        let mut st =
+            StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
+        let before = b.op_counts();
+        let (outcome, events) = timeline::record(|| st.run(step, 0.05, &settings()).unwrap());
+        let counts = b.op_counts().zip(before).map(|(after, before)| after - before);
+        last = Some((outcome, events, counts));
+    }
+    last.unwrap()
 }
 
 /// The phase tree of one step with 3 subnets and BestUp-2 (what docs/profiling.md shows).
@@ -112,5 +129,25 @@ fn per_op_ranges_name_every_kernel_inside_its_phase_on_cuda_targets() {
         assert!(has("min loss", "soft_ce_bwd_f32"), "{}: distilled: {ops_in:?}", b.name());
         let optimizer = &ops_in["optimizer"];
         assert!(!optimizer.is_empty() && optimizer.iter().all(|op| *op == "sgd_nesterov_step_f32"), "{optimizer:?}");
+    });
+}
+
+/// The second of two steps: no allocation, no upload (the batch was uploaded before the steps); one host
+/// read per subnet (its loss, checked finite before the backward) and per scored candidate (its score),
+/// and one synchronisation (the end of the optimizer). Issue #13 item 3 aims at one read per draw; this
+/// pins where the step stands so that a new wait cannot slip in unnoticed.
+#[test]
+fn a_step_after_the_first_allocates_nothing_and_waits_only_for_its_reads() {
+    assert_eq!(steps(&CpuBackend::new(), 1).2, None, "the CPU backend has no device counters");
+    attnas::on_cuda_targets!("step device work", |b| {
+        let (outcome, _, counts) = steps(&b, 2);
+        let c = counts.expect("the CUDA backend counts");
+        let candidates: usize = outcome.subnets.iter().map(|s| s.candidates.len()).sum();
+        assert_eq!(candidates, 2, "BestUp-2: one draw of 2 candidates");
+        assert_eq!(c.allocations, 0, "{}: {c:?}", b.name());
+        assert_eq!(c.uploads, 0, "{}: {c:?}", b.name());
+        assert_eq!(c.downloads as usize, outcome.subnets.len() + candidates, "{}: {c:?}", b.name());
+        assert_eq!(c.synchronizations, 1, "{}: {c:?}", b.name());
+        assert!(c.launches > 100 && c.gemms > 20, "{}: a step of 3 subnets + 2 candidates: {c:?}", b.name());
     });
 }
