@@ -141,6 +141,12 @@ fn read_frame(s: &mut TcpStream, deadline: Instant) -> std::result::Result<Frame
     Ok(Frame { kind, round, items })
 }
 
+/// Whether `s` is connected to itself (local and peer address equal): what a dial to a local port in the
+/// ephemeral range with no listener can produce, by TCP's simultaneous open.
+fn is_self_connection(s: &TcpStream) -> bool {
+    matches!((s.local_addr(), s.peer_addr()), (Ok(l), Ok(p)) if l == p)
+}
+
 fn hello_bytes(rank: usize, world: usize) -> Vec<u8> {
     let mut b = HELLO_TAG.to_vec();
     b.extend_from_slice(&(rank as u64).to_le_bytes());
@@ -274,6 +280,12 @@ impl TcpRank {
         loop {
             for a in &addrs {
                 match TcpStream::connect_timeout(a, Duration::from_secs(2)) {
+                    Ok(s) if is_self_connection(&s) => {
+                        // Nothing listens yet and the kernel gave this socket the very port it dials (a
+                        // port in the ephemeral range): TCP's simultaneous open connected it to itself.
+                        // Our own hello would come back as a stranger's; drop it and dial again.
+                        last_err = "connection refused (nothing listening yet)".into();
+                    }
                     Ok(mut s) => {
                         let _ = s.set_nodelay(true);
                         if let Err(e) = write_frame(&mut s, KIND_HELLO, 0, &[&hello_bytes(rank, world)]) {
@@ -457,6 +469,34 @@ impl HostCollectives for TcpRank {
 mod tests {
     use super::*;
     use crate::dist::ReduceOp;
+
+    /// A socket bound to port P and dialling 127.0.0.1:P: the self-connection the rendezvous must not
+    /// mistake for rank 0 (made here on purpose, as the kernel may make it by chance).
+    #[test]
+    fn a_self_connected_socket_is_recognised() {
+        use std::os::fd::FromRawFd;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a fresh socket; `addr` is a valid sockaddr_in of `len` bytes for bind and connect.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let sa = &addr as *const libc::sockaddr_in as *const libc::sockaddr;
+            assert_eq!(libc::bind(fd, sa, len), 0, "bind 127.0.0.1:{port}");
+            assert_eq!(libc::connect(fd, sa, len), 0, "self-connect to 127.0.0.1:{port}");
+            TcpStream::from_raw_fd(fd)
+        };
+        assert!(is_self_connection(&stream));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!is_self_connection(&other));
+    }
 
     fn free_port() -> u16 {
         TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
