@@ -93,7 +93,7 @@ fn the_log_records_bestup_and_worstup_choices() {
     for (method, want_best) in [("bestup", true), ("worstup", false)] {
         let d = fresh_dir(&format!("attentive-{method}"));
         let m = format!("sampler.method={method}");
-        let o = train(&data, &d, &sets(&["max_steps=3", &m]), &[]);
+        let o = train(&data, &d, &sets(&["max_steps=3", "sandwich.num_arch_training=4", &m]), &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let records = steps(&d.join("metrics.jsonl"));
         assert_eq!(records.len(), 3);

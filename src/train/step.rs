@@ -11,6 +11,11 @@
 //! 4. gradients summed over the subnets (accumulated by the backwards), element-wise clip, SGD Nesterov
 //!    with the weight-decay groups.
 //!
+//! Host waits: the losses stay on the device (one slot per subnet and per candidate of the current draw,
+//! [`StepBuffers::losses`]); the host reads them back once per attentive draw (all k scores together, to
+//! choose) and once before the update (the subnets' losses, checked finite so a bad step never reaches the
+//! weights), then synchronises once after the optimizer. Nothing else in a step waits for the device.
+//!
 //! Each subnet sees the batch bicubic-resized to its own resolution (inside the forward). Randomness is a
 //! pure function of (seed, step): the architecture draws come from an RNG seeded per step and the masks
 //! from per-step seeds, so a resumed run repeats exactly the steps an uninterrupted one takes.
@@ -145,7 +150,9 @@ pub struct StepBuffers<M: DeviceMemory> {
     pub teacher: Tensor,
     pub dlogits: Tensor,
     pub row_loss: Tensor,
-    pub loss: Tensor,
+    /// [LOSS_SLOTS] losses left on the device until one read: the step's subnets in slots
+    /// `0..num_arch_training`, then the current draw's candidates.
+    pub losses: Tensor,
     /// [n] ranks and [2] top-1/top-5 counts (evaluation).
     pub rank: Tensor,
     pub counts: Tensor,
@@ -153,7 +160,7 @@ pub struct StepBuffers<M: DeviceMemory> {
 
 impl<M: DeviceMemory> StepBuffers<M> {
     pub fn new<B: SupernetOps<Memory = M>>(b: &B, n: usize, side: usize, classes: usize) -> Result<Self> {
-        let sizes = [n * side * side * 3, n, n * classes, n * classes, n, 1, n, 2];
+        let sizes = [n * side * side * 3, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2];
         let mut arena = Arena::new(b, "step buffers", sizes.iter().map(|s| s + 64).sum())?;
         let mut t = Vec::new();
         for s in sizes {
@@ -168,7 +175,7 @@ impl<M: DeviceMemory> StepBuffers<M> {
             teacher: t[2],
             dlogits: t[3],
             row_loss: t[4],
-            loss: t[5],
+            losses: t[5],
             rank: t[6],
             counts: t[7],
             _mem: arena.into_memory(),
@@ -191,6 +198,11 @@ impl<M: DeviceMemory> StepBuffers<M> {
 
     fn loss_shape(&self) -> LossShape {
         LossShape { n: self.n, classes: self.classes }
+    }
+
+    /// The one-element loss slot `i` (see [`StepBuffers::losses`]).
+    fn loss_slot(&self, i: usize) -> Result<Tensor> {
+        self.losses.slice(i, 1)
     }
 }
 
@@ -228,6 +240,9 @@ pub struct StepState<'a, B: SupernetOps> {
     pub sampler: Option<&'a mut AttentiveSampler>,
 }
 
+/// Loss slots of [`StepBuffers`]: the subnets of a step plus the candidates of one draw must fit.
+pub const LOSS_SLOTS: usize = 256;
+
 fn check_finite(role: Role, arch: &Arch, loss: f64) -> Result<f64> {
     if loss.is_finite() {
         Ok(loss)
@@ -262,6 +277,12 @@ fn download_scalar<B: SupernetOps>(b: &B, t: Tensor) -> Result<f64> {
 impl<B: SupernetOps> StepState<'_, B> {
     /// Label-smoothed CE of `arch` on the batch with no backward: the attentive score is its negative.
     pub fn score(&mut self, arch: &Arch, s: &StepSettings) -> Result<f64> {
+        self.enqueue_score(arch, s, 0)?;
+        Ok(-download_scalar(self.b, self.bufs.loss_slot(0)?)?)
+    }
+
+    /// Queues the forward and CE of candidate `arch` with its loss left in loss slot `slot` (no read).
+    fn enqueue_score(&mut self, arch: &Arch, s: &StepSettings, slot: usize) -> Result<()> {
         let _range = timeline::range("candidate forward");
         let bufs = self.bufs;
         self.arena.reset();
@@ -274,21 +295,22 @@ impl<B: SupernetOps> StepState<'_, B> {
             tape.head.logits,
             bufs.labels,
             bufs.row_loss,
-            bufs.loss,
+            bufs.loss_slot(slot)?,
         )?;
-        Ok(-download_scalar(self.b, bufs.loss)?)
+        Ok(())
     }
 
-    /// Forward + loss + backward of one subnet; returns the loss. The max subnet trains on the labels
-    /// and leaves its logits in `teacher`; the others distil from `teacher`.
+    /// Forward + loss + backward of one subnet, its loss left in loss slot `slot` (read once per step,
+    /// before the update: [`StepState::read_losses`]). The max subnet trains on the labels and leaves its
+    /// logits in `teacher`; the others distil from `teacher`.
     fn train_subnet(
         &mut self,
         role: Role,
         arch: &Arch,
         s: &StepSettings,
-        seed: u64,
+        (seed, slot): (u64, usize),
         on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
-    ) -> Result<f64> {
+    ) -> Result<()> {
         let bufs = self.bufs;
         let b = self.b;
         self.arena.reset();
@@ -306,33 +328,43 @@ impl<B: SupernetOps> StepState<'_, B> {
         let loss_range = timeline::range(names.loss);
         let logits = tape.head.logits;
         let shape = bufs.loss_shape();
+        let loss = bufs.loss_slot(slot)?;
         if role == Role::Max {
-            b.label_smoothing_ce_fwd(&shape, s.label_smoothing, logits, bufs.labels, bufs.row_loss, bufs.loss)?;
+            b.label_smoothing_ce_fwd(&shape, s.label_smoothing, logits, bufs.labels, bufs.row_loss, loss)?;
             b.label_smoothing_ce_bwd(&shape, s.label_smoothing, logits, bufs.labels, bufs.dlogits)?;
             b.fill(bufs.teacher, 0.0)?;
             b.add_assign(bufs.teacher, logits)?;
         } else {
             match &s.kd {
                 Distillation::Kl => {
-                    b.soft_ce_fwd(&shape, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
+                    b.soft_ce_fwd(&shape, logits, bufs.teacher, bufs.row_loss, loss)?;
                     b.soft_ce_bwd(&shape, logits, bufs.teacher, bufs.dlogits)?;
                 }
                 Distillation::AlphaDivergence(cfg) => {
-                    b.alpha_divergence_fwd(&shape, cfg, logits, bufs.teacher, bufs.row_loss, bufs.loss)?;
+                    b.alpha_divergence_fwd(&shape, cfg, logits, bufs.teacher, bufs.row_loss, loss)?;
                     b.alpha_divergence_bwd(&shape, cfg, logits, bufs.teacher, bufs.dlogits)?;
                 }
             }
         }
-        let loss = check_finite(role, arch, download_scalar(b, bufs.loss)?)?;
         drop(loss_range);
         let _backward = timeline::range(names.backward);
-        self.net.backward_observed(b, &tape, bufs.dlogits, self.arena, on_progress)?;
-        Ok(loss)
+        self.net.backward_observed(b, &tape, bufs.dlogits, self.arena, on_progress)
+    }
+
+    /// Reads the step's subnet losses (one device read), checks each is finite and stores it in its
+    /// outcome. A non-finite loss stops the step here, before the update touches the weights.
+    fn read_losses(&self, subnets: &mut [SubnetOutcome]) -> Result<()> {
+        let losses = self.b.download(self.bufs.losses.slice(0, subnets.len())?)?;
+        for (sub, &loss) in subnets.iter_mut().zip(&losses) {
+            sub.loss = check_finite(sub.role, &sub.arch, loss as f64)?;
+        }
+        Ok(())
     }
 
     /// Draws one middle subnet (uniform, or the attentive best/worst of k scored candidates).
     fn draw_middle(
         &mut self,
+        (trained, first_slot): (&[SubnetOutcome], usize),
         s: &StepSettings,
         rng: &mut rand::rngs::StdRng,
         times: &mut StepTimes,
@@ -365,16 +397,31 @@ impl<B: SupernetOps> StepState<'_, B> {
         let started = Instant::now();
         let scoring = timeline::range("candidate scoring");
         let mut candidates = Vec::with_capacity(drawn.len());
-        for c in drawn {
+        let by_loss = matches!(s.scorer, CandidateScorer::Loss) && s.num_trials > 1;
+        for (j, c) in drawn.into_iter().enumerate() {
             let score = match &s.scorer {
                 CandidateScorer::Predictor(p) => p.predict(&c.arch)?,
-                CandidateScorer::Loss if s.num_trials > 1 => self.score(&c.arch, s)?,
+                CandidateScorer::Loss if by_loss => {
+                    self.enqueue_score(&c.arch, s, first_slot + j)?;
+                    0.0 // read below, all candidates of the draw at once
+                }
                 CandidateScorer::Loss => 0.0,
             };
             candidates.push(ScoredCandidate { arch: c.arch, mflops: c.mflops, score, landed: c.landed });
         }
+        if by_loss {
+            // one read: the subnets trained so far (checked first: a non-finite max loss names the max
+            // subnet, not the candidates that distil from nothing) and this draw's candidates
+            let losses = self.b.download(self.bufs.losses.slice(0, first_slot + candidates.len())?)?;
+            for (i, sub) in trained.iter().enumerate() {
+                check_finite(sub.role, &sub.arch, losses[i] as f64)?;
+            }
+            for (c, &loss) in candidates.iter_mut().zip(&losses[first_slot..]) {
+                c.score = -(loss as f64);
+            }
+        }
         let mut scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
-        if matches!(s.scorer, CandidateScorer::Loss) && s.num_trials > 1 {
+        if by_loss {
             let _sync = timeline::range("ranks: candidate scores");
             sync.candidate_scores(&mut scores)?;
             for (c, &v) in candidates.iter_mut().zip(&scores) {
@@ -416,6 +463,12 @@ impl<B: SupernetOps> StepState<'_, B> {
             )));
         }
         let _step = timeline::range_n("step", step);
+        if s.num_arch_training + s.num_trials > LOSS_SLOTS {
+            return Err(Error::usage(format!(
+                "num_arch_training + num_trials must be at most {LOSS_SLOTS}, got {} + {}",
+                s.num_arch_training, s.num_trials
+            )));
+        }
         let b = self.b;
         let space = self.net.space.clone();
         let step_seed = layer_seed(s.seed, step);
@@ -429,12 +482,12 @@ impl<B: SupernetOps> StepState<'_, B> {
 
         let t = Instant::now();
         let max = space.max_arch();
-        let loss = self.train_subnet(Role::Max, &max, s, layer_seed(step_seed, 0), &mut |_| Ok(()))?;
+        self.train_subnet(Role::Max, &max, s, (layer_seed(step_seed, 0), 0), &mut |_| Ok(()))?;
         subnets.push(SubnetOutcome {
             role: Role::Max,
             mflops: flops::mflops(&space, &max),
             arch: max,
-            loss,
+            loss: f64::NAN, // read before the update
             candidates: Vec::new(),
             chosen: None,
             target_bin: None,
@@ -443,10 +496,10 @@ impl<B: SupernetOps> StepState<'_, B> {
         times.max = t.elapsed().as_secs_f64();
 
         for j in 0..s.num_arch_training - 2 {
-            let mut outcome = self.draw_middle(s, &mut rng, &mut times, sync)?;
+            let outcome = self.draw_middle((&subnets, s.num_arch_training), s, &mut rng, &mut times, sync)?;
             let t = Instant::now();
             let seed = layer_seed(step_seed, 1 + j as u64);
-            outcome.loss = self.train_subnet(Role::Sampled, &outcome.arch, s, seed, &mut |_| Ok(()))?;
+            self.train_subnet(Role::Sampled, &outcome.arch, s, (seed, 1 + j), &mut |_| Ok(()))?;
             times.sampled += t.elapsed().as_secs_f64();
             subnets.push(outcome);
         }
@@ -455,17 +508,24 @@ impl<B: SupernetOps> StepState<'_, B> {
         let min = space.min_arch();
         // the last backward: its progress starts the gradient buckets' all-reduce across ranks
         let seed = layer_seed(step_seed, s.num_arch_training as u64);
-        let loss = self.train_subnet(Role::Min, &min, s, seed, &mut |p| sync.gradients_final(b, p))?;
+        let slot = s.num_arch_training - 1;
+        self.train_subnet(Role::Min, &min, s, (seed, slot), &mut |p| sync.gradients_final(b, p))?;
         subnets.push(SubnetOutcome {
             role: Role::Min,
             mflops: flops::mflops(&space, &min),
             arch: min,
-            loss,
+            loss: f64::NAN, // read before the update
             candidates: Vec::new(),
             chosen: None,
             target_bin: None,
             fallbacks: 0,
         });
+        {
+            // the step's one wait for the device outside the draws: on a GPU it also ends the min
+            // subnet's queued work, so its time lands in `times.min`
+            let _read = timeline::range("read losses");
+            self.read_losses(&mut subnets)?;
+        }
         times.min = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
