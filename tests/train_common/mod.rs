@@ -42,8 +42,11 @@ pub fn fashion_mnist_packed(test: &str) -> Option<PathBuf> {
 
 /// A few steps of batch 16 with a tiny validation (1 calibration batch, 64 held-out images), a 6-step
 /// schedule and a checkpoint every 2 steps (5 kept): runs that resume, log and report in about a second.
+/// Four subnets per step (max, 2 attentive draws, min) as in the published recipe, whatever the tiny
+/// demo recipe uses, so that the logs hold several draws per step.
 pub const SHORT_RUN: &[&str] = &[
     "batch_size=16",
+    "sandwich.num_arch_training=4",
     "schedule_steps=6",
     "bn_calib.batches=1",
     "bn_calib.batch_size=16",
