@@ -14,8 +14,10 @@ pub struct OpCounts {
     pub launches: u64,
     /// GEMM calls (cuBLAS on a GPU).
     pub gemms: u64,
-    /// Device allocations.
+    /// Device allocations, and their bytes (nothing is freed during a run's steps, so the total since the
+    /// backend was created is the run's device memory).
     pub allocations: u64,
+    pub allocated_bytes: u64,
     /// Host-to-device copies.
     pub uploads: u64,
     /// Device-to-host reads: each one waits for the stream to drain.
@@ -38,6 +40,7 @@ impl Sub for OpCounts {
             launches: self.launches.saturating_sub(earlier.launches),
             gemms: self.gemms.saturating_sub(earlier.gemms),
             allocations: self.allocations.saturating_sub(earlier.allocations),
+            allocated_bytes: self.allocated_bytes.saturating_sub(earlier.allocated_bytes),
             uploads: self.uploads.saturating_sub(earlier.uploads),
             downloads: self.downloads.saturating_sub(earlier.downloads),
             synchronizations: self.synchronizations.saturating_sub(earlier.synchronizations),
@@ -52,6 +55,7 @@ impl Add for OpCounts {
             launches: self.launches + o.launches,
             gemms: self.gemms + o.gemms,
             allocations: self.allocations + o.allocations,
+            allocated_bytes: self.allocated_bytes + o.allocated_bytes,
             uploads: self.uploads + o.uploads,
             downloads: self.downloads + o.downloads,
             synchronizations: self.synchronizations + o.synchronizations,
@@ -65,6 +69,7 @@ pub struct OpCounters {
     launches: AtomicU64,
     gemms: AtomicU64,
     allocations: AtomicU64,
+    allocated_bytes: AtomicU64,
     uploads: AtomicU64,
     downloads: AtomicU64,
     synchronizations: AtomicU64,
@@ -94,11 +99,18 @@ impl OpCounters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One device allocation of `bytes`.
+    pub fn note_allocation(&self, bytes: u64) {
+        self.note(OpEvent::Allocation);
+        self.allocated_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> OpCounts {
         OpCounts {
             launches: self.launches.load(Ordering::Relaxed),
             gemms: self.gemms.load(Ordering::Relaxed),
             allocations: self.allocations.load(Ordering::Relaxed),
+            allocated_bytes: self.allocated_bytes.load(Ordering::Relaxed),
             uploads: self.uploads.load(Ordering::Relaxed),
             downloads: self.downloads.load(Ordering::Relaxed),
             synchronizations: self.synchronizations.load(Ordering::Relaxed),
@@ -113,8 +125,9 @@ mod tests {
     #[test]
     fn snapshots_subtract_to_the_work_in_between() {
         let c = OpCounters::default();
-        c.note(OpEvent::Allocation);
+        c.note_allocation(4096);
         let before = c.snapshot();
+        assert_eq!((before.allocations, before.allocated_bytes), (1, 4096));
         for _ in 0..3 {
             c.note(OpEvent::Launch);
         }

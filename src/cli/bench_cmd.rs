@@ -90,6 +90,8 @@ pub struct BenchTrainResult {
     /// What the measured steps did to the device, summed over them (divide by `steps`); `None` on the
     /// CPU backend (see `backend::counters`).
     pub device_work: Option<OpCounts>,
+    /// Device memory allocated by the whole run (bytes; `None` on the CPU backend).
+    pub device_memory_bytes: Option<u64>,
 }
 
 struct Job<'a>(&'a BenchTrainArgs, Space, Ranks);
@@ -233,6 +235,7 @@ impl BackendJob for Job<'_> {
             gmacs_per_step: macs / n / 1e9,
             achieved_tmacs: macs / wall.max(1e-9) / 1e12,
             device_work,
+            device_memory_bytes: b.op_counts().map(|c| c.allocated_bytes),
         })
     }
 }
@@ -292,6 +295,12 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     w.host_waits() as f64 / n,
                     w.downloads as f64 / n,
                     w.synchronizations as f64 / n
+                );
+            }
+            if let Some(bytes) = r.device_memory_bytes {
+                println!(
+                    "  device memory: {:.1} MiB allocated (weights, gradients, momentum, activations, step buffers)",
+                    bytes as f64 / (1u64 << 20) as f64
                 );
             }
             if let Some(p) = &t.json {

@@ -56,7 +56,7 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     }
 
     fn alloc(&self, len: usize) -> Result<D::Memory> {
-        self.counters.note(OpEvent::Allocation);
+        self.counters.note_allocation(len as u64 * std::mem::size_of::<f32>() as u64);
         Ok(self.device.alloc(len)?)
     }
 
