@@ -42,9 +42,9 @@ if [ -d "$SAMPLE" ]; then
 fi
 
 if [ -f out/data/fashion-mnist/train.pack ]; then
-  echo "== attnas train: the tiny supernet on Fashion-MNIST (sandwich rule + BestUp-3, 1200 steps of 64)"
+  echo "== attnas train: the tiny supernet on Fashion-MNIST (sandwich rule + BestUp-3, 1000 steps of 64)"
   $BIN train --config configs/tiny.yaml --data out/data/fashion-mnist --out out/runs/tiny --overwrite \
-    --set max_steps=1200 --set schedule_steps=1200
+    --set max_steps=1000 --set schedule_steps=1000
   D=out/data/fashion-mnist
   CAL=(--calib-batches 8 --calib-batch-size 64)
   echo "== attnas eval: min and max subnets, BN recalibrated on 512 training images"
@@ -79,7 +79,7 @@ if [ -f out/data/fashion-mnist/train.pack ]; then
   $BIN report out/runs/tiny --search out/search --out out/report.html
   echo "== TensorBoard: out/runs/tiny/tb read back by TensorBoard's event accumulator"
   if [ "$PY_TOOLS" = 1 ]; then
-    .venv-tools/bin/python scripts/tensorboard_check.py out/runs/tiny/tb --expect-steps 1200 \
+    .venv-tools/bin/python scripts/tensorboard_check.py out/runs/tiny/tb --expect-steps 1000 \
       --expect-tags loss/max,loss/sampled,loss/min,lr,throughput/images_per_sec,eval/max_top1,eval/min_top1 \
       | .venv-tools/bin/python -c 'import json, sys; d = json.load(sys.stdin)["scalars"]
 print("  " + ", ".join(f"{t}: {len(v)} points, last {v[-1][1]:.4g}" for t, v in sorted(d.items()) if v))'
