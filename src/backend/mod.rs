@@ -85,6 +85,10 @@ pub trait Backend {
     /// Allocates `len` zeroed f32 elements.
     fn alloc(&self, len: usize) -> Result<Self::Memory>;
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
+    /// Copies `src` into the first `src.len()` bytes of `dst` (which must hold that many: `4 * dst.len()`),
+    /// the rest untouched: u8 data such as the loader's pixels, staged for a kernel that reads bytes
+    /// (`ops::InputOps`). Synchronous with respect to `src`, like [`Backend::upload`].
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()>;
     fn download(&self, src: Tensor) -> Result<Vec<f32>>;
     fn synchronize(&self) -> Result<()>;
 

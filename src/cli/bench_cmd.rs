@@ -7,6 +7,11 @@
 //! MACs per step count every forward the step runs (AttentiveNAS convention, spec 5.3): the trained
 //! subnets' forwards x3 (backward ~2x forward) plus the candidates' no-grad forwards.
 //!
+//! With `--data FILE` the batches come from a packed file through the real input pipeline instead: the
+//! loader (decode + training augmentation on `--loader-threads` host threads, `--prefetch` batches
+//! ahead), the u8 upload and the on-device normalisation; the report then adds the time per step spent
+//! waiting for the loader and uploading, and images/s end to end (data included) beside the step alone.
+//!
 //! With ranks (`--gpus N`, `--ranks N`), every rank first runs the steps alone (the 1-rank baseline on
 //! its own device), then as one of N data-parallel ranks; the report gives images/s per rank at N against
 //! 1 (scaling efficiency). `attnas bench allreduce` is in [`super::bench_allreduce`].
@@ -17,6 +22,8 @@ use clap::{Args, Subcommand};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::{Arena, OpCounts, SupernetOps};
+use crate::data::loader::{EpochIter, Loader, LoaderConfig};
+use crate::data::reader::PackedDataset;
 use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::dist::sync::{agree_at_start, StepSync};
 use crate::dist::Ranks;
@@ -25,6 +32,7 @@ use crate::nn::{activation_arena_len, Supernet};
 use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
 use crate::space::Space;
+use crate::timeline;
 use crate::train::step::{
     CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
 };
@@ -62,6 +70,17 @@ pub struct BenchTrainArgs {
     pub steps: usize,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Measure the real input pipeline: batches from this packed file (or a folder with train.pack),
+    /// decoded and augmented at --side, uploaded as u8 and normalised on the device. Default: one
+    /// synthetic batch uploaded once.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// With --data: batches the loader decodes ahead of the step.
+    #[arg(long, default_value_t = 3)]
+    pub prefetch: usize,
+    /// With --data: decode threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub loader_threads: usize,
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -92,6 +111,81 @@ pub struct BenchTrainResult {
     pub device_work: Option<OpCounts>,
     /// Device memory allocated by the whole run (bytes; `None` on the CPU backend).
     pub device_memory_bytes: Option<u64>,
+    /// With `--data`: the input pipeline's share of each measured step.
+    pub input: Option<InputPipelineTimes>,
+}
+
+/// Seconds per measured step outside the training step itself (`bench train --data`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct InputPipelineTimes {
+    pub data: String,
+    /// Waiting for the loader's next batch (0 when decoding keeps ahead of the step).
+    pub data_wait_s: f64,
+    /// The u8 upload, the normalisation kernel and the labels (`StepBuffers::upload_pixels`).
+    pub upload_s: f64,
+    /// Batch size x steps / (data wait + upload + step): throughput with the pipeline included.
+    pub images_per_sec_end_to_end: f64,
+}
+
+/// The real pipeline of `bench train --data`: the training loader over `path` (this rank's share),
+/// cycling through epochs.
+struct InputPipeline {
+    loader: Loader,
+    epoch: u64,
+    iter: EpochIter,
+    times: InputPipelineTimes,
+}
+
+impl InputPipeline {
+    fn open(a: &BenchTrainArgs, path: &std::path::Path, space: &Space, ranks: &Ranks) -> Result<Self> {
+        let train = crate::data::train_pack_of(path)?;
+        let ds =
+            PackedDataset::open_expecting_classes(&train, space.num_classes, &format!("the space '{}'", space.name))?;
+        let cfg = LoaderConfig {
+            rank: ranks.rank(),
+            world: ranks.world_size(),
+            prefetch: a.prefetch,
+            threads: a.loader_threads,
+            ..LoaderConfig::train(a.batch, a.side as u32, 0)
+        };
+        let loader = Loader::new(std::sync::Arc::new(ds), cfg)?;
+        if loader.batches_per_epoch() == 0 {
+            return Err(Error::usage(format!(
+                "bench train --data {}: {} records make no full batch of {} per rank; lower --batch",
+                train.display(),
+                loader.len(),
+                a.batch
+            )));
+        }
+        let iter = loader.epoch(0)?;
+        let times = InputPipelineTimes { data: train.display().to_string(), ..Default::default() };
+        Ok(InputPipeline { loader, epoch: 0, iter, times })
+    }
+
+    /// Waits for the next batch and uploads it; returns (wait, upload) seconds.
+    fn next_into<B: SupernetOps>(&mut self, b: &B, bufs: &StepBuffers<B::Memory>) -> Result<(f64, f64)> {
+        let t = std::time::Instant::now();
+        let batch = loop {
+            let next = {
+                let _wait = timeline::range("data wait");
+                self.iter.next()
+            };
+            match next {
+                Some(batch) => break batch,
+                None => {
+                    self.epoch += 1;
+                    self.iter = self.loader.epoch(self.epoch)?;
+                }
+            }
+        };
+        let wait = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        {
+            let _upload = timeline::range("upload");
+            bufs.upload_pixels(b, &batch.images, &batch.labels)?;
+        }
+        Ok((wait, t.elapsed().as_secs_f64()))
+    }
 }
 
 struct Job<'a>(&'a BenchTrainArgs, Space, Ranks);
@@ -123,9 +217,16 @@ impl BackendJob for Job<'_> {
             ))
         })?;
         let bufs = StepBuffers::new(b, a.batch, a.side, space.num_classes)?;
-        let images = crate::testing::random_vec(1 + ranks.rank() as u64, a.batch * a.side * a.side * 3, -2.0, 2.0);
-        let labels: Vec<u32> = (0..a.batch as u32).map(|i| i % space.num_classes as u32).collect();
-        bufs.upload(b, &images, &labels)?;
+        let mut pipeline = match &a.data {
+            Some(path) => Some(InputPipeline::open(a, path, &space, &ranks)?),
+            None => {
+                let images =
+                    crate::testing::random_vec(1 + ranks.rank() as u64, a.batch * a.side * a.side * 3, -2.0, 2.0);
+                let labels: Vec<u32> = (0..a.batch as u32).map(|i| i % space.num_classes as u32).collect();
+                bufs.upload(b, &images, &labels)?;
+                None
+            }
+        };
         let groups = net.param_groups(1e-5, &[".bn".to_string(), ".bias".to_string()])?;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         let table = generate(&space, 2000, TableMethod::Uniform, 25.0, &mut rng);
@@ -172,7 +273,19 @@ impl BackendJob for Job<'_> {
         let mut macs = 0.0;
         let mut wall = 0.0;
         let mut device_work = b.op_counts().map(|_| OpCounts::default());
+        let mut input_s = 0.0;
         for step in 0..(a.warmup + a.steps) {
+            let input = match pipeline.as_mut() {
+                Some(p) => Some(p.next_into(b, &bufs)?),
+                None => None,
+            };
+            if let (Some((wait, upload)), Some(p)) = (input, pipeline.as_mut()) {
+                if step >= a.warmup {
+                    p.times.data_wait_s += wait;
+                    p.times.upload_s += upload;
+                    input_s += wait + upload;
+                }
+            }
             let mut state = StepState {
                 b,
                 net: &net,
@@ -214,6 +327,12 @@ impl BackendJob for Job<'_> {
         let n = a.steps.max(1) as f64;
         let device = b.name();
         let images_per_sec = a.batch as f64 * n / wall.max(1e-9);
+        let input = pipeline.map(|p| InputPipelineTimes {
+            data_wait_s: p.times.data_wait_s / n,
+            upload_s: p.times.upload_s / n,
+            images_per_sec_end_to_end: a.batch as f64 * n / (wall + input_s).max(1e-9),
+            data: p.times.data,
+        });
         Ok(BenchTrainResult {
             ranks: world,
             baseline_images_per_sec: baseline,
@@ -236,6 +355,7 @@ impl BackendJob for Job<'_> {
             achieved_tmacs: macs / wall.max(1e-9) / 1e12,
             device_work,
             device_memory_bytes: b.op_counts().map(|c| c.allocated_bytes),
+            input,
         })
     }
 }
@@ -271,6 +391,16 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
             }
             for (what, s) in &r.split_s {
                 println!("  {what:<18} {s:>8.3} s  {:>5.1}%", 100.0 * s / r.step_s.max(1e-12));
+            }
+            if let Some(p) = &r.input {
+                println!(
+                    "  input pipeline ({}): {:.2} ms/step waiting for the loader, {:.2} ms/step upload (u8) + \
+                     on-device normalisation; {:.2} images/s end to end",
+                    p.data,
+                    1e3 * p.data_wait_s,
+                    1e3 * p.upload_s,
+                    p.images_per_sec_end_to_end
+                );
             }
             let achieved = 2.0 * r.achieved_tmacs;
             match r.peak_tflops_fp32 {

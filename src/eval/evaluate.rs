@@ -143,7 +143,7 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
         }
         let n = batch.len();
         let bufs = StepBuffers::new(self.b, n, batch.side, self.net.space.num_classes)?;
-        bufs.upload(self.b, &batch.normalized(), &batch.labels)?;
+        bufs.upload_pixels(self.b, &batch.pixels, &batch.labels)?;
         self.arena.reset();
         let out = self.arena.alloc(n * r * r * 3)?;
         let shape = ResizeShape { n, c: 3, h_in: batch.side, w_in: batch.side, h_out: r, w_out: r };

@@ -30,9 +30,11 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 
+use crate::backend::ops::input::staging_words;
 use crate::backend::ops::loss::{AlphaDivergence, LossShape};
 use crate::backend::ops::optimizer::{ParamGroup, SgdStep};
 use crate::backend::{Arena, DeviceMemory, SupernetOps, Tensor};
+use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{Error, Result};
 use crate::nn::backward::BackwardProgress;
 use crate::nn::tape::layer_seed;
@@ -144,6 +146,9 @@ pub struct StepBuffers<M: DeviceMemory> {
     pub classes: usize,
     /// [n, side, side, 3] normalised images.
     pub input: Tensor,
+    /// The batch's u8 pixels ([n, side, side, 3] bytes in `ceil(n * side * side * 3 / 4)` f32 words),
+    /// uploaded as bytes and normalised into `input` on the device ([`StepBuffers::upload_pixels`]).
+    pub pixels: Tensor,
     /// [n] class indices as f32.
     pub labels: Tensor,
     /// [n, classes] the max subnet's logits.
@@ -160,7 +165,8 @@ pub struct StepBuffers<M: DeviceMemory> {
 
 impl<M: DeviceMemory> StepBuffers<M> {
     pub fn new<B: SupernetOps<Memory = M>>(b: &B, n: usize, side: usize, classes: usize) -> Result<Self> {
-        let sizes = [n * side * side * 3, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2];
+        let values = n * side * side * 3;
+        let sizes = [values, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2, staging_words(values)];
         let mut arena = Arena::new(b, "step buffers", sizes.iter().map(|s| s + 64).sum())?;
         let mut t = Vec::new();
         for s in sizes {
@@ -178,8 +184,26 @@ impl<M: DeviceMemory> StepBuffers<M> {
             losses: t[5],
             rank: t[6],
             counts: t[7],
+            pixels: t[8],
             _mem: arena.into_memory(),
         })
+    }
+
+    /// Uploads a batch as the loader made it: u8 NHWC pixels (`[n, side, side, 3]`, a quarter of the f32
+    /// bytes) normalised into `input` on the device with the ImageNet mean and std (bit-identical to
+    /// the host's `data::augment::normalize_nhwc`), and labels.
+    pub fn upload_pixels<B: SupernetOps<Memory = M>>(&self, b: &B, pixels: &[u8], labels: &[u32]) -> Result<()> {
+        if labels.len() != self.n || pixels.len() != self.input.len() {
+            return Err(Error::shape(
+                "training batch",
+                format!("{} images of {}x{}x3 bytes and {} labels", self.n, self.side, self.side, self.n),
+                format!("{} bytes and {} labels", pixels.len(), labels.len()),
+            ));
+        }
+        b.upload_bytes(self.pixels, pixels)?;
+        b.normalize_u8_nhwc(self.pixels, IMAGENET_MEAN, IMAGENET_STD, self.input)?;
+        let l: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
+        b.upload(self.labels, &l)
     }
 
     /// Uploads a batch: normalised images (`[n, side, side, 3]`) and labels.

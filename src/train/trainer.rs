@@ -33,7 +33,6 @@ use super::validate::{
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, SupernetOps};
 use crate::checkpoint::{SavedCheckpoint, TensorRecord};
-use crate::data::augment::normalize_nhwc;
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::reader::PackedDataset;
 use crate::dist::sync::{agree_at_start, average_running_stats, check_parameters, StepSync};
@@ -438,7 +437,7 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let t0 = Instant::now();
             {
                 let _upload = timeline::range("upload");
-                bufs.upload(b, &normalize_nhwc(&batch.images), &batch.labels)?;
+                bufs.upload_pixels(b, &batch.images, &batch.labels)?;
             }
             let lr = lr_schedule.lr(step);
             let mut state =

@@ -3,8 +3,8 @@
 //! average (PyTorch `momentum=None`), then top-1 / top-5 on held-out batches with the running statistics.
 //! Batches are decoded once ([`HostBatch`]) and reused for every subnet evaluated (the original re-read
 //! its loader per subnet and leaked host memory doing so). They stay 8-bit RGB on the host, as the loader
-//! made them, and are normalised (the same [`normalize_nhwc_into`] the loader's batches go through) as
-//! each is uploaded: the spec's 64 x 256 calibration images at 224 take 2.5 GB instead of 9.9 GB as f32.
+//! made them, and are uploaded as bytes and normalised on the device (`ops::InputOps`, bit-identical to
+//! the host's [`normalize_nhwc_into`]): the spec's 64 x 256 calibration images at 224 take 2.5 GB instead of 9.9 GB as f32.
 
 use std::collections::BTreeMap;
 
@@ -64,18 +64,16 @@ pub struct Accuracy {
     pub images: usize,
 }
 
-/// Device buffers for each batch size met, created on first use, and the host buffer batches are
-/// normalised into on their way up.
+/// Device buffers for each batch size met, created on first use; batches go up as u8 pixels and are
+/// normalised on the device ([`StepBuffers::upload_pixels`]).
 pub struct EvalBuffers<B: SupernetOps> {
     classes: usize,
     by_size: BTreeMap<(usize, usize), StepBuffers<B::Memory>>,
-    /// [n, side, side, 3] normalised images of the batch being uploaded.
-    normalized: Vec<f32>,
 }
 
 impl<B: SupernetOps> EvalBuffers<B> {
     pub fn new(classes: usize) -> Self {
-        EvalBuffers { classes, by_size: BTreeMap::new(), normalized: Vec::new() }
+        EvalBuffers { classes, by_size: BTreeMap::new() }
     }
 
     /// The buffers for `batch`'s size, holding `batch` (normalised, uploaded).
@@ -85,9 +83,7 @@ impl<B: SupernetOps> EvalBuffers<B> {
             self.by_size.insert(key, StepBuffers::new(b, key.0, key.1, self.classes)?);
         }
         let bufs = self.by_size.get(&key).ok_or_else(|| Error::Other("eval buffers".into()))?;
-        self.normalized.resize(batch.pixels.len(), 0.0);
-        normalize_nhwc_into(&batch.pixels, &mut self.normalized);
-        bufs.upload(b, &self.normalized, &batch.labels)?;
+        bufs.upload_pixels(b, &batch.pixels, &batch.labels)?;
         Ok(bufs)
     }
 }

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod bias;
 pub mod depthwise;
+pub mod input;
 pub mod linear;
 pub mod loss;
 pub mod optimizer;
@@ -73,6 +74,18 @@ pub unsafe fn host_slice_mut<'a>(t: Tensor) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(t.addr() as *mut f32, t.len())
 }
 
+/// Errors unless `dst` (f32 words) holds at least `bytes` bytes: the destination of a byte upload.
+pub fn check_byte_capacity(dst: Tensor, bytes: usize) -> Result<()> {
+    if 4 * dst.len() < bytes {
+        return Err(Error::shape(
+            "byte upload destination",
+            format!("room for {bytes} bytes ({} f32 words)", bytes.div_ceil(4)),
+            format!("{} words ({} bytes)", dst.len(), 4 * dst.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// Errors unless the two tensors are disjoint (an op's output may not alias its input).
 pub fn check_disjoint(what: &str, a: Tensor, b: Tensor) -> Result<()> {
     let (a0, a1) = (a.addr(), a.addr() + 4 * a.len() as u64);
@@ -137,6 +150,15 @@ impl Backend for CpuBackend {
         check_len("upload destination", dst, src.len())?;
         // SAFETY: dst is a live host tensor (contract of Tensor) and src is a distinct Rust slice.
         unsafe { host_slice_mut(dst) }.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()> {
+        check_byte_capacity(dst, src.len())?;
+        // SAFETY: dst is a live host tensor of 4 * dst.len() bytes (contract of Tensor), at least
+        // src.len() (checked); src is a distinct Rust slice.
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(unsafe { host_slice_mut(dst) });
+        bytes[..src.len()].copy_from_slice(src);
         Ok(())
     }
 

@@ -94,6 +94,8 @@ pub trait KernelDevice {
     fn describe(&self) -> String;
     fn alloc(&self, len: usize) -> Result<Self::Memory, CudaError>;
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError>;
+    /// `src` into the first `src.len()` bytes of `dst` (capacity checked by the caller).
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError>;
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError>;
     fn synchronize(&self) -> Result<(), CudaError>;
     /// Launches `kernel`; `args` are in `.cu` signature order (checked by the caller via `check_args`).

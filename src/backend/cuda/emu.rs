@@ -308,6 +308,20 @@ impl KernelDevice for EmuDevice {
         Ok(())
     }
 
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
+        if 4 * dst.len() < src.len() {
+            return Err(CudaError::Driver {
+                what: "upload_bytes".into(),
+                detail: format!("tensor of {} bytes, data of {}", 4 * dst.len(), src.len()),
+            });
+        }
+        // SAFETY: dst is a live host tensor of 4 * dst.len() >= src.len() bytes (checked by the caller);
+        // src is a distinct Rust slice.
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(unsafe { host_slice_mut(dst) });
+        bytes[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         // SAFETY: src is a live host tensor.
         Ok(unsafe { host_slice(src) }.to_vec())

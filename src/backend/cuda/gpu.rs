@@ -128,6 +128,15 @@ impl KernelDevice for GpuDevice {
         self.synchronize()
     }
 
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller); the
+        // copy is synchronous with respect to the host buffer because we synchronise right after.
+        unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
+            .map_err(|e| CudaError::driver("upload", e))?;
+        self.synchronize()
+    }
+
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
         let mut out = vec![0f32; src.len()];

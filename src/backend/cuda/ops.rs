@@ -66,6 +66,12 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
         Ok(self.device.upload(dst, src)?)
     }
 
+    fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()> {
+        crate::backend::cpu::check_byte_capacity(dst, src.len())?;
+        self.counters.note(OpEvent::Upload);
+        Ok(self.device.upload_bytes(dst, src)?)
+    }
+
     fn download(&self, src: Tensor) -> Result<Vec<f32>> {
         self.counters.note(OpEvent::Download);
         Ok(self.device.download(src)?)

@@ -12,6 +12,7 @@ pub mod bias;
 pub mod depthwise;
 pub mod fill;
 pub mod gemm;
+pub mod input;
 pub mod linear;
 pub mod loss;
 pub mod optimizer;
@@ -27,6 +28,7 @@ pub use bias::BiasOps;
 pub use depthwise::DepthwiseOps;
 pub use fill::FillOps;
 pub use gemm::GemmOps;
+pub use input::InputOps;
 pub use linear::LinearOps;
 pub use loss::LossOps;
 pub use optimizer::OptimizerOps;
@@ -45,6 +47,7 @@ pub trait SupernetOps:
     + DepthwiseOps
     + FillOps
     + GemmOps
+    + InputOps
     + LinearOps
     + LossOps
     + OptimizerOps
@@ -64,6 +67,7 @@ impl<
             + DepthwiseOps
             + FillOps
             + GemmOps
+            + InputOps
             + LinearOps
             + LossOps
             + OptimizerOps

@@ -109,11 +109,9 @@ pub fn normalize_nhwc(pixels: &[u8]) -> Vec<f32> {
     out
 }
 
-/// [`normalize_nhwc`] into a buffer of the same length (reused across batches).
+/// [`normalize_nhwc`] into a buffer of the same length (reused across batches). The formula is the
+/// op reference `backend::cpu::input::normalize_u8_nhwc`, which the trainer runs on the device
+/// (`ops::InputOps`) with these constants.
 pub fn normalize_nhwc_into(pixels: &[u8], out: &mut [f32]) {
-    debug_assert_eq!(pixels.len(), out.len());
-    for (i, (&v, o)) in pixels.iter().zip(out.iter_mut()).enumerate() {
-        let c = i % 3;
-        *o = (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-    }
+    crate::backend::cpu::input::normalize_u8_nhwc(pixels, IMAGENET_MEAN, IMAGENET_STD, out);
 }

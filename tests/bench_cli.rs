@@ -1,0 +1,66 @@
+//! `attnas bench train --data` (issue #13 item 4): the real input pipeline (loader, u8 upload, on-device
+//! normalisation) measured beside the step, on the CPU over Fashion-MNIST. Plumbing only: timings are
+//! benchmarks, never asserted beyond their sign and the arithmetic that ties them together.
+
+mod train_common;
+
+use std::process::Command;
+
+use train_common::{attnas_bin, fashion_mnist_packed, fresh_dir};
+
+#[test]
+fn bench_train_with_data_reports_the_input_pipeline() {
+    let Some(data) = fashion_mnist_packed("bench_train_with_data_reports_the_input_pipeline") else { return };
+    let dir = fresh_dir("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "8", "--side", "28", "--k", "2", "--warmup", "1"])
+        .args(["--steps", "2", "--device", "cpu", "--prefetch", "2", "--loader-threads", "1", "--data"])
+        .arg(&data)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("input pipeline (") && stdout.contains("ms/step waiting for the loader"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let input = &r["input"];
+    assert!(input["data"].as_str().unwrap().ends_with("train.pack"), "{input}");
+    let (wait, upload) = (input["data_wait_s"].as_f64().unwrap(), input["upload_s"].as_f64().unwrap());
+    assert!(wait >= 0.0 && upload > 0.0, "{input}");
+    // end to end = batch x steps / (step wall + wait + upload): below the step-only rate, and equal to it
+    // recomputed from the reported per-step times
+    let (ips, e2e) = (r["images_per_sec"].as_f64().unwrap(), input["images_per_sec_end_to_end"].as_f64().unwrap());
+    assert!(e2e < ips, "end to end {e2e} vs step alone {ips}");
+    let step_s = r["step_s"].as_f64().unwrap();
+    let want = 8.0 / (step_s + wait + upload);
+    assert!((e2e - want).abs() <= 1e-6 * want, "end to end {e2e} vs {want} from the per-step times");
+
+    // without --data: the synthetic batch, no input section
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "4", "--side", "24", "--k", "1", "--warmup", "0"])
+        .args(["--steps", "1", "--device", "cpu", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["input"].is_null(), "{r}");
+}
+
+#[test]
+fn bench_train_with_a_missing_data_file_is_a_usage_error() {
+    let dir = fresh_dir("bench-missing-data");
+    let missing = dir.join("nothing-here");
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "4", "--side", "24", "--steps", "1", "--device", "cpu"])
+        .arg("--data")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nothing-here") && stderr.contains("attnas prepare"), "{stderr}");
+}
