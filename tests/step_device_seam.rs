@@ -39,13 +39,14 @@ fn settings() -> StepSettings {
 }
 
 /// The range events of step 4 of the tiny supernet on `b`.
-fn one_step<B: SupernetOps>(b: &B) -> Vec<Event> {
-    steps(b, 1).1
-}
-
-/// Runs `n` steps (4, 5, ...) of the tiny supernet on `b`: the last step's outcome, range events and
-/// device counts (`None` on the CPU).
-fn steps<B: SupernetOps>(b: &B, n: u64) -> (StepOutcome, Vec<Event>, Option<OpCounts>) {
+/// Runs `n` steps (4, 5, ...) of the tiny supernet on `b`: each step's outcome, range events and device
+/// counts (`None` on the CPU). With `Some(k)`, per-op ranges are off before step `k` and on from it (the
+/// switch is process-wide, so only one test flips it: the CPU test passes `None`).
+fn steps<B: SupernetOps>(
+    b: &B,
+    n: u64,
+    op_ranges_from: Option<u64>,
+) -> Vec<(StepOutcome, Vec<Event>, Option<OpCounts>)> {
     let space = Space::builtin("tiny").unwrap();
     let net = Supernet::new(b, space.clone(), 3).unwrap();
     let mut arena = Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
@@ -55,21 +56,27 @@ fn steps<B: SupernetOps>(b: &B, n: u64) -> (StepOutcome, Vec<Event>, Option<OpCo
     let table = generate(&space, 300, TableMethod::Uniform, 0.05, &mut rng);
     let mut sampler = AttentiveSampler::new(&space, &table, 0.05, Prior::Empirical).unwrap();
     bufs.upload(b, &random_vec(9, N * SIDE * SIDE * 3, -2.0, 2.0), &[1, 7]).unwrap();
-    let mut last = None;
+    let mut out = Vec::new();
     for step in 4..4 + n {
         let mut st =
             StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: Some(&mut sampler) };
+        if let Some(k) = op_ranges_from {
+            timeline::set_op_ranges(step >= k);
+        }
         let before = b.op_counts();
         let (outcome, events) = timeline::record(|| st.run(step, 0.05, &settings()).unwrap());
         let counts = b.op_counts().zip(before).map(|(after, before)| after - before);
-        last = Some((outcome, events, counts));
+        out.push((outcome, events, counts));
     }
-    last.unwrap()
+    if op_ranges_from.is_some() {
+        timeline::set_op_ranges(false);
+    }
+    out
 }
 
-/// The phase tree of one step with 3 subnets and BestUp-2 (what docs/profiling.md shows).
+/// The phase tree of one step with 3 subnets and BestUp-2 (what docs/profiling.md shows), under the
+/// root range `step N` ([`phases`]).
 const PHASES: &[&str] = &[
-    "step 4",
     "  zero gradients",
     "  max forward",
     "  max loss",
@@ -89,28 +96,42 @@ const PHASES: &[&str] = &[
     "  optimizer",
 ];
 
+/// The tree of step `step`: its root range, then [`PHASES`].
+fn phases(step: u64) -> Vec<String> {
+    std::iter::once(format!("step {step}")).chain(PHASES.iter().map(|p| p.to_string())).collect()
+}
+
 fn is_phase(line: &str) -> bool {
-    PHASES.iter().any(|p| p.trim() == line.trim()) || line == "step 4"
+    PHASES.iter().any(|p| p.trim() == line.trim()) || line.starts_with("step ")
 }
 
 #[test]
 fn a_step_opens_one_range_per_phase_on_the_cpu() {
-    let tree = timeline::tree(&one_step(&CpuBackend::new()));
-    assert_eq!(tree, PHASES, "the CPU backend opens no per-op ranges");
+    let run = steps(&CpuBackend::new(), 1, None);
+    let (_, events, counts) = &run[0];
+    assert_eq!(timeline::tree(events), phases(4), "the CPU backend opens no per-op ranges");
+    assert_eq!(*counts, None, "the CPU backend has no device counters");
 }
 
+/// Two steps on each CUDA target (the emulator here), one supernet for both checks, since an emulated
+/// step costs seconds:
+/// - step 4, per-op ranges off (the default): the same phase tree as the CPU, nothing per op;
+/// - step 5, per-op ranges on: the same phases, every kernel launch and GEMM inside one, the expected
+///   kernels in the expected phases;
+/// - step 5's device work (the second step): no allocation, no upload (the batch was uploaded before the
+///   steps); one host read per attentive draw (its k scores together) and one of the subnets' losses
+///   before the update, and one synchronisation (the end of the optimizer): a new wait cannot slip into
+///   the step unnoticed.
 #[test]
-fn per_op_ranges_name_every_kernel_inside_its_phase_on_cuda_targets() {
-    attnas::on_cuda_targets!("timeline per-op ranges", |b| {
-        // Off (the default): the same phase tree as the CPU, nothing per op.
-        timeline::set_op_ranges(false);
-        assert_eq!(timeline::tree(&one_step(&b)), PHASES, "{}: op ranges off", b.name());
+fn per_op_ranges_sit_inside_phases_and_a_later_step_allocates_nothing_and_waits_only_for_its_reads() {
+    attnas::on_cuda_targets!("timeline per-op ranges and step device work", |b| {
+        let run = steps(&b, 2, Some(5));
+        assert_eq!(timeline::tree(&run[0].1), phases(4), "{}: op ranges off", b.name());
 
-        timeline::set_op_ranges(true);
-        let tree = timeline::tree(&one_step(&b));
-        timeline::set_op_ranges(false);
-        let phases: Vec<&String> = tree.iter().filter(|l| is_phase(l)).collect();
-        assert_eq!(phases, PHASES, "{}: the phases around the op ranges", b.name());
+        let (outcome, events, counts) = &run[1];
+        let tree = timeline::tree(events);
+        let found: Vec<&String> = tree.iter().filter(|l| is_phase(l)).collect();
+        assert_eq!(found, phases(5).iter().collect::<Vec<_>>(), "{}: the phases around the op ranges", b.name());
         let mut phase = "";
         let mut ops_in = std::collections::BTreeMap::<&str, Vec<&str>>::new();
         for line in &tree {
@@ -130,17 +151,7 @@ fn per_op_ranges_name_every_kernel_inside_its_phase_on_cuda_targets() {
         assert!(has("min loss", "soft_ce_bwd_f32"), "{}: distilled: {ops_in:?}", b.name());
         let optimizer = &ops_in["optimizer"];
         assert!(!optimizer.is_empty() && optimizer.iter().all(|op| *op == "sgd_nesterov_step_f32"), "{optimizer:?}");
-    });
-}
 
-/// The second of two steps: no allocation, no upload (the batch was uploaded before the steps); one host
-/// read per attentive draw (its k scores together) and one of the subnets' losses before the update, and
-/// one synchronisation (the end of the optimizer): a new wait cannot slip into the step unnoticed.
-#[test]
-fn a_step_after_the_first_allocates_nothing_and_waits_only_for_its_reads() {
-    assert_eq!(steps(&CpuBackend::new(), 1).2, None, "the CPU backend has no device counters");
-    attnas::on_cuda_targets!("step device work", |b| {
-        let (outcome, _, counts) = steps(&b, 2);
         let c = counts.expect("the CUDA backend counts");
         let candidates: usize = outcome.subnets.iter().map(|s| s.candidates.len()).sum();
         assert_eq!(candidates, 2, "BestUp-2: one draw of 2 candidates");
