@@ -90,7 +90,16 @@ fn synthetic_table(space: &Space, value: impl Fn(&LayerKey) -> f64) -> LatencyTa
         format: TABLE_FORMAT.into(),
         identity: identity(space, "cpu: test"),
         choices: gene_choices(space),
-        build: BuildInfo { warmup: 0, repeats: 1, seconds: 0.0, created: 0, attnas_version: "test".into() },
+        build: BuildInfo {
+            warmup: 0,
+            repeats: 1,
+            rounds: 1,
+            calib_warmup: 0,
+            calib_repeats: 0,
+            seconds: 0.0,
+            created: 0,
+            attnas_version: "test".into(),
+        },
         calibration: Calibration::none(),
         entries: enumerate_keys(space, None).iter().map(|k| (k.to_string(), t(value(k)))).collect(),
     }
@@ -204,9 +213,11 @@ fn json(out: &str) -> serde_json::Value {
 fn latency_commands_measure_build_predict_and_check() {
     let dir = scratch("latency");
     let common = ["--config", "tiny", "--device", "cpu", "--threads", "2", "--quiet", "--json"];
-    let mut args = vec!["latency", "--arch", "min,max", "--warmup", "0", "--repeats", "2"];
+    let mut args = vec!["latency", "--arch", "min,max", "--warmup", "0", "--repeats", "3"];
     args.extend(common);
     let r = json(&attnas_ok(&args));
+    // the default 5 rounds, capped at one per timed run
+    assert_eq!((r["rounds"].as_u64(), r["repeats"]["repeats"].as_u64()), (Some(3), Some(3)), "{r}");
     assert_eq!(r["identity"]["runtime"], "attnas");
     assert_eq!((r["identity"]["batch"].as_u64(), r["identity"]["threads"].as_u64()), (Some(1), Some(2)));
     assert!(r["identity"]["device"].as_str().unwrap().starts_with("cpu: "));
@@ -228,6 +239,8 @@ fn latency_commands_measure_build_predict_and_check() {
     let want: BTreeSet<String> = enumerate_keys(&space, None).iter().map(|k| k.to_string()).collect();
     assert_eq!(read.entries.keys().cloned().collect::<BTreeSet<_>>(), want);
     assert_eq!(read.calibration.points.len(), 3);
+    // layers in one round (one timed run each); calibration forwards timed as `attnas latency` times a subnet
+    assert_eq!((read.build.rounds, read.build.calib_warmup, read.build.calib_repeats), (1, 5, 30));
     assert!(read.calibration.scale > 0.0);
     let err = attnas_usage_error(&args);
     assert!(err.contains("--overwrite"), "{err}");
@@ -269,6 +282,7 @@ fn latency_commands_measure_build_predict_and_check() {
     args.extend(common);
     assert!(attnas_usage_error(&args).contains("resolution = 40"));
     assert!(attnas_usage_error(&["latency", "--config", "tiny", "--check", "3"]).contains("--predict"));
+    assert!(attnas_usage_error(&["latency", "--config", "tiny", "--arch", "min", "--rounds", "0"]).contains("--rounds"));
     let err = attnas_usage_error(&[
         "latency",
         "--config",

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::SupernetOps;
-use crate::deploy::latency::{configure_cpu_threads, EngineTimer, Precision, Repeats};
+use crate::deploy::latency::{configure_cpu_threads, EngineTimer, Precision, Repeats, Rounds};
 use crate::deploy::latency_table::{LatencyTable, Prediction, Timing};
 use crate::deploy::onnxrt::OnnxTimer;
 use crate::deploy::table_build::{build_table, check_table, estimate_seconds, BuildSettings, CheckReport, LayerTimer};
@@ -56,6 +56,11 @@ pub struct MeasureArgs {
     /// Timed runs (median, p10, p90 are over these).
     #[arg(long)]
     pub repeats: Option<usize>,
+    /// Split the timed runs into N rounds that visit every subnet (every layer) in turn, so a slow
+    /// period of a shared host spreads over all of them (1: each measured in one go). Not used by
+    /// --runtime onnxruntime.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Seed of the synthetic weights, inputs and sampled subnets.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -115,6 +120,9 @@ impl MeasureArgs {
         if self.batch == 0 {
             return Err(Error::usage("--batch must be >= 1"));
         }
+        if self.rounds == 0 {
+            return Err(Error::usage("--rounds must be >= 1 (1: no round-robin)"));
+        }
         if let Some(side) = self.input_side {
             if side == 0 {
                 return Err(Error::usage("--input-side must be >= 1"));
@@ -148,6 +156,8 @@ pub struct LatencyRow {
 pub struct LatencyReport {
     pub identity: crate::deploy::latency_table::MeasureIdentity,
     pub repeats: Repeats,
+    /// The rounds the repeats were split into (see `--rounds`).
+    pub rounds: usize,
     pub table: Option<PathBuf>,
     /// Differences from the table accepted with --allow-table-mismatch.
     pub table_mismatch: Vec<String>,
@@ -159,11 +169,20 @@ fn timer_for<'a, B: SupernetOps>(
     b: &'a B,
     m: &MeasureArgs,
     space: &Space,
-    r: Repeats,
+    (layers, subnets): (Repeats, Repeats),
 ) -> Result<Box<dyn LayerTimer + 'a>> {
     Ok(match m.runtime {
-        Runtime::Attnas => Box::new(EngineTimer::new(b, space, m.batch, m.input_side, r, m.seed)?),
-        Runtime::Onnxruntime => Box::new(OnnxTimer::new(space, m.batch, m.threads, r.warmup, r.repeats, m.seed)?),
+        Runtime::Attnas => Box::new(EngineTimer::new(
+            b,
+            space,
+            m.batch,
+            m.input_side,
+            (layers, subnets),
+            Rounds { rounds: m.rounds },
+            m.seed,
+        )?),
+        // one script call per list of models: layers with the layer repeats, subnets with the subnet ones
+        Runtime::Onnxruntime => Box::new(OnnxTimer::new(space, m.batch, m.threads, (layers, subnets), m.seed)?),
     })
 }
 
@@ -175,7 +194,7 @@ impl BackendJob for LatencyJob<'_> {
         let a = self.0;
         let space = a.m.space()?;
         let r = a.m.repeats(5, 30);
-        let mut timer = timer_for(b, &a.m, &space, r)?;
+        let mut timer = timer_for(b, &a.m, &space, (r, r))?;
         let identity = timer.identity().clone();
         let table = match &a.predict {
             Some(p) => {
@@ -208,6 +227,7 @@ impl BackendJob for LatencyJob<'_> {
         Ok(LatencyReport {
             identity,
             repeats: r,
+            rounds: timer.passes(true),
             table: a.predict.clone(),
             table_mismatch: table.map(|(_, m)| m).unwrap_or_default(),
             results,
@@ -265,8 +285,8 @@ pub fn run_latency(a: &LatencyArgs) -> Result<()> {
         }
     } else {
         println!(
-            "{} warm-up + {} timed forwards per subnet (median [p10, p90] in ms)",
-            report.repeats.warmup, report.repeats.repeats
+            "{} warm-up + {} timed forwards per subnet in {} round(s) (median [p10, p90] in ms)",
+            report.repeats.warmup, report.repeats.repeats, report.rounds
         );
     }
     if !report.results.is_empty() {
@@ -297,26 +317,35 @@ impl BackendJob for TableJob<'_> {
         let a = self.0;
         let space = a.m.space()?;
         let r = a.m.repeats(2, 5);
-        let mut timer = timer_for(b, &a.m, &space, r)?;
+        // calibration forwards are timed as `attnas latency` times a subnet
+        let calib = Repeats { warmup: 5, repeats: 30 };
+        let mut timer = timer_for(b, &a.m, &space, (r, calib))?;
         let keys = crate::deploy::latency_table::enumerate_keys(&space, a.m.input_side);
         let settings = BuildSettings {
             warmup: r.warmup,
             repeats: r.repeats,
+            rounds: timer.passes(false),
+            calib_warmup: calib.warmup,
+            calib_repeats: calib.repeats,
             calib_subnets: a.calib_subnets,
             seed: a.m.seed,
             progress: !a.m.quiet,
         };
         let pilot = timer.subnets(&[space.max_arch()], &mut |_, _| {})?[0].median_ms;
         eprintln!(
-            "latency-table: {} layer configurations of space '{}' on {} ({}), {} + {} runs each, then {} calibration \
-             forwards; estimated {:.0} s (the max subnet's forward takes {pilot:.2} ms here)",
+            "latency-table: {} layer configurations of space '{}' on {} ({}), {} + {} runs each in {} round(s), then \
+             {} calibration forwards ({} + {} runs each); estimated {:.0} s (the max subnet's forward takes {pilot:.2} \
+             ms here)",
             keys.len(),
             space.name,
             timer.identity().device,
             timer.identity().runtime,
             r.warmup,
             r.repeats,
+            timer.passes(false),
             a.calib_subnets,
+            calib.warmup,
+            calib.repeats,
             estimate_seconds(&space, &keys, &settings, pilot)
         );
         build_table(&space, timer.as_mut(), &settings)

@@ -113,7 +113,12 @@ pub fn identity_here<B: SupernetOps>(
 }
 
 /// Times `f` `r.warmup` times untimed, then `r.repeats` times.
-pub fn time_runs<B: SupernetOps>(b: &B, r: Repeats, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+pub fn time_runs<B: SupernetOps>(b: &B, r: Repeats, f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    summarize(&time_samples(b, r, f)?)
+}
+
+/// The timed runs' samples (ms) of [`time_runs`].
+pub fn time_samples<B: SupernetOps>(b: &B, r: Repeats, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     for _ in 0..r.warmup {
         f()?;
     }
@@ -122,7 +127,35 @@ pub fn time_runs<B: SupernetOps>(b: &B, r: Repeats, mut f: impl FnMut() -> Resul
     for _ in 0..r.repeats.max(1) {
         samples.push(b.time_ms(&mut f)?);
     }
-    Timing::of(&samples).ok_or_else(|| Error::Other("no timed runs".into()))
+    Ok(samples)
+}
+
+fn summarize(samples: &[f64]) -> Result<Timing> {
+    Timing::of(samples).ok_or_else(|| Error::Other("no timed runs".into()))
+}
+
+/// Timed runs split into rounds that visit every item in turn (round-robin), so that a slow period of
+/// a shared host (another job, a frequency drop) spreads over all items instead of inflating the few
+/// measured while it lasted; each item's median is over all its rounds' samples. Round 0 warms up with
+/// `warmup` runs, later rounds with one (the item's weights and input were evicted by the others).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rounds {
+    pub rounds: usize,
+}
+
+impl Rounds {
+    /// Round `i`'s share of `r`: the timed runs spread as evenly as possible (every round times at
+    /// least one run while runs remain; rounds beyond `r.repeats` are dropped).
+    pub fn share(self, r: Repeats, i: usize) -> Repeats {
+        let n = self.effective(r);
+        let timed = r.repeats.max(1) / n + usize::from(i < r.repeats.max(1) % n);
+        Repeats { warmup: if i == 0 { r.warmup } else { r.warmup.min(1) }, repeats: timed }
+    }
+
+    /// Rounds actually run for `r` (at least 1, at most one per timed run).
+    pub fn effective(self, r: Repeats) -> usize {
+        self.rounds.clamp(1, r.repeats.max(1))
+    }
 }
 
 fn random_input<B: SupernetOps>(b: &B, len: usize, seed: u64) -> Result<B::Memory> {
@@ -156,6 +189,11 @@ impl<'a, B: SupernetOps> SubnetTimer<'a, B> {
 
     /// Median / p10 / p90 of `arch`'s folded forward with synthetic weights.
     pub fn measure(&mut self, arch: &Arch, r: Repeats, seed: u64) -> Result<Timing> {
+        summarize(&self.samples(arch, r, seed)?)
+    }
+
+    /// The timed runs (ms) of [`Self::measure`].
+    pub fn samples(&mut self, arch: &Arch, r: Repeats, seed: u64) -> Result<Vec<f64>> {
         let b = self.b;
         let model = FoldedModel::upload(b, &self.space, arch, &synthetic_subnet(&self.space, arch, seed)?)?;
         let side = self.side.unwrap_or(arch.resolution);
@@ -171,7 +209,7 @@ impl<'a, B: SupernetOps> SubnetTimer<'a, B> {
             .ok_or_else(|| Error::Other("input".into()))?;
         self.arena.reset();
         let plan = InferPlan::allocate(&self.space, arch, self.batch, input, side, &mut self.arena)?;
-        time_runs(b, r, || forward(b, &plan, &model))
+        time_samples(b, r, || forward(b, &plan, &model))
     }
 }
 
@@ -185,6 +223,18 @@ pub fn measure_layer<B: SupernetOps>(
     r: Repeats,
     seed: u64,
 ) -> Result<Timing> {
+    summarize(&layer_samples(b, space, key, batch, r, seed)?)
+}
+
+/// The timed runs (ms) of [`measure_layer`].
+pub fn layer_samples<B: SupernetOps>(
+    b: &B,
+    space: &Space,
+    key: &LayerKey,
+    batch: usize,
+    r: Repeats,
+    seed: u64,
+) -> Result<Vec<f64>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = batch;
     match key {
@@ -192,7 +242,7 @@ pub fn measure_layer<B: SupernetOps>(
             let input = random_input(b, n * side * side * 3, seed)?;
             let mut arena = Arena::new(b, "layer", n * res * res * 3 + 64)?;
             let plan = ResizePlan::allocate(n, *side, *res, input.tensor(), &mut arena)?;
-            time_runs(b, r, || run_resize(b, &plan))
+            time_samples(b, r, || run_resize(b, &plan))
         }
         LayerKey::Stem { r: res, c } => {
             let (_mem, w) = pack(b, &synthetic_stem(*c, space.stem.kernel, &mut rng), |take| {
@@ -202,7 +252,7 @@ pub fn measure_layer<B: SupernetOps>(
             let s = space.stem_size(*res);
             let mut arena = Arena::new(b, "layer", 2 * n * s * s * c + 256)?;
             let plan = StemPlan::allocate(n, *res, *c, input.tensor(), &mut arena)?;
-            time_runs(b, r, || run_stem(b, &plan, &w))
+            time_samples(b, r, || run_stem(b, &plan, &w))
         }
         LayerKey::Block { .. } => {
             let blk = key.block(space).ok_or_else(|| {
@@ -214,7 +264,7 @@ pub fn measure_layer<B: SupernetOps>(
             BlockPlan::allocate(&blk, n, input.tensor(), &mut counting)?;
             let mut arena = Arena::new(b, "layer", counting.used() + 64)?;
             let plan = BlockPlan::allocate(&blk, n, input.tensor(), &mut arena)?;
-            time_runs(b, r, || run_block(b, &plan, &w))
+            time_samples(b, r, || run_block(b, &plan, &w))
         }
         LayerKey::Head { c_in, .. } => {
             let shape = key.head_shape(space).ok_or_else(|| Error::Other(format!("key '{key}' names no head")))?;
@@ -225,39 +275,67 @@ pub fn measure_layer<B: SupernetOps>(
             HeadPlan::allocate(&shape, n, input.tensor(), &mut counting)?;
             let mut arena = Arena::new(b, "layer", counting.used() + 64)?;
             let plan = HeadPlan::allocate(&shape, n, input.tensor(), &mut arena)?;
-            time_runs(b, r, || run_head(b, &plan, &w))
+            time_samples(b, r, || run_head(b, &plan, &w))
         }
     }
 }
 
-/// This engine on a backend as a [`LayerTimer`] (the `attnas` runtime).
+/// This engine on a backend as a [`LayerTimer`] (the `attnas` runtime): layers and whole subnets
+/// timed in [`Rounds`].
 pub struct EngineTimer<'a, B: SupernetOps> {
     b: &'a B,
     space: Space,
     identity: MeasureIdentity,
-    repeats: Repeats,
+    layer_repeats: Repeats,
+    subnet_repeats: Repeats,
+    rounds: Rounds,
     seed: u64,
     subnets: SubnetTimer<'a, B>,
 }
 
 impl<'a, B: SupernetOps> EngineTimer<'a, B> {
+    /// `layer_repeats` for each key of a table, `subnet_repeats` for each whole forward, both split
+    /// into `rounds`.
     pub fn new(
         b: &'a B,
         space: &Space,
         batch: usize,
         input_side: Option<usize>,
-        repeats: Repeats,
+        (layer_repeats, subnet_repeats): (Repeats, Repeats),
+        rounds: Rounds,
         seed: u64,
     ) -> Result<Self> {
         Ok(EngineTimer {
             b,
             space: space.clone(),
             identity: identity_here(b, space, batch, input_side, "attnas"),
-            repeats,
+            layer_repeats,
+            subnet_repeats,
+            rounds,
             seed,
             subnets: SubnetTimer::new(b, space, batch, input_side)?,
         })
     }
+}
+
+/// Runs `rounds` of `sample(i, round_repeats)` over every item in turn, then summarises each item.
+fn round_robin(
+    n: usize,
+    r: Repeats,
+    rounds: Rounds,
+    done: &mut dyn FnMut(usize, &Timing),
+    mut sample: impl FnMut(usize, Repeats) -> Result<Vec<f64>>,
+) -> Result<Vec<Timing>> {
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..rounds.effective(r) {
+        let share = rounds.share(r, round);
+        for (i, samples) in all.iter_mut().enumerate() {
+            let got = sample(i, share)?;
+            done(i, &summarize(&got)?);
+            samples.extend(got);
+        }
+    }
+    all.iter().map(|s| summarize(s)).collect()
 }
 
 impl<B: SupernetOps> LayerTimer for EngineTimer<'_, B> {
@@ -265,23 +343,71 @@ impl<B: SupernetOps> LayerTimer for EngineTimer<'_, B> {
         &self.identity
     }
 
+    fn passes(&self, whole_subnets: bool) -> usize {
+        self.rounds.effective(if whole_subnets { self.subnet_repeats } else { self.layer_repeats })
+    }
+
     fn layers(&mut self, keys: &[LayerKey], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            let t = measure_layer(self.b, &self.space, k, self.identity.batch, self.repeats, self.seed ^ i as u64)?;
-            done(i, &t);
-            out.push(t);
-        }
-        Ok(out)
+        let (b, space, batch, seed) = (self.b, &self.space, self.identity.batch, self.seed);
+        round_robin(keys.len(), self.layer_repeats, self.rounds, done, |i, r| {
+            layer_samples(b, space, &keys[i], batch, r, seed ^ i as u64)
+        })
     }
 
     fn subnets(&mut self, archs: &[Arch], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
-        let mut out = Vec::with_capacity(archs.len());
-        for (i, a) in archs.iter().enumerate() {
-            let t = self.subnets.measure(a, self.repeats, self.seed ^ (i as u64) << 8)?;
-            done(i, &t);
-            out.push(t);
+        let (seed, timer) = (self.seed, &mut self.subnets);
+        round_robin(archs.len(), self.subnet_repeats, self.rounds, done, |i, r| {
+            timer.samples(&archs[i], r, seed ^ (i as u64) << 8)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_share_the_timed_runs_and_warm_up_fully_once() {
+        let r = Repeats { warmup: 5, repeats: 30 };
+        for rounds in [1, 2, 4, 5, 7, 30, 31, 100] {
+            let k = Rounds { rounds };
+            let n = k.effective(r);
+            assert_eq!(n, rounds.min(30));
+            let shares: Vec<Repeats> = (0..n).map(|i| k.share(r, i)).collect();
+            assert_eq!(shares.iter().map(|s| s.repeats).sum::<usize>(), 30, "rounds {rounds}");
+            assert!(shares.iter().all(|s| s.repeats >= 1), "rounds {rounds}: {shares:?}");
+            let (lo, hi) = (shares.iter().map(|s| s.repeats).min(), shares.iter().map(|s| s.repeats).max());
+            assert!(hi.unwrap() - lo.unwrap() <= 1, "uneven split {shares:?}");
+            assert_eq!(shares[0].warmup, 5);
+            assert!(shares[1..].iter().all(|s| s.warmup == 1));
         }
-        Ok(out)
+        assert_eq!(Rounds { rounds: 0 }.effective(r), 1);
+    }
+
+    /// Ten items of equal true cost 1 ms, ten timed runs each; runs 30..70 (in time order) take 3 ms, as
+    /// when another job shares the host for a while. Measured one after the other, the items timed
+    /// during the slow period read 3 ms; in five rounds every item has at most two slow rounds of five
+    /// (4 of its 10 samples), so every median stays at 1 ms.
+    #[test]
+    fn round_robin_spreads_a_slow_period_over_all_items() {
+        let r = Repeats { warmup: 0, repeats: 10 };
+        let run = |rounds: usize| {
+            let mut runs = 0usize;
+            let mut order = Vec::new();
+            let t = round_robin(10, r, Rounds { rounds }, &mut |_, _| {}, |i, share| {
+                order.push(i);
+                let samples = (runs..runs + share.repeats).map(|t| if (30..70).contains(&t) { 3.0 } else { 1.0 });
+                runs += share.repeats;
+                Ok(samples.collect())
+            })
+            .unwrap();
+            (t, order)
+        };
+        let (one, order) = run(1);
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        assert!(one.iter().any(|t| t.median_ms == 3.0), "the slow period must show when measured in one go");
+        let (five, order) = run(5);
+        assert_eq!(order, (0..5).flat_map(|_| 0..10).collect::<Vec<_>>(), "each round visits every item in turn");
+        assert!(five.iter().all(|t| t.median_ms == 1.0), "{five:?}");
     }
 }

@@ -348,10 +348,23 @@ impl Calibration {
 pub struct BuildInfo {
     pub warmup: usize,
     pub repeats: usize,
+    /// Rounds the timed runs were split into, visiting every key (then every calibration subnet) in
+    /// turn; 1 in tables written before rounds existed.
+    #[serde(default = "one")]
+    pub rounds: usize,
+    /// Runs of each calibration forward (0 in tables written before they were recorded).
+    #[serde(default)]
+    pub calib_warmup: usize,
+    #[serde(default)]
+    pub calib_repeats: usize,
     pub seconds: f64,
     /// Unix time of the build.
     pub created: u64,
     pub attnas_version: String,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A latency table (the JSON file).

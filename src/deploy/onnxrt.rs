@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use rand::SeedableRng;
 
+use super::latency::Repeats;
 use super::latency_table::{space_fingerprint, LayerKey, MeasureIdentity, Timing};
 use super::model::{synthetic_block, synthetic_head, synthetic_stem, synthetic_subnet};
 use super::table_build::LayerTimer;
@@ -56,14 +57,21 @@ pub struct OnnxTimer {
     scratch: Scratch,
     batch: usize,
     threads: usize,
-    warmup: usize,
-    repeats: usize,
+    layer_repeats: Repeats,
+    subnet_repeats: Repeats,
     seed: u64,
 }
 
 impl OnnxTimer {
     /// `threads`: intra-op threads (0: onnxruntime's default, recorded as the core count).
-    pub fn new(space: &Space, batch: usize, threads: usize, warmup: usize, repeats: usize, seed: u64) -> Result<Self> {
+    /// `layer_repeats` time each table key, `subnet_repeats` each whole subnet.
+    pub fn new(
+        space: &Space,
+        batch: usize,
+        threads: usize,
+        (layer_repeats, subnet_repeats): (Repeats, Repeats),
+        seed: u64,
+    ) -> Result<Self> {
         let python = python_tools()?;
         let out = Command::new(&python)
             .args(["-c", "import onnxruntime, numpy; print(onnxruntime.__version__)"])
@@ -92,7 +100,17 @@ impl OnnxTimer {
             space: space.name.clone(),
             space_fingerprint: space_fingerprint(space),
         };
-        Ok(OnnxTimer { space: space.clone(), identity, python, scratch, batch, threads, warmup, repeats, seed })
+        Ok(OnnxTimer {
+            space: space.clone(),
+            identity,
+            python,
+            scratch,
+            batch,
+            threads,
+            layer_repeats,
+            subnet_repeats,
+            seed,
+        })
     }
 
     fn write(&self, name: &str, model: crate::eval::onnx::proto::ModelProto) -> Result<PathBuf> {
@@ -131,7 +149,7 @@ impl OnnxTimer {
     }
 
     /// Runs the script over `models`, calling `done` per result.
-    fn run(&self, models: &[PathBuf], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
+    fn run(&self, models: &[PathBuf], r: Repeats, done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
         let list = self.scratch.0.join("models.txt");
         let text: String = models.iter().map(|p| format!("{}\n", p.display())).collect();
         std::fs::write(&list, text).map_err(|e| Error::io(&list, e))?;
@@ -139,7 +157,7 @@ impl OnnxTimer {
             .arg(self.scratch.0.join("onnx_latency.py"))
             .args(["--list", &list.display().to_string()])
             .args(["--batch", &self.batch.to_string(), "--threads", &self.threads.to_string()])
-            .args(["--warmup", &self.warmup.to_string(), "--repeats", &self.repeats.to_string()])
+            .args(["--warmup", &r.warmup.to_string(), "--repeats", &r.repeats.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -181,7 +199,7 @@ impl LayerTimer for OnnxTimer {
 
     fn layers(&mut self, keys: &[LayerKey], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
         let models = keys.iter().enumerate().map(|(i, k)| self.layer_graph(i, k)).collect::<Result<Vec<_>>>()?;
-        self.run(&models, done)
+        self.run(&models, self.layer_repeats, done)
     }
 
     fn subnets(&mut self, archs: &[Arch], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>> {
@@ -195,6 +213,6 @@ impl LayerTimer for OnnxTimer {
                 )?,
             );
         }
-        self.run(&models, done)
+        self.run(&models, self.subnet_repeats, done)
     }
 }

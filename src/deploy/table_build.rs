@@ -28,9 +28,14 @@ use crate::space::{sampler, Arch, Space};
 /// Times layers and whole subnets under one identity.
 pub trait LayerTimer {
     fn identity(&self) -> &MeasureIdentity;
-    /// Times each key alone; `done(i, timing)` after each (keys in order).
+    /// How many times `done` is called per item ([`super::latency::Rounds`]): of whole subnets
+    /// (`true`) or of layers.
+    fn passes(&self, _whole_subnets: bool) -> usize {
+        1
+    }
+    /// Times each key alone; `done(i, timing)` after each item's pass (of [`Self::passes`]).
     fn layers(&mut self, keys: &[LayerKey], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>>;
-    /// Times whole subnets; `done(i, timing)` after each.
+    /// Times whole subnets; `done(i, timing)` after each item's pass.
     fn subnets(&mut self, archs: &[Arch], done: &mut dyn FnMut(usize, &Timing)) -> Result<Vec<Timing>>;
 }
 
@@ -39,6 +44,11 @@ pub trait LayerTimer {
 pub struct BuildSettings {
     pub warmup: usize,
     pub repeats: usize,
+    /// Rounds the timed runs are split into (round-robin over the keys, then over the calibration subnets).
+    pub rounds: usize,
+    /// Warm-up and timed runs of each calibration forward.
+    pub calib_warmup: usize,
+    pub calib_repeats: usize,
     /// Whole forwards fitted for the calibration (0: none).
     pub calib_subnets: usize,
     pub seed: u64,
@@ -76,10 +86,13 @@ pub fn estimate_seconds(space: &Space, keys: &[LayerKey], s: &BuildSettings, pil
     let max = space.max_arch();
     let max_macs = crate::space::flops::cost(space, &max).macs.max(1) as f64;
     let key_macs: f64 = keys.iter().map(|k| k.macs(space) as f64).sum();
-    let runs = (s.warmup + s.repeats) as f64;
+    // later rounds warm up once more each
+    let extra = s.rounds.clamp(1, s.repeats.max(1)) - 1;
+    let runs = (s.warmup + s.repeats + extra.min(s.warmup)) as f64;
+    let calib_runs = (s.calib_warmup + s.calib_repeats + (s.rounds.clamp(1, s.calib_repeats.max(1)) - 1)) as f64;
     // the layers' own fixed costs: about one thousandth of the max forward each
     let fixed = keys.len() as f64 * pilot_ms * 1e-3;
-    (runs * (key_macs / max_macs * pilot_ms + fixed) + runs * s.calib_subnets as f64 * pilot_ms * 0.5) / 1e3
+    (runs * (key_macs / max_macs * pilot_ms + fixed) + calib_runs * s.calib_subnets as f64 * pilot_ms * 0.5) / 1e3
 }
 
 /// Measures every key of `space` and the calibration, returning the table.
@@ -87,7 +100,7 @@ pub fn build_table(space: &Space, timer: &mut dyn LayerTimer, s: &BuildSettings)
     let started = Instant::now();
     let identity = timer.identity().clone();
     let keys = enumerate_keys(space, identity.input_side);
-    let b = bar(s.progress, keys.len(), "layers");
+    let b = bar(s.progress, keys.len() * timer.passes(false), "layer timings");
     let timings = timer.layers(&keys, &mut |i, t| {
         b.set_message(format!("{} {:.3} ms", keys[i], t.median_ms));
         b.inc(1);
@@ -101,6 +114,9 @@ pub fn build_table(space: &Space, timer: &mut dyn LayerTimer, s: &BuildSettings)
         build: BuildInfo {
             warmup: s.warmup,
             repeats: s.repeats,
+            rounds: s.rounds,
+            calib_warmup: s.calib_warmup,
+            calib_repeats: s.calib_repeats,
             seconds: 0.0,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             attnas_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -110,7 +126,7 @@ pub fn build_table(space: &Space, timer: &mut dyn LayerTimer, s: &BuildSettings)
     };
     if s.calib_subnets > 0 {
         let archs = sample_subnets(space, s.calib_subnets, s.seed ^ 0xCA1B, true);
-        let b = bar(s.progress, archs.len(), "calibration forwards");
+        let b = bar(s.progress, archs.len() * timer.passes(true), "calibration timings");
         let measured = timer.subnets(&archs, &mut |_, _| b.inc(1))?;
         b.finish_and_clear();
         let mut points = Vec::new();
@@ -157,7 +173,7 @@ pub fn check_table(
 ) -> Result<CheckReport> {
     let archs = sample_subnets(space, n, seed ^ 0xC4EC, false);
     let predictions = archs.iter().map(|a| table.predict(space, a)).collect::<Result<Vec<_>>>()?;
-    let b = bar(progress, archs.len(), "subnets");
+    let b = bar(progress, archs.len() * timer.passes(true), "subnet timings");
     let measured = timer.subnets(&archs, &mut |_, _| b.inc(1))?;
     b.finish_and_clear();
     let mut rows = Vec::new();
