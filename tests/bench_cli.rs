@@ -64,3 +64,39 @@ fn bench_train_with_a_missing_data_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("nothing-here") && stderr.contains("attnas prepare"), "{stderr}");
 }
+
+/// The memory report: the plan at the run's batch, and with `--memory-gib` the largest batch whose plan
+/// fits (checked against the plan itself at that batch and the next); a bad size is a usage error.
+#[test]
+fn bench_train_reports_the_memory_plan_and_the_largest_batch_that_fits() {
+    let dir = fresh_dir("bench-memory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "4", "--side", "28", "--k", "2", "--warmup", "0"])
+        .args(["--steps", "1", "--device", "cpu", "--memory-gib", "0.05", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("MiB planned") && stdout.contains("largest batch at 28x28"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = &r["memory"];
+    let space = attnas::space::Space::builtin("tiny").unwrap();
+    let plan = |n: usize| attnas::train::memory_plan::plan(&space, n, 28).unwrap().total_bytes;
+    assert_eq!(m["plan"]["total_bytes"].as_u64(), Some(plan(4)), "{m}");
+    let budget = m["budget_bytes"].as_u64().unwrap();
+    assert_eq!(budget, (0.05 * (1u64 << 30) as f64) as u64);
+    let largest = m["largest_batch"].as_u64().unwrap() as usize;
+    assert!(plan(largest) <= budget && plan(largest + 1) > budget, "{m}");
+
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "4", "--steps", "1", "--device", "cpu"])
+        .args(["--memory-gib", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--memory-gib"), "{stderr}");
+}

@@ -38,19 +38,22 @@ fn settings() -> StepSettings {
     }
 }
 
-/// The range events of step 4 of the tiny supernet on `b`.
 /// Runs `n` steps (4, 5, ...) of the tiny supernet on `b`: each step's outcome, range events and device
-/// counts (`None` on the CPU). With `Some(k)`, per-op ranges are off before step `k` and on from it (the
-/// switch is process-wide, so only one test flips it: the CPU test passes `None`).
+/// counts (`None` on the CPU), and the bytes the setup allocated (supernet, activation arena, step
+/// buffers; `None` on the CPU). With `Some(k)`, per-op ranges are off before step `k` and on from it
+/// (the switch is process-wide, so only one test flips it: the CPU test passes `None`).
+#[allow(clippy::type_complexity)]
 fn steps<B: SupernetOps>(
     b: &B,
     n: u64,
     op_ranges_from: Option<u64>,
-) -> Vec<(StepOutcome, Vec<Event>, Option<OpCounts>)> {
+) -> (Vec<(StepOutcome, Vec<Event>, Option<OpCounts>)>, Option<u64>) {
     let space = Space::builtin("tiny").unwrap();
+    let setup_before = b.op_counts();
     let net = Supernet::new(b, space.clone(), 3).unwrap();
     let mut arena = Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
     let bufs = StepBuffers::new(b, N, SIDE, space.num_classes).unwrap();
+    let setup_bytes = b.op_counts().zip(setup_before).map(|(after, before)| (after - before).allocated_bytes);
     let groups = net.param_groups(1e-5, &[".bn".into(), ".bias".into()]).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let table = generate(&space, 300, TableMethod::Uniform, 0.05, &mut rng);
@@ -71,7 +74,7 @@ fn steps<B: SupernetOps>(
     if op_ranges_from.is_some() {
         timeline::set_op_ranges(false);
     }
-    out
+    (out, setup_bytes)
 }
 
 /// The phase tree of one step with 3 subnets and BestUp-2 (what docs/profiling.md shows), under the
@@ -107,7 +110,7 @@ fn is_phase(line: &str) -> bool {
 
 #[test]
 fn a_step_opens_one_range_per_phase_on_the_cpu() {
-    let run = steps(&CpuBackend::new(), 1, None);
+    let (run, _) = steps(&CpuBackend::new(), 1, None);
     let (_, events, counts) = &run[0];
     assert_eq!(timeline::tree(events), phases(4), "the CPU backend opens no per-op ranges");
     assert_eq!(*counts, None, "the CPU backend has no device counters");
@@ -121,11 +124,15 @@ fn a_step_opens_one_range_per_phase_on_the_cpu() {
 /// - step 5's device work (the second step): no allocation, no upload (the batch was uploaded before the
 ///   steps); one host read per attentive draw (its k scores together) and one of the subnets' losses
 ///   before the update, and one synchronisation (the end of the optimizer): a new wait cannot slip into
-///   the step unnoticed.
+///   the step unnoticed;
+/// - the setup's allocations equal `train::memory_plan` at the same batch and side.
 #[test]
 fn per_op_ranges_sit_inside_phases_and_a_later_step_allocates_nothing_and_waits_only_for_its_reads() {
     attnas::on_cuda_targets!("timeline per-op ranges and step device work", |b| {
-        let run = steps(&b, 2, Some(5));
+        let (run, setup_bytes) = steps(&b, 2, Some(5));
+        // the memory plan `bench train` reports is exactly what the step's setup allocated
+        let plan = attnas::train::memory_plan::plan(&Space::builtin("tiny").unwrap(), N, SIDE).unwrap();
+        assert_eq!(setup_bytes, Some(plan.total_bytes), "{}: planned {plan:?}", b.name());
         assert_eq!(timeline::tree(&run[0].1), phases(4), "{}: op ranges off", b.name());
 
         let (outcome, events, counts) = &run[1];

@@ -114,6 +114,12 @@ pub trait Backend {
     fn op_counts(&self) -> Option<OpCounts> {
         None
     }
+
+    /// Free and total bytes of the device's memory (a GPU's `cuMemGetInfo`); `None` where the backend
+    /// has no memory of its own to report (the CPU backend and the emulator use host memory).
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A GPU's identity and the stream its ops run on (raw driver handles, for `crate::dist`).

@@ -33,6 +33,7 @@ use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
 use crate::space::Space;
 use crate::timeline;
+use crate::train::memory_plan::{budget_bytes, largest_batch, plan as memory_plan, TrainMemoryPlan};
 use crate::train::step::{
     CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
 };
@@ -84,6 +85,10 @@ pub struct BenchTrainArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Report the largest batch that fits this much device memory (GiB, e.g. 80 for an H100 SXM)
+    /// instead of the device's own free memory (the only budget on the CPU and the emulator).
+    #[arg(long)]
+    pub memory_gib: Option<f64>,
     #[command(flatten)]
     pub ranks: RankArgs,
 }
@@ -111,8 +116,25 @@ pub struct BenchTrainResult {
     pub device_work: Option<OpCounts>,
     /// Device memory allocated by the whole run (bytes; `None` on the CPU backend).
     pub device_memory_bytes: Option<u64>,
+    /// The step's planned memory and the largest batch that fits.
+    pub memory: MemoryReport,
     /// With `--data`: the input pipeline's share of each measured step.
     pub input: Option<InputPipelineTimes>,
+}
+
+/// Device memory of the step (`crate::train::memory_plan`): the plan at the run's batch (equal to what
+/// the run allocated, where the device counts it), and the largest batch at the run's side that fits
+/// the budget.
+#[derive(Debug, serde::Serialize)]
+pub struct MemoryReport {
+    pub plan: TrainMemoryPlan,
+    /// Bytes the budget allows: `--memory-gib`, else the device's free memory plus the run's own
+    /// allocations; `None` where neither is known (CPU, emulator without `--memory-gib`).
+    pub budget_bytes: Option<u64>,
+    /// Where the budget came from.
+    pub budget_source: Option<String>,
+    /// The largest batch per device whose plan fits the budget at `plan.side` (fp32 storage).
+    pub largest_batch: Option<usize>,
 }
 
 /// Seconds per measured step outside the training step itself (`bench train --data`).
@@ -199,6 +221,28 @@ fn fp32_peak(device: &str) -> Option<f64> {
     } else {
         None
     }
+}
+
+/// The plan at the run's batch and the largest batch that fits the budget.
+fn memory_report<B: SupernetOps>(b: &B, a: &BenchTrainArgs, space: &Space) -> Result<MemoryReport> {
+    let plan = memory_plan(space, a.batch, a.side)?;
+    let (budget, source) = match (a.memory_gib, b.memory_info()) {
+        (Some(gib), _) => ((gib * (1u64 << 30) as f64) as u64, format!("--memory-gib {gib}")),
+        (None, Some((free, total))) => {
+            let mine = b.op_counts().map_or(plan.total_bytes, |c| c.allocated_bytes);
+            (
+                budget_bytes(free, mine).min(total),
+                format!("device: {:.2} GiB free + {:.2} GiB this run holds", gib(free), gib(mine)),
+            )
+        }
+        (None, None) => return Ok(MemoryReport { plan, budget_bytes: None, budget_source: None, largest_batch: None }),
+    };
+    let largest = largest_batch(space, a.side, budget, 1 << 16)?;
+    Ok(MemoryReport { plan, budget_bytes: Some(budget), budget_source: Some(source), largest_batch: largest })
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 impl BackendJob for Job<'_> {
@@ -326,6 +370,7 @@ impl BackendJob for Job<'_> {
         }
         let n = a.steps.max(1) as f64;
         let device = b.name();
+        let memory = memory_report(b, a, &space)?;
         let images_per_sec = a.batch as f64 * n / wall.max(1e-9);
         let input = pipeline.map(|p| InputPipelineTimes {
             data_wait_s: p.times.data_wait_s / n,
@@ -355,6 +400,7 @@ impl BackendJob for Job<'_> {
             achieved_tmacs: macs / wall.max(1e-9) / 1e12,
             device_work,
             device_memory_bytes: b.op_counts().map(|c| c.allocated_bytes),
+            memory,
             input,
         })
     }
@@ -366,6 +412,11 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
         BenchWhat::Train(t) => {
             if t.batch == 0 || t.steps == 0 {
                 return Err(Error::usage("bench train: --batch and --steps must be positive"));
+            }
+            if let Some(g) = t.memory_gib.filter(|g| !(g.is_finite() && *g > 0.0)) {
+                return Err(Error::usage(format!(
+                    "bench train: --memory-gib {g}: give a positive size in GiB, e.g. 80"
+                )));
             }
             let space = Space::resolve(&t.space)?;
             let outcome = run_ranked(plan(&t.ranks, t.device)?, t.device, &|ranks, device| {
@@ -427,11 +478,29 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     w.synchronizations as f64 / n
                 );
             }
-            if let Some(bytes) = r.device_memory_bytes {
-                println!(
-                    "  device memory: {:.1} MiB allocated (weights, gradients, momentum, activations, step buffers)",
-                    bytes as f64 / (1u64 << 20) as f64
-                );
+            let m = &r.memory;
+            let mib = |v: u64| v as f64 / (1u64 << 20) as f64;
+            println!(
+                "  memory ({}): {:.1} MiB planned = {:.1} model (weights, gradients, momentum, BN stats) + {:.1} \
+                 activations + {:.1} step buffers{}",
+                m.plan.precision,
+                mib(m.plan.total_bytes),
+                mib(m.plan.model_bytes),
+                mib(m.plan.activation_bytes),
+                mib(m.plan.step_buffer_bytes),
+                r.device_memory_bytes.map_or(String::new(), |b| format!("; {:.1} MiB allocated on the device", mib(b)))
+            );
+            match (m.budget_bytes, &m.budget_source) {
+                (Some(budget), Some(source)) => println!(
+                    "  largest batch at {}x{} that fits {:.2} GiB ({source}): {}",
+                    m.plan.side,
+                    m.plan.side,
+                    gib(budget),
+                    m.largest_batch.map_or("none (not even 1 image)".into(), |n| n.to_string())
+                ),
+                _ => println!(
+                    "  largest batch: pass --memory-gib G to plan for a device of G GiB (no device memory here)"
+                ),
             }
             if let Some(p) = &t.json {
                 let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;

@@ -2,7 +2,8 @@
 //! `--set` overrides and validation, `check`, `overrides`), one step of the sandwich rule with attentive
 //! sampling (`step`), BN recalibration and evaluation (`validate`), the JSON-lines metrics log
 //! (`metrics`), its TensorBoard mirror (`tensorboard`), the job that ties them together (`trainer`), its
-//! `--init` weights (`init`), one subnet's gradient on a given batch for parity checks (`grad`, `attnas
+//! `--init` weights (`init`), the device memory a step needs and the largest batch that fits
+//! (`memory_plan`), one subnet's gradient on a given batch for parity checks (`grad`, `attnas
 //! grad`), and what lets a run survive a cluster: clean stops on SIGTERM / SIGINT (`stop`), one writer per
 //! run folder (`run_lock`) and resuming from the newest intact checkpoint (`run_folder`).
 
@@ -10,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod grad;
 pub mod init;
+pub mod memory_plan;
 pub mod metrics;
 pub mod overrides;
 pub mod run_folder;

@@ -163,11 +163,21 @@ pub struct StepBuffers<M: DeviceMemory> {
     pub counts: Tensor,
 }
 
+/// Each [`StepBuffers`] buffer's f32 elements, in field order.
+fn step_buffer_sizes(n: usize, side: usize, classes: usize) -> [usize; 9] {
+    let values = n * side * side * 3;
+    [values, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2, staging_words(values)]
+}
+
+/// The f32 elements [`StepBuffers::new`] allocates (memory planning: `super::memory_plan`).
+pub fn step_buffer_elements(n: usize, side: usize, classes: usize) -> usize {
+    step_buffer_sizes(n, side, classes).iter().map(|s| s + 64).sum()
+}
+
 impl<M: DeviceMemory> StepBuffers<M> {
     pub fn new<B: SupernetOps<Memory = M>>(b: &B, n: usize, side: usize, classes: usize) -> Result<Self> {
-        let values = n * side * side * 3;
-        let sizes = [values, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2, staging_words(values)];
-        let mut arena = Arena::new(b, "step buffers", sizes.iter().map(|s| s + 64).sum())?;
+        let sizes = step_buffer_sizes(n, side, classes);
+        let mut arena = Arena::new(b, "step buffers", step_buffer_elements(n, side, classes))?;
         let mut t = Vec::new();
         for s in sizes {
             t.push(arena.alloc(s)?);

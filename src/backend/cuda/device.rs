@@ -118,4 +118,9 @@ pub trait KernelDevice {
     fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
         None
     }
+
+    /// Free and total device memory in bytes (`cuMemGetInfo`); `None` for the emulator.
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        None
+    }
 }

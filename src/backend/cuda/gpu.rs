@@ -176,6 +176,11 @@ impl KernelDevice for GpuDevice {
         Ok(ms as f64)
     }
 
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        self.ctx.bind_to_thread().ok()?;
+        self.ctx.mem_get_info().ok().map(|(free, total)| (free as u64, total as u64))
+    }
+
     fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
         Some(crate::backend::DeviceHandle {
             ordinal: self.ordinal,

@@ -93,4 +93,8 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn op_counts(&self) -> Option<crate::backend::OpCounts> {
         Some(self.counters.snapshot())
     }
+
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        self.device.memory_info()
+    }
 }
