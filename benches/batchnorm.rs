@@ -100,14 +100,19 @@ fn bench_subnet<B: BatchNormOps>(b: &B, net: &Subnet, batch: usize, warmup: usiz
         let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
         let g = BnGrads { dgamma: dgamma.tensor(), dbeta: dbeta.tensor() };
         let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
-        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w).unwrap());
+        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w, None).unwrap());
         report("train fwd", &label, t, 4.0 * 3.0 * e, roof);
+        // the projection BN with the block's shortcut join fused (dy stands in for the shortcut)
+        let t = time(b, warmup, repeats, || {
+            b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w, Some(dy.tensor())).unwrap()
+        });
+        report("train fwd + residual", &label, t, 4.0 * 4.0 * e, roof);
         let t = time(b, warmup, repeats, || {
             b.batchnorm_train_bwd(&s, x.tensor(), dy.tensor(), dx.tensor(), p, g, w).unwrap()
         });
         report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
         let t = time(b, warmup, repeats, || {
-            b.batchnorm_eval_fwd(&s, x.tensor(), y.tensor(), p, gamma.tensor(), beta.tensor()).unwrap()
+            b.batchnorm_eval_fwd(&s, x.tensor(), y.tensor(), p, gamma.tensor(), beta.tensor(), None).unwrap()
         });
         report("eval fwd", &label, t, 4.0 * 2.0 * e, roof);
     }

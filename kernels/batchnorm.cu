@@ -1,8 +1,11 @@
-// BatchNorm over NHWC activations with sliced gamma/beta, optional fused swish. f32.
+// BatchNorm over NHWC activations with sliced gamma/beta, optional fused swish and fused residual add. f32.
 //
 // Formulas (the CPU reference is src/backend/cpu/batchnorm.rs):
 //   train fwd:  mean, var = batch mean and biased variance per channel over P = N*H*W pixels;
-//               z = gamma * (x - mean) * rsqrt(var + eps) + beta;  y = z or swish(z)
+//               z = gamma * (x - mean) * rsqrt(var + eps) + beta;  y = z or swish(z), plus residual[i]
+//               when one is given (the MBConv block's projection BN and its shortcut join in one pass:
+//               the unfused pair wrote the BN output and read it back, 2 of the 5 passes over [P, c];
+//               the sum is the same f32 addition the separate join did, so the result is bit-identical)
 //   eval fwd:   the same with the running mean/var
 //   train bwd:  xhat = (x - mean) * invstd; dz = dy (* swish'(z), z recomputed);
 //               dbeta += sum dz;  dgamma += sum dz * xhat;
@@ -116,11 +119,13 @@ extern "C" __global__ void batchnorm_stats_finalize_f32(float* __restrict__ save
     }
 }
 
-// y = act(gamma * (x - mean) * rsqrt(var + eps) + beta); mean/var are the batch (saved) or running stats.
+// y = act(gamma * (x - mean) * rsqrt(var + eps) + beta) [+ residual]; mean/var are the batch (saved) or
+// running stats. residual is [P, c] like y and read only when has_residual (else any valid pointer).
 extern "C" __global__ void batchnorm_apply_fwd_f32(float* __restrict__ y, const float* __restrict__ x,
                                                    const float* __restrict__ gamma, const float* __restrict__ beta,
                                                    const float* __restrict__ mean, const float* __restrict__ var,
-                                                   long long pixels, int c, int rows_per_chunk, int swish) {
+                                                   const float* __restrict__ residual, long long pixels, int c,
+                                                   int rows_per_chunk, int swish, int has_residual) {
     int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
     if (ch >= c) return;
     float scale = gamma[ch] * rsqrtf(var[ch] + BN_EPS);
@@ -130,7 +135,8 @@ extern "C" __global__ void batchnorm_apply_fwd_f32(float* __restrict__ y, const 
 #pragma unroll 4
     for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
         long long i = r * c + ch;
-        y[i] = bn_activate(fmaf(x[i], scale, shift), swish);
+        float v = bn_activate(fmaf(x[i], scale, shift), swish);
+        y[i] = has_residual ? v + residual[i] : v;
     }
 }
 

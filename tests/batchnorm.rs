@@ -2,7 +2,8 @@
 //! (`on_cuda_targets!`: the SIMT emulator with `--features emu`, and a GPU when present), for the
 //! training forward (y and the saved batch stats), the training backward (dx, accumulated dgamma and
 //! dbeta), calibration over two batches and the eval forward with the calibrated stats, each with and
-//! without the fused swish.
+//! without the fused swish; and both forwards with the fused residual add, which must equal the
+//! unfused forward plus the residual bit for bit on every backend (the same f32 addition).
 //!
 //! Shapes: channel counts below, at and across the 32-channel tile (3, 17, 20, 33, 40), c_active <
 //! c_stored (the inactive tails of dgamma, dbeta and the running stats must stay bit-identical),
@@ -59,6 +60,10 @@ struct Outputs {
     running_mean: Vec<f32>,
     running_var: Vec<f32>,
     y_eval: Vec<f32>,
+    residual: Vec<f32>,
+    /// The training and eval forwards with the residual fused.
+    y_res: Vec<f32>,
+    y_eval_res: Vec<f32>,
 }
 
 fn run<B: BatchNormOps>(b: &B, case: &Case, seed: u64) -> Outputs {
@@ -85,14 +90,20 @@ fn run<B: BatchNormOps>(b: &B, case: &Case, seed: u64) -> Outputs {
     let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
     let g = BnGrads { dgamma: dgamma.tensor(), dbeta: dbeta.tensor() };
     let work = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
-    b.batchnorm_train_fwd(&s, x1.tensor(), y.tensor(), p, work).unwrap();
+    b.batchnorm_train_fwd(&s, x1.tensor(), y.tensor(), p, work, None).unwrap();
+    let residual = random_vec(seed + 9, n, -3.0, 3.0);
+    let r = upload_new(b, &residual).unwrap();
+    let (y_res, y_eval_res, saved3) = (b.alloc(n).unwrap(), b.alloc(n).unwrap(), b.alloc(2 * s.c_active).unwrap());
+    let work3 = BnWork { saved: saved3.tensor(), scratch: scratch.tensor() };
+    b.batchnorm_train_fwd(&s, x1.tensor(), y_res.tensor(), p, work3, Some(r.tensor())).unwrap();
     b.batchnorm_train_bwd(&s, x1.tensor(), dy.tensor(), dx.tensor(), p, g, work).unwrap();
     // calibration over two batches, then eval on the first batch with the calibrated stats
     b.batchnorm_calibrate(&s, saved.tensor(), rm.tensor(), rv.tensor(), 1).unwrap();
     let work2 = BnWork { saved: saved2.tensor(), scratch: scratch.tensor() };
-    b.batchnorm_train_fwd(&s, x2.tensor(), y_eval.tensor(), p, work2).unwrap();
+    b.batchnorm_train_fwd(&s, x2.tensor(), y_eval.tensor(), p, work2, None).unwrap();
     b.batchnorm_calibrate(&s, saved2.tensor(), rm.tensor(), rv.tensor(), 2).unwrap();
-    b.batchnorm_eval_fwd(&s, x1.tensor(), y_eval.tensor(), p, rm.tensor(), rv.tensor()).unwrap();
+    b.batchnorm_eval_fwd(&s, x1.tensor(), y_eval.tensor(), p, rm.tensor(), rv.tensor(), None).unwrap();
+    b.batchnorm_eval_fwd(&s, x1.tensor(), y_eval_res.tensor(), p, rm.tensor(), rv.tensor(), Some(r.tensor())).unwrap();
     let get = |m: &B::Memory| b.download(m.tensor()).unwrap();
     Outputs {
         y: get(&y),
@@ -103,6 +114,9 @@ fn run<B: BatchNormOps>(b: &B, case: &Case, seed: u64) -> Outputs {
         running_mean: get(&rm),
         running_var: get(&rv),
         y_eval: get(&y_eval),
+        residual,
+        y_res: get(&y_res),
+        y_eval_res: get(&y_eval_res),
     }
 }
 
@@ -118,6 +132,13 @@ fn compare(name: &str, case: &Case, got: &Outputs, want: &Outputs) {
     assert_close(&tag("running_mean"), &got.running_mean[..c], &want.running_mean[..c], 2e-5, 2e-5);
     assert_close(&tag("running_var"), &got.running_var[..c], &want.running_var[..c], 2e-5, 2e-5);
     assert_close(&tag("y_eval"), &got.y_eval, &want.y_eval, 2e-5, 2e-5);
+    // fused residual against the composition of the CPU references: y's error (2e-5 (1 + |y|), |y| < 4
+    // here) carries over to the sum, which can cancel to near 0 (residual in [-3, 3]), so the bound is
+    // absolute: 1e-4; bit-exactness against the backend's own unfused pair is checked below
+    let plus = |y: &[f32]| y.iter().zip(&want.residual).map(|(a, r)| a + r).collect::<Vec<f32>>();
+    assert_close(&tag("y + residual (fused)"), &got.y_res, &plus(&want.y), 1e-4, 2e-5);
+    assert_close(&tag("y_eval + residual (fused)"), &got.y_eval_res, &plus(&want.y_eval), 1e-4, 2e-5);
+    fused_equals_unfused(&tag("fused"), got);
     for (what, g, w) in [
         ("dgamma tail", &got.dgamma, &want.dgamma),
         ("dbeta tail", &got.dbeta, &want.dbeta),
@@ -128,12 +149,22 @@ fn compare(name: &str, case: &Case, got: &Outputs, want: &Outputs) {
     }
 }
 
+/// On one backend, the fused forward is its own unfused forward plus the residual, bit for bit.
+fn fused_equals_unfused(tag: &str, o: &Outputs) {
+    for (what, fused, y) in [("train", &o.y_res, &o.y), ("eval", &o.y_eval_res, &o.y_eval)] {
+        let want: Vec<f32> = y.iter().zip(&o.residual).map(|(a, r)| a + r).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(fused), bits(&want), "{tag} {what}: fused BN + residual differs from BN then add");
+    }
+}
+
 #[test]
 fn batchnorm_matches_cpu_reference() {
     let cpu = CpuBackend::new();
     for (i, case) in cases().iter().enumerate() {
         let seed = 100 * i as u64;
         let want = run(&cpu, case, seed);
+        fused_equals_unfused(&format!("cpu {:?}", case.spec), &want);
         // the CPU itself: inactive tails untouched relative to the initial sentinels
         let c = case.spec.c_active;
         assert_eq!(want.dgamma[c..], random_vec(seed + 5, case.spec.c_stored, -1.0, 1.0)[c..]);
@@ -158,12 +189,19 @@ fn batchnorm_rejects_bad_shapes() {
     let scratch = cpu.alloc(s.scratch_len()).unwrap();
     let p = BnParams { gamma: gamma.tensor(), beta: beta_short.tensor() };
     let work = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
-    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work).unwrap_err().to_string();
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work, None).unwrap_err().to_string();
     assert!(err.contains("beta"), "{err}");
     let p = BnParams { gamma: gamma.tensor(), beta: gamma.tensor() };
     let short = BnWork { saved: saved.tensor(), scratch: scratch.tensor().slice(0, 1).unwrap() };
-    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, short).unwrap_err().to_string();
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, short, None).unwrap_err().to_string();
     assert!(err.contains("scratch"), "{err}");
-    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), x.tensor(), p, work).unwrap_err().to_string();
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), x.tensor(), p, work, None).unwrap_err().to_string();
     assert!(err.contains("overlaps"), "{err}");
+    // the residual: y's length, and never y itself (it may be x: only read)
+    let short_r = Some(x.tensor().slice(0, 39).unwrap());
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work, short_r).unwrap_err().to_string();
+    assert!(err.contains("residual"), "{err}");
+    let err = cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work, Some(y.tensor())).unwrap_err().to_string();
+    assert!(err.contains("residual") && err.contains("overlaps"), "{err}");
+    cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work, Some(x.tensor())).unwrap();
 }

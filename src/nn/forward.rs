@@ -25,12 +25,28 @@ pub(crate) fn bn_forward<B: SupernetOps>(
     saved: Tensor,
     scratch: Tensor,
 ) -> Result<()> {
+    bn_forward_add(b, mode, spec, x, y, p, stats, (saved, scratch), None)
+}
+
+/// [`bn_forward`] with the residual join fused: `y = bn(x) + residual`.
+#[allow(clippy::too_many_arguments)]
+fn bn_forward_add<B: SupernetOps>(
+    b: &B,
+    mode: BnMode,
+    spec: &BatchNormSpec,
+    x: Tensor,
+    y: Tensor,
+    p: Bn,
+    stats: RunningStats,
+    (saved, scratch): (Tensor, Tensor),
+    residual: Option<Tensor>,
+) -> Result<()> {
     let work = BnWork { saved, scratch };
     match mode {
-        BnMode::Train => b.batchnorm_train_fwd(spec, x, y, p.params(), work),
-        BnMode::Eval => b.batchnorm_eval_fwd(spec, x, y, p.params(), stats.mean, stats.var),
+        BnMode::Train => b.batchnorm_train_fwd(spec, x, y, p.params(), work, residual),
+        BnMode::Eval => b.batchnorm_eval_fwd(spec, x, y, p.params(), stats.mean, stats.var, residual),
         BnMode::Calibrate { batch } => {
-            b.batchnorm_train_fwd(spec, x, y, p.params(), work)?;
+            b.batchnorm_train_fwd(spec, x, y, p.params(), work, residual)?;
             b.batchnorm_calibrate(spec, saved, stats.mean, stats.var, batch)
         }
     }
@@ -87,14 +103,7 @@ pub fn forward<B: SupernetOps>(
         }
         let g = GemmSpec::pointwise_fwd(p_out, blk.mid, blk.c_out, t.stored.max_mid);
         b.gemm(&g, t.pl_in(), w.project, t.pl_pre)?;
-        bn_forward(b, mode, &t.pl_bn, t.pl_pre, t.pl_out, w.project_bn, s.project, t.pl_saved, scratch_for(&t.pl_bn)?)?;
-        let main = match t.drop {
-            Some((out, mask)) => {
-                b.drop_connect_fwd(&mask, p_out / n * blk.c_out, t.pl_out, out)?;
-                out
-            }
-            None => t.pl_out,
-        };
+        // the shortcut branch first, so the projection BN can add it in its own pass
         if let Some(pool) = t.sc_pool {
             let s = PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in };
             b.avg_pool2_fwd(&s, t.x, pool)?;
@@ -104,7 +113,21 @@ pub fn forward<B: SupernetOps>(
             b.gemm(&g, t.sc_in(), w.shortcut, conv)?;
         }
         let shortcut = t.sc_conv.unwrap_or(t.sc_in());
-        b.residual_add_fwd(main, shortcut, t.out)?;
+        let pl_work = (t.pl_saved, scratch_for(&t.pl_bn)?);
+        match t.drop {
+            // drop-connect sits between the BN and the join: three passes
+            Some((out, mask)) => {
+                let pl_out =
+                    t.pl_out.ok_or_else(|| crate::error::Error::Other("tape: drop-connect without pl_out".into()))?;
+                bn_forward_add(b, mode, &t.pl_bn, t.pl_pre, pl_out, w.project_bn, s.project, pl_work, None)?;
+                b.drop_connect_fwd(&mask, p_out / n * blk.c_out, pl_out, out)?;
+                b.residual_add_fwd(out, shortcut, t.out)?;
+            }
+            // BN + join in one pass
+            None => {
+                bn_forward_add(b, mode, &t.pl_bn, t.pl_pre, t.out, w.project_bn, s.project, pl_work, Some(shortcut))?
+            }
+        }
     }
 
     let h = &tape.head;

@@ -6,8 +6,9 @@
 //! Shapes (NHWC, P = n * h * w of the layer, "mid" the active expanded width):
 //! stem: input [n, r, r, 3], pre/out [n, r/2, r/2, c0];
 //! block: expand pre/out [P_in, mid], depthwise pre/out [P_out, mid], SE out [P_out, mid],
-//! project pre/out [P_out, c_out], drop-connect out, shortcut pool [P_out, c_in] (2x2, padded by one on
-//! an odd size_in: both branches give P_out = n * ceil(size_in / 2)^2), shortcut conv [P_out, c_out],
+//! project pre [P_out, c_out] (its BN output only where drop-connect follows: otherwise the BN adds the
+//! shortcut and writes the block out), drop-connect out, shortcut pool [P_out, c_in] (2x2, padded by one
+//! on an odd size_in: both branches give P_out = n * ceil(size_in / 2)^2), shortcut conv [P_out, c_out],
 //! block out [P_out, c_out];
 //! head: final-expand pre/out [P, 6 c], pooled [n, 6 c], feature-mix pre/out [n, w], dropout out, logits [n, classes].
 
@@ -111,7 +112,9 @@ pub struct BlockTape {
     /// SE shape, output and saved intermediates.
     pub se: Option<(SeShape, Tensor, Tensor)>,
     pub pl_pre: Tensor,
-    pub pl_out: Tensor,
+    /// The projection BN's output, only where drop-connect follows it; otherwise the BN adds the
+    /// shortcut in its own pass and writes `out` directly (no tensor in between).
+    pub pl_out: Option<Tensor>,
     pub pl_saved: Tensor,
     pub pl_bn: BatchNormSpec,
     /// Drop-connect output and mask (identity-shortcut blocks with a positive rate only).
@@ -323,7 +326,6 @@ impl Tape {
                 None
             };
             let pl_pre = arena.alloc(p_out * blk.c_out)?;
-            let pl_out = arena.alloc(p_out * blk.c_out)?;
             let pl_saved = arena.alloc(2 * blk.c_out)?;
             let pl_bn = sizes.bn(&bn_spec(p_out, blk.c_out, st.max_c_out, BnActivation::Identity));
             let in_scope = !options.drop_connect_only_last_two_stages || blk.global >= last_two_start;
@@ -335,6 +337,10 @@ impl Tape {
                 ))
             } else {
                 None
+            };
+            let pl_out = match drop {
+                Some(_) => Some(arena.alloc(p_out * blk.c_out)?),
+                None => None,
             };
             let sc_pool =
                 if !blk.identity_shortcut && blk.stride == 2 { Some(arena.alloc(p_out * blk.c_in)?) } else { None };

@@ -212,12 +212,25 @@ fn subnet_record(s: &super::step::SubnetOutcome) -> SubnetRecord {
     }
 }
 
-/// An out-of-memory error that names the batch size and what was asked for.
-fn oom_hint(e: Error, what: &str, elements: usize, batch: usize) -> Error {
+/// An out-of-memory error that names the batch size and what was asked for, and the largest batch
+/// that fits when the device says how much memory it has (`largest`, from `memory_plan`).
+fn oom_hint(e: Error, what: &str, elements: usize, batch: usize, largest: Option<usize>) -> Error {
+    let fix = match largest {
+        Some(n) => format!("the largest batch that fits this device is {n}: --set batch_size={n}"),
+        None => "lower train.batch_size (--set batch_size=...)".to_string(),
+    };
     Error::Other(format!(
-        "cannot allocate the {what} ({:.2} GiB for batch size {batch}): {e}. Lower train.batch_size (--set batch_size=...)",
+        "cannot allocate the {what} ({:.2} GiB for batch size {batch}): {e}. {fix}",
         elements as f64 * 4.0 / (1u64 << 30) as f64
     ))
+}
+
+/// The largest training batch whose memory plan fits what the device has free plus the supernet it
+/// already holds; `None` where the device does not report its memory (the CPU, the emulator).
+fn largest_batch_here<B: SupernetOps>(b: &B, space: &Space, side: usize, below: usize) -> Option<usize> {
+    let (free, _) = b.memory_info()?;
+    let model = super::memory_plan::plan(space, 1, side).ok()?.model_bytes;
+    super::memory_plan::largest_batch(space, side, free.saturating_add(model), below.saturating_sub(1)).ok().flatten()
 }
 
 /// Runs the job on backend `b`.
@@ -278,8 +291,10 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let eval_n = cfg.bn_calib.batch_size.max(cfg.bn_calib.eval_batch_size);
     let act_len =
         activation_arena_len(space, cfg.batch_size, side, true)?.max(activation_arena_len(space, eval_n, side, false)?);
-    let mut arena =
-        Arena::new(b, "activations", act_len).map_err(|e| oom_hint(e, "activation arena", act_len, cfg.batch_size))?;
+    let mut arena = Arena::new(b, "activations", act_len).map_err(|e| {
+        let largest = largest_batch_here(b, space, side, cfg.batch_size);
+        oom_hint(e, "activation arena", act_len, cfg.batch_size, largest)
+    })?;
     let bufs = StepBuffers::new(b, cfg.batch_size, side, space.num_classes)?;
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords)?;
     let mut sampler = build_sampler(space, cfg)?;
@@ -654,8 +669,12 @@ mod tests {
         };
         assert!(e.to_string().contains("GiB"), "{e}");
         // ...and the trainer's message adds the batch size and the fix.
-        let msg = oom_hint(e, "activation arena", 1 << 28, 64).to_string();
+        let again = Error::Other(e.to_string());
+        let msg = oom_hint(again, "activation arena", 1 << 28, 64, None).to_string();
         assert!(msg.contains("batch size 64") && msg.contains("1.00 GiB") && msg.contains("batch_size"), "{msg}");
+        // where the device reports its memory, the message gives the batch that fits
+        let msg = oom_hint(e, "activation arena", 1 << 28, 64, Some(37)).to_string();
+        assert!(msg.contains("largest batch that fits this device is 37") && msg.contains("batch_size=37"), "{msg}");
     }
 
     #[test]

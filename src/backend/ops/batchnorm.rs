@@ -9,6 +9,11 @@
 //! two-stage reduction's per-chunk partials; the CPU checks the same length, so callers plan one
 //! buffer for both backends (no allocation inside a step).
 //!
+//! Residual: both forwards take an optional `residual` (`[pixels, c_active]`, disjoint from `y`) added
+//! to the output in the same pass (`y = act(bn(x)) + residual`): the MBConv block's projection BN and
+//! its shortcut join, fused (one write of `y` instead of a write, a read and a write); the sum is the
+//! same f32 addition the separate join does, so fused and unfused agree bit for bit.
+//!
 //! Contracts: forward and backward overwrite `y`/`dx`; the backward adds into `dgamma[..c]`,
 //! `dbeta[..c]` (the sandwich rule sums 4 subnets) and leaves the inactive tail untouched; the
 //! training forward never touches the running stats; `batchnorm_calibrate` after the training
@@ -94,8 +99,16 @@ pub struct BnWork {
 }
 
 pub trait BatchNormOps: Backend {
-    /// Training mode: batch statistics into `work.saved`, `y = act(gamma * xhat + beta)`.
-    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, work: BnWork) -> Result<()>;
+    /// Training mode: batch statistics into `work.saved`, `y = act(gamma * xhat + beta) [+ residual]`.
+    fn batchnorm_train_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        work: BnWork,
+        residual: Option<Tensor>,
+    ) -> Result<()>;
     /// Training-mode backward: `dx` overwritten; `dgamma`, `dbeta` accumulated (active slice only).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_train_bwd(
@@ -108,7 +121,7 @@ pub trait BatchNormOps: Backend {
         g: BnGrads,
         work: BnWork,
     ) -> Result<()>;
-    /// Eval mode with the running statistics.
+    /// Eval mode with the running statistics (`[+ residual]` as in training).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_eval_fwd(
         &self,
@@ -118,6 +131,7 @@ pub trait BatchNormOps: Backend {
         p: BnParams,
         running_mean: Tensor,
         running_var: Tensor,
+        residual: Option<Tensor>,
     ) -> Result<()>;
     /// Calibration: after the training forward of batch number `batch` (1-based), fold its mean and
     /// unbiased variance from `saved` into the cumulative running stats (PyTorch `momentum=None`).
@@ -143,6 +157,17 @@ fn check_spec(s: &BatchNormSpec) -> Result<()> {
 
 fn check_stored(what: &str, s: &BatchNormSpec, t: Tensor) -> Result<()> {
     check_len(&format!("batchnorm {what} (stored at c_stored)"), t, s.c_stored)
+}
+
+/// The residual has y's shape and is only read: it may alias x (never y).
+fn check_residual(s: &BatchNormSpec, y: Tensor, residual: Option<Tensor>) -> Result<()> {
+    match residual {
+        Some(r) => {
+            check_len("batchnorm residual", r, s.elements())?;
+            check_disjoint("batchnorm forward (y vs residual)", y, r)
+        }
+        None => Ok(()),
+    }
 }
 
 fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
@@ -217,9 +242,26 @@ fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, bat
     check_disjoint("batchnorm_calibrate (running_var vs saved)", rv, saved)
 }
 
+/// `y += residual` after the CPU reference wrote `y` (the fused op is that composition).
+fn add_residual_cpu(y: Tensor, residual: Option<Tensor>) {
+    if let Some(r) = residual {
+        // SAFETY: live host tensors of equal length, checked disjoint by `check_residual`.
+        unsafe { crate::backend::cpu::pool::add_assign(host_slice_mut(y), host_slice(r)) };
+    }
+}
+
 impl BatchNormOps for CpuBackend {
-    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
+    fn batchnorm_train_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        residual: Option<Tensor>,
+    ) -> Result<()> {
         check_train_fwd(s, x, y, p, w)?;
+        check_residual(s, y, residual)?;
         let c = s.c_active;
         // SAFETY: live host tensors; outputs (y, saved) checked disjoint from each other and the input.
         unsafe {
@@ -233,6 +275,7 @@ impl BatchNormOps for CpuBackend {
                 &mut host_slice_mut(w.saved)[..2 * c],
             )
         };
+        add_residual_cpu(y, residual);
         Ok(())
     }
 
@@ -274,8 +317,10 @@ impl BatchNormOps for CpuBackend {
         p: BnParams,
         running_mean: Tensor,
         running_var: Tensor,
+        residual: Option<Tensor>,
     ) -> Result<()> {
         check_eval(s, x, y, p, running_mean, running_var)?;
+        check_residual(s, y, residual)?;
         let c = s.c_active;
         // SAFETY: live host tensors; y checked disjoint from x (the parameters are only read).
         unsafe {
@@ -290,6 +335,7 @@ impl BatchNormOps for CpuBackend {
                 host_slice_mut(y),
             )
         };
+        add_residual_cpu(y, residual);
         Ok(())
     }
 
@@ -336,12 +382,58 @@ fn geometry(s: &BatchNormSpec) -> Result<Geometry> {
     })
 }
 
+impl<D: KernelDevice> CudaBackend<D> {
+    /// The per-pixel normalisation of both forwards, with `(mean, var)` the batch or running stats.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_apply(
+        &self,
+        s: &BatchNormSpec,
+        g: &Geometry,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        (mean, var): (Tensor, Tensor),
+        residual: Option<Tensor>,
+    ) -> Result<()> {
+        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
+        // const float* beta, const float* mean, const float* var, const float* residual, long long pixels,
+        // int c, int rows_per_chunk, int swish, int has_residual); without a residual x stands in for the
+        // pointer, never read.
+        self.launch(
+            KernelFn::BatchnormApplyFwdF32,
+            g.per_pixel,
+            &[
+                y.into(),
+                x.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                mean.into(),
+                var.into(),
+                residual.unwrap_or(x).into(),
+                KernelArg::I64(s.pixels as i64),
+                KernelArg::I32(s.c_active as i32),
+                KernelArg::I32(g.rows_per_chunk),
+                KernelArg::I32(s.activation.is_swish() as i32),
+                KernelArg::I32(residual.is_some() as i32),
+            ],
+        )
+    }
+}
+
 impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
-    fn batchnorm_train_fwd(&self, s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
+    fn batchnorm_train_fwd(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        residual: Option<Tensor>,
+    ) -> Result<()> {
         check_train_fwd(s, x, y, p, w)?;
+        check_residual(s, y, residual)?;
         let g = geometry(s)?;
-        let (pixels, c, swish) =
-            (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32), s.activation.is_swish());
+        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
         // SAFETY (argument order): batchnorm_stats_partial_f32(float* partial, const float* x, long long pixels,
         // int c, int rows_per_chunk).
         self.launch(
@@ -358,25 +450,7 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         )?;
         let mean = w.saved.slice(0, s.c_active)?;
         let var = w.saved.slice(s.c_active, s.c_active)?;
-        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
-        // const float* beta, const float* mean, const float* var, long long pixels, int c, int rows_per_chunk,
-        // int swish).
-        self.launch(
-            KernelFn::BatchnormApplyFwdF32,
-            g.per_pixel,
-            &[
-                y.into(),
-                x.into(),
-                p.gamma.into(),
-                p.beta.into(),
-                mean.into(),
-                var.into(),
-                pixels,
-                c,
-                KernelArg::I32(g.rows_per_chunk),
-                KernelArg::I32(swish as i32),
-            ],
-        )
+        self.batchnorm_apply(s, &g, x, y, p, (mean, var), residual)
     }
 
     fn batchnorm_train_bwd(
@@ -451,28 +525,12 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         p: BnParams,
         running_mean: Tensor,
         running_var: Tensor,
+        residual: Option<Tensor>,
     ) -> Result<()> {
         check_eval(s, x, y, p, running_mean, running_var)?;
+        check_residual(s, y, residual)?;
         let g = geometry(s)?;
-        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
-        // const float* beta, const float* mean, const float* var, long long pixels, int c, int rows_per_chunk,
-        // int swish).
-        self.launch(
-            KernelFn::BatchnormApplyFwdF32,
-            g.per_pixel,
-            &[
-                y.into(),
-                x.into(),
-                p.gamma.into(),
-                p.beta.into(),
-                running_mean.into(),
-                running_var.into(),
-                KernelArg::I64(s.pixels as i64),
-                KernelArg::I32(s.c_active as i32),
-                KernelArg::I32(g.rows_per_chunk),
-                KernelArg::I32(s.activation.is_swish() as i32),
-            ],
-        )
+        self.batchnorm_apply(s, &g, x, y, p, (running_mean, running_var), residual)
     }
 
     fn batchnorm_calibrate(&self, s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
