@@ -22,6 +22,9 @@ rm -rf "$DEST"; mkdir -p "$DEST" "$STAGE/tests" "$STAGE/benches"
 cargo build --release
 cp target/release/attnas "$DEST/attnas"
 cp scripts/find-cuda-libs.sh "$DEST/find-cuda-libs.sh"
+# the commit the bundle was built from (side_by_side.py puts it in its rows; +dirty: uncommitted changes)
+{ git rev-parse --short HEAD 2>/dev/null || echo -; } | tr -d '\n' > "$DEST/COMMIT"
+git diff --quiet HEAD 2>/dev/null || printf '+dirty' >> "$DEST/COMMIT"
 
 # test and bench executables: cargo prints their paths as JSON artifacts
 list_executables() {
@@ -43,6 +46,19 @@ list_executables bench --benches | while read -r name kind exe; do
 done
 strip "$DEST/attnas" "$STAGE"/tests/* "$STAGE"/benches/*
 XZ_OPT="-6 -T2" tar -C "$STAGE" -cJf "$DEST/payload.tar.xz" tests benches
+
+# Side by side (issue #13 item 6, DEVELOPERS.md): the original AttentiveNAS source, when it was brought into
+# third_party/AttentiveNAS (gitignored, never committed), travels with scripts/side_by_side.py: its Python
+# files, configs and licence only (~0.3 MiB; not the 4 MiB accuracy predictor nor the images).
+cp scripts/side_by_side.py "$DEST/side_by_side.py"
+ORIGINAL=third_party/AttentiveNAS
+if [ -f "$ORIGINAL/models/attentive_nas_dynamic_model.py" ]; then
+  mkdir -p "$DEST/AttentiveNAS"
+  (cd "$ORIGINAL" && find . -path ./.git -prune -o -type f \( -name '*.py' -o -path './configs/*.yml' -o -name LICENSE \) \
+    -print0 | tar --null -T - -cf -) | tar -C "$DEST/AttentiveNAS" -xf -
+else
+  echo "gpu bundle: no $ORIGINAL (DEVELOPERS.md says how to bring it): run.sh will skip the side-by-side run"
+fi
 
 # Real images for `bench train --data` (the input pipeline: decode + augmentation on the host, u8 upload,
 # on-device normalisation): the shared ImageNet sample re-encoded at 256 px (~16 MiB), when it is here and
@@ -82,6 +98,7 @@ cp "$HERE/attnas" "$WORK/attnas"
 cd "$WORK"
 HERE="$WORK"
 export ATTNAS_BIN="$HERE/attnas"   # CLI tests run this binary instead of the build-machine path
+export ATTNAS_SIDE_BY_SIDE="$BUNDLE/side_by_side.py"   # tests/side_by_side_script.rs: the bundle's copy
 {
   echo "== date: $(date -u)"; echo "== nvidia-smi"; nvidia-smi || true
   echo "== CUDA libraries used (find-cuda-libs.sh; LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
@@ -161,6 +178,23 @@ for b in benches/*; do
   echo "bench $n: $s" | tee -a "$LOGS/summary.txt"
   cat "$LOGS/bench-$n.log"
 done
+# Side by side (DEVELOPERS.md): the original AttentiveNAS PyTorch step (fp32, AMP bf16, + channels_last) and
+# its ops against attnas on this card, last because it reads the kernel benches' logs above; when the
+# bundle carries the original's source and python3 has PyTorch with CUDA. At most 4 minutes: --budget-s
+# stops it starting new measurements, timeout ends it.
+if [ ! -d "$BUNDLE/AttentiveNAS" ]; then
+  echo "side by side: not run (the bundle carries no AttentiveNAS source; DEVELOPERS.md)" | tee -a "$LOGS/summary.txt"
+elif ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  echo "side by side: not run (python3 has no PyTorch that sees CUDA)" | tee -a "$LOGS/summary.txt"
+else
+  echo "== side by side: the original AttentiveNAS step and ops (PyTorch) against attnas, batch 64, BestUp-3, 224 px"
+  if timeout 240 python3 "$BUNDLE/side_by_side.py" --attentivenas "$BUNDLE/AttentiveNAS" --attnas ./attnas \
+      --device cuda --batch 64 --k 3 --resolution 224 --warmup 2 --steps 6 --budget-s 200 --attnas-bench-logs "$LOGS" \
+      --json "$LOGS/side-by-side.json" --out-md "$LOGS/side-by-side.md" > "$LOGS/side-by-side.log" 2>&1; then
+    s=PASS; else s="FAIL($?)"; fi
+  echo "side by side: $s" | tee -a "$LOGS/summary.txt"
+  cat "$LOGS/side-by-side.log"
+fi
 grep -c FAIL "$LOGS/summary.txt" >/dev/null && echo "some runs FAILED (see $LOGS)" || echo "all runs passed"
 RUN
 chmod +x "$DEST/run.sh"
