@@ -91,6 +91,19 @@ fn bench_train_reports_the_memory_plan_and_the_largest_batch_that_fits() {
     let largest = m["largest_batch"].as_u64().unwrap() as usize;
     assert!(plan(largest) <= budget && plan(largest + 1) > budget, "{m}");
 
+    // --plan-only: the same report without running a step
+    let only = dir.join("plan.json");
+    let out = Command::new(attnas_bin())
+        .args(["bench", "train", "--space", "tiny", "--batch", "4", "--side", "28", "--plan-only", "--device", "cpu"])
+        .args(["--memory-gib", "0.05", "--json"])
+        .arg(&only)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !stdout.contains("images/s"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&only).unwrap()).unwrap();
+    assert_eq!(&p["memory"], m, "--plan-only reports what the run reported");
+
     let out = Command::new(attnas_bin())
         .args(["bench", "train", "--space", "tiny", "--batch", "4", "--steps", "1", "--device", "cpu"])
         .args(["--memory-gib", "0"])

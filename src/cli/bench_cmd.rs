@@ -89,6 +89,10 @@ pub struct BenchTrainArgs {
     /// instead of the device's own free memory (the only budget on the CPU and the emulator).
     #[arg(long)]
     pub memory_gib: Option<f64>,
+    /// Only the memory plan and the largest batch that fits (no step runs, nothing is allocated): in
+    /// seconds, for a batch or a card you do not have here (with --memory-gib).
+    #[arg(long)]
+    pub plan_only: bool,
     #[command(flatten)]
     pub ranks: RankArgs,
 }
@@ -211,6 +215,40 @@ impl InputPipeline {
 }
 
 struct Job<'a>(&'a BenchTrainArgs, Space, Ranks);
+
+/// `bench train --plan-only`: the memory report alone, on the device whose free memory is the budget.
+struct PlanJob<'a>(&'a BenchTrainArgs, &'a Space);
+
+impl BackendJob for PlanJob<'_> {
+    type Output = (String, MemoryReport);
+    fn run<B: SupernetOps>(self, b: &B) -> Result<(String, MemoryReport)> {
+        Ok((b.name(), memory_report(b, self.0, self.1)?))
+    }
+}
+
+fn print_memory(m: &MemoryReport, allocated: Option<u64>) {
+    let mib = |v: u64| v as f64 / (1u64 << 20) as f64;
+    println!(
+        "  memory ({}): {:.1} MiB planned = {:.1} model (weights, gradients, momentum, BN stats) + {:.1} \
+         activations + {:.1} step buffers{}",
+        m.plan.precision,
+        mib(m.plan.total_bytes),
+        mib(m.plan.model_bytes),
+        mib(m.plan.activation_bytes),
+        mib(m.plan.step_buffer_bytes),
+        allocated.map_or(String::new(), |b| format!("; {:.1} MiB allocated on the device", mib(b)))
+    );
+    match (m.budget_bytes, &m.budget_source) {
+        (Some(budget), Some(source)) => println!(
+            "  largest batch at {}x{} that fits {:.2} GiB ({source}): {}",
+            m.plan.side,
+            m.plan.side,
+            gib(budget),
+            m.largest_batch.map_or("none (not even 1 image)".into(), |n| n.to_string())
+        ),
+        _ => println!("  largest batch: pass --memory-gib G to plan for a device of G GiB (no device memory here)"),
+    }
+}
 
 /// FP32 (non-tensor-core) datasheet peaks in TFLOP/s; a MAC is 2 FLOPs.
 fn fp32_peak(device: &str) -> Option<f64> {
@@ -419,6 +457,20 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                 )));
             }
             let space = Space::resolve(&t.space)?;
+            if t.plan_only {
+                let (device, m) = run_on(t.device, PlanJob(t, &space))?;
+                println!(
+                    "bench train --plan-only: {} space, batch {} at {} px on {device}",
+                    space.name, t.batch, t.side
+                );
+                print_memory(&m, None);
+                if let Some(p) = &t.json {
+                    let v = serde_json::json!({"device": device, "space": space.name, "memory": m});
+                    let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;
+                    std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
+                }
+                return Ok(());
+            }
             let outcome = run_ranked(plan(&t.ranks, t.device)?, t.device, &|ranks, device| {
                 run_on(device, Job(t, space.clone(), ranks))
             })?;
@@ -478,30 +530,7 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     w.synchronizations as f64 / n
                 );
             }
-            let m = &r.memory;
-            let mib = |v: u64| v as f64 / (1u64 << 20) as f64;
-            println!(
-                "  memory ({}): {:.1} MiB planned = {:.1} model (weights, gradients, momentum, BN stats) + {:.1} \
-                 activations + {:.1} step buffers{}",
-                m.plan.precision,
-                mib(m.plan.total_bytes),
-                mib(m.plan.model_bytes),
-                mib(m.plan.activation_bytes),
-                mib(m.plan.step_buffer_bytes),
-                r.device_memory_bytes.map_or(String::new(), |b| format!("; {:.1} MiB allocated on the device", mib(b)))
-            );
-            match (m.budget_bytes, &m.budget_source) {
-                (Some(budget), Some(source)) => println!(
-                    "  largest batch at {}x{} that fits {:.2} GiB ({source}): {}",
-                    m.plan.side,
-                    m.plan.side,
-                    gib(budget),
-                    m.largest_batch.map_or("none (not even 1 image)".into(), |n| n.to_string())
-                ),
-                _ => println!(
-                    "  largest batch: pass --memory-gib G to plan for a device of G GiB (no device memory here)"
-                ),
-            }
+            print_memory(&r.memory, r.device_memory_bytes);
             if let Some(p) = &t.json {
                 let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;
                 std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
