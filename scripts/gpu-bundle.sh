@@ -76,15 +76,30 @@ fi
 
 cat > "$DEST/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine: device report, every test (GPU targets included), every bench. Logs go to $OUT
-# (or ./logs); a summary line per executable goes to stdout and $OUT/summary.txt.
+# Runs on the GPU machine: device report, every test (GPU targets included), every bench. Logs are written to
+# a work folder (./logs without $OUT); a summary line per executable goes to stdout and summary.txt. With $OUT
+# set (the device tool, which brings back at most 8 files from it), run.sh leaves there, when it ends or is
+# stopped by a signal: logs.tar.gz (every log), summary.txt, device.log, bench-train.json and side-by-side.md.
 # The CUDA libraries (cuBLAS, cuBLASLt, NVRTC 13, NCCL 2) are taken from the loader's path, a CUDA toolkit
 # folder or the Python image's site-packages nvidia/*/lib, in that order (find-cuda-libs.sh), and the
 # copy used for each is printed. REQUIRE_GPU=1: a GPU test fails, naming why, if the GPU does not open.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BUNDLE="$HERE"
-LOGS="${OUT:-$HERE/logs}"; mkdir -p "$LOGS"
+OUT_DIR="${OUT:-}"
+if [ -n "$OUT_DIR" ]; then LOGS="${TMPDIR:-/tmp}/attnas-gpu-logs.$$"; else LOGS="$HERE/logs"; fi
+mkdir -p "$LOGS"
+# the few files the device tool brings back, also after a TERM/INT (timeout) ends the run early
+deliver() {
+  [ -n "$OUT_DIR" ] || return 0
+  tar -C "$LOGS" -czf "$OUT_DIR/logs.tar.gz" . 2>/dev/null
+  for f in summary.txt device.log bench-train.json side-by-side.md; do
+    [ -f "$LOGS/$f" ] && cp "$LOGS/$f" "$OUT_DIR/$f"
+  done
+  return 0
+}
+trap 'deliver; exit 143' TERM INT
+trap deliver EXIT
 export REQUIRE_GPU=1
 LIB_ENV="$("$HERE/find-cuda-libs.sh" 2>"$LOGS/cuda-libs.log")"
 eval "$LIB_ENV"
