@@ -13,6 +13,8 @@
 mod codegen;
 #[path = "build/emu.rs"]
 mod emu;
+#[path = "build/entry_points.rs"]
+mod entry_points;
 #[path = "build/nvcc.rs"]
 mod nvcc;
 #[path = "build/sources.rs"]
@@ -70,7 +72,12 @@ fn run() -> Result<(), String> {
             let results: Vec<Result<nvcc::Compiled, String>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = srcs
                     .iter()
-                    .map(|s| scope.spawn(|| nvcc::compile(n, &s.path, &kdir, &out_dir, &s.module, &archs)))
+                    .map(|s| {
+                        scope.spawn(|| {
+                            let src = nvcc::with_entry_points(s, &out_dir)?;
+                            nvcc::compile(n, &src, &kdir, &out_dir, &s.module, &archs)
+                        })
+                    })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("nvcc thread panicked".into()))).collect()
             });

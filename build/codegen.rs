@@ -79,6 +79,58 @@ pub fn generate(
         let kinds: Vec<String> = k.params.iter().map(|p| format!("KernelArgKind::{}", p.kind)).collect();
         let _ = writeln!(g, "            KernelFn::{} => &[{}],", camel(&k.name), kinds.join(", "));
     }
-    g.push_str("        }\n    }\n}\n");
+    g.push_str("        }\n    }\n\n    /// The storage type each parameter points to (`float*` f32, `bf16*` bf16), `None` for other\n    /// parameters: a tensor of another dtype is refused at launch.\n    pub fn ptr_dtypes(self) -> &'static [Option<Dtype>] {\n        match self {\n");
+    for (_, k) in &variants {
+        let dtypes: Vec<&str> = k.params.iter().map(|p| pointee_dtype(&p.c_type)).collect();
+        let _ = writeln!(g, "            KernelFn::{} => &[{}],", camel(&k.name), dtypes.join(", "));
+    }
+    g.push_str("        }\n    }\n}\n\n");
+
+    // KernelTemplate: one variant per ENTRY_POINTS template, mapping a storage type to its entry point
+    g.push_str(
+        "/// Every `ENTRY_POINTS` template in kernels/*.cu: one kernel body, an entry point per storage type.\n",
+    );
+    g.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum KernelTemplate {\n");
+    let templates: Vec<_> = srcs.iter().flat_map(|s| s.templates.iter()).collect();
+    for t in &templates {
+        let _ = writeln!(g, "    {},", camel(&t.name));
+    }
+    g.push_str("}\n\nimpl KernelTemplate {\n    pub const ALL: &'static [KernelTemplate] = &[");
+    for t in &templates {
+        let _ = write!(g, "KernelTemplate::{}, ", camel(&t.name));
+    }
+    g.push_str("];\n\n    /// The template's name in the .cu file.\n    pub fn name(self) -> &'static str {\n        match self {\n");
+    for t in &templates {
+        let _ = writeln!(g, "            KernelTemplate::{} => {:?},", camel(&t.name), t.name);
+    }
+    g.push_str("        }\n    }\n\n    /// The entry point for storage type `dtype`; `None` where the template is not built for it.\n    pub fn entry(self, dtype: Dtype) -> Option<KernelFn> {\n        #[allow(unreachable_patterns)]\n        match (self, dtype) {\n");
+    for t in &templates {
+        for suffix in &t.types {
+            let dtype = if suffix == "bf16" { "Dtype::Bf16" } else { "Dtype::F32" };
+            let _ = writeln!(
+                g,
+                "            (KernelTemplate::{}, {dtype}) => Some(KernelFn::{}),",
+                camel(&t.name),
+                camel(&t.entry_name(suffix))
+            );
+        }
+    }
+    g.push_str("            _ => None,\n        }\n    }\n}\n");
     Ok(g)
+}
+
+/// `Some(Dtype::..)` as Rust source for a pointer to float or bf16, `None` otherwise.
+fn pointee_dtype(c_type: &str) -> &'static str {
+    if !c_type.contains('*') {
+        return "None";
+    }
+    let base: Vec<&str> = c_type
+        .split(|c: char| c == '*' || c.is_whitespace())
+        .filter(|w| !w.is_empty() && *w != "const" && *w != "__restrict__")
+        .collect();
+    match base.as_slice() {
+        ["float"] => "Some(Dtype::F32)",
+        ["bf16"] => "Some(Dtype::Bf16)",
+        _ => "None",
+    }
 }

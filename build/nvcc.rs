@@ -4,6 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::sources::KernelSource;
+
+/// The file nvcc compiles for a module: the .cu itself, or, when it has `ENTRY_POINTS` templates, a
+/// generated `$OUT_DIR/<module>.entry.cu` that includes it and adds the generated entry points (so
+/// nvcc's messages still point into kernels/).
+pub fn with_entry_points(s: &KernelSource, out_dir: &Path) -> Result<PathBuf, String> {
+    if s.wrappers.is_empty() {
+        return Ok(s.path.clone());
+    }
+    let path = out_dir.join(format!("{}.entry.cu", s.module));
+    let abs = s.path.canonicalize().map_err(|e| format!("{}: {e}", s.path.display()))?;
+    let text = format!("#include {:?}\n{}", abs.display().to_string(), s.wrappers);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
 pub struct Nvcc {
     pub path: PathBuf,
     pub version: String,

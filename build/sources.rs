@@ -2,6 +2,7 @@
 // pass in-memory headers) and parse every `extern "C" __global__` signature (the generated kernel
 // table and the emulator glue are both derived from it, so adding a kernel needs no hand-written glue).
 
+use crate::entry_points::{parse_entry_templates, wrappers_source, EntryTemplate};
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,13 @@ pub struct KernelSource {
     /// File stem: `activation` for kernels/activation.cu.
     pub module: String,
     pub path: PathBuf,
-    /// The source with local `#include "x.cuh"` inlined (system includes kept).
+    /// The source with local `#include "x.cuh"` inlined (system includes kept), followed by the
+    /// generated entry points (`wrappers`).
     pub flat: String,
+    /// The `ENTRY_POINTS` templates of the file (build/entry_points.rs).
+    pub templates: Vec<EntryTemplate>,
+    /// Their generated `extern "C" __global__` wrappers, appended to the module for every compiler.
+    pub wrappers: String,
     /// Every file read (for rerun-if-changed).
     pub deps: Vec<PathBuf>,
     pub kernels: Vec<KernelSig>,
@@ -44,11 +50,17 @@ pub fn load_all(dir: &Path) -> Result<Vec<KernelSource>, String> {
 fn load(dir: &Path, path: &Path) -> Result<KernelSource, String> {
     let mut seen = HashSet::new();
     let mut deps = Vec::new();
-    let flat = flatten(dir, path, &mut seen, &mut deps)?;
+    let mut flat = flatten(dir, path, &mut seen, &mut deps)?;
     let raw = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let kernels = parse_signatures(&strip_comments(&raw)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let code = strip_comments(&raw);
+    let templates = parse_entry_templates(&code).map_err(|e| format!("{}: {e}", path.display()))?;
+    let wrappers = wrappers_source(&templates);
+    flat.push_str(&wrappers);
+    let mut kernels = parse_signatures(&code).map_err(|e| format!("{}: {e}", path.display()))?;
+    kernels
+        .extend(parse_signatures(&wrappers).map_err(|e| format!("{}: generated entry points: {e}", path.display()))?);
     let module = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-    Ok(KernelSource { module, path: path.to_path_buf(), flat, deps, kernels })
+    Ok(KernelSource { module, path: path.to_path_buf(), flat, templates, wrappers, deps, kernels })
 }
 
 fn flatten(dir: &Path, path: &Path, seen: &mut HashSet<PathBuf>, deps: &mut Vec<PathBuf>) -> Result<String, String> {

@@ -2,7 +2,7 @@
 //! activations each live in one arena, sized before the training loop; activations are reset every
 //! step, so the step allocates nothing.
 
-use super::{Backend, DeviceMemory, Tensor};
+use super::{Backend, DeviceMemory, Dtype, Tensor};
 use crate::error::{Error, Result};
 
 /// Offsets are rounded up to this many f32 elements (64 = 256 bytes), so every tensor suits
@@ -41,6 +41,13 @@ impl<M: DeviceMemory> Arena<M> {
         })?;
         self.used = start + len;
         Ok(t)
+    }
+
+    /// The next `len` elements of storage type `dtype` (a bf16 tensor takes half the f32 slots),
+    /// aligned like [`Arena::alloc`].
+    pub fn alloc_typed(&mut self, len: usize, dtype: Dtype) -> Result<Tensor> {
+        let slots = (len * dtype.size()).div_ceil(4);
+        self.alloc(slots)?.view_as(dtype).slice(0, len)
     }
 
     /// Forgets every tensor handed out; their handles must no longer be used.

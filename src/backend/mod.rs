@@ -4,7 +4,7 @@
 //!
 //! Memory model (llm.c style, planned up front): a backend hands out [`DeviceMemory`] blocks; a
 //! [`Tensor`] is a copyable handle to a run of f32 elements inside one of them. Handles carry no
-//! lifetime: the owner of the memory (usually an [`Arena`]) must outlive every handle cut from it, and
+//! lifetime (and a storage [`Dtype`]: f32 unless cut with [`Tensor::view_as`]): the owner of the memory (usually an [`Arena`]) must outlive every handle cut from it, and
 //! an op's outputs must not overlap its inputs unless the op says otherwise. Ops check lengths and
 //! return [`Error::Shape`] instead of reading out of bounds.
 
@@ -12,28 +12,34 @@ pub mod arena;
 pub mod counters;
 pub mod cpu;
 pub mod cuda;
+pub mod dtype;
 pub mod gemm;
 pub mod ops;
 
 pub use arena::Arena;
 pub use counters::OpCounts;
+pub use dtype::Dtype;
 pub use gemm::{GemmSpec, Transpose};
 pub use ops::SupernetOps;
 
 use crate::error::{Error, Result};
 
-/// A run of `len` f32 elements at address `addr` in some backend's memory (host or device address).
+/// A run of `len` elements of storage type `dtype` (f32 unless said otherwise) at address `addr` in some
+/// backend's memory (host or device address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tensor {
     addr: u64,
     len: usize,
+    dtype: Dtype,
 }
 
 impl Tensor {
+    /// A handle to `len` f32 elements.
+    ///
     /// # Safety
     /// `addr` must point to `len` f32 elements owned by memory that outlives every use of the handle.
     pub unsafe fn from_raw(addr: u64, len: usize) -> Self {
-        Tensor { addr, len }
+        Tensor { addr, len, dtype: Dtype::F32 }
     }
 
     pub fn addr(self) -> u64 {
@@ -48,14 +54,41 @@ impl Tensor {
         self.len == 0
     }
 
+    /// How the elements are stored.
+    pub fn dtype(self) -> Dtype {
+        self.dtype
+    }
+
+    /// Bytes spanned: `len * dtype.size()`.
+    pub fn bytes(self) -> usize {
+        self.len * self.dtype.size()
+    }
+
+    /// The same bytes as elements of `dtype`: as many whole elements as fit (an f32 tensor of n
+    /// elements is a bf16 tensor of 2n). Arenas hand out f32 runs; a bf16 activation is one of those,
+    /// viewed as bf16 and sliced to its length.
+    pub fn view_as(self, dtype: Dtype) -> Tensor {
+        Tensor { addr: self.addr, len: self.bytes() / dtype.size(), dtype }
+    }
+
     /// Elements `offset .. offset + len` of this tensor; an error names the overrun.
     pub fn slice(self, offset: usize, len: usize) -> Result<Tensor> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(Tensor { addr: self.addr + 4 * offset as u64, len }),
+            Some(end) if end <= self.len => {
+                Ok(Tensor { addr: self.addr + (self.dtype.size() * offset) as u64, len, dtype: self.dtype })
+            }
             _ => {
                 Err(Error::shape("tensor slice", format!("offset + len <= {}", self.len), format!("{offset} + {len}")))
             }
         }
+    }
+
+    /// Errors unless this tensor is stored as `dtype`; `what` names it in the error.
+    pub fn require_dtype(self, what: &str, dtype: Dtype) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::shape(what, format!("{dtype} elements"), format!("{} elements", self.dtype)));
+        }
+        Ok(())
     }
 
     /// Checks that this tensor holds at least `needed` elements; `what` names it in the error.
@@ -84,11 +117,14 @@ pub trait Backend {
 
     /// Allocates `len` zeroed f32 elements.
     fn alloc(&self, len: usize) -> Result<Self::Memory>;
+    /// Fills `dst` (exactly `src.len()` elements) from the host; a bf16 `dst` receives `src` rounded to
+    /// nearest even.
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
-    /// Copies `src` into the first `src.len()` bytes of `dst` (which must hold that many: `4 * dst.len()`),
+    /// Copies `src` into the first `src.len()` bytes of `dst` (which must hold that many: `dst.bytes()`),
     /// the rest untouched: u8 data such as the loader's pixels, staged for a kernel that reads bytes
     /// (`ops::InputOps`). Synchronous with respect to `src`, like [`Backend::upload`].
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()>;
+    /// The elements of `src` as f32 (bf16 widens exactly).
     fn download(&self, src: Tensor) -> Result<Vec<f32>>;
     fn synchronize(&self) -> Result<()>;
 
@@ -132,6 +168,22 @@ pub struct DeviceHandle {
     pub stream: u64,
     /// PCI bus id (`0000:3b:00.0`): two ranks on one GPU are found by it.
     pub pci_bus_id: [u8; 16],
+}
+
+/// Allocates `len` zeroed elements of storage type `dtype`: the memory (which frees them when dropped)
+/// and the typed handle into it.
+pub fn alloc_typed<B: Backend>(backend: &B, len: usize, dtype: Dtype) -> Result<(B::Memory, Tensor)> {
+    let mem = backend.alloc((len * dtype.size()).div_ceil(4))?;
+    let t = mem.tensor().view_as(dtype).slice(0, len)?;
+    Ok((mem, t))
+}
+
+/// Allocates `host.len()` elements of storage type `dtype` and fills them from the host (rounded to
+/// nearest even for bf16).
+pub fn upload_typed<B: Backend>(backend: &B, host: &[f32], dtype: Dtype) -> Result<(B::Memory, Tensor)> {
+    let (mem, t) = alloc_typed(backend, host.len(), dtype)?;
+    backend.upload(t, host)?;
+    Ok((mem, t))
 }
 
 /// Allocates a tensor and fills it from the host.

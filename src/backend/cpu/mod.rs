@@ -16,8 +16,10 @@ pub mod resize;
 pub mod se;
 pub mod stem_conv;
 
-use super::{Backend, DeviceMemory, Tensor};
+use super::{Backend, DeviceMemory, Dtype, Tensor};
 use crate::error::{Error, Result};
+use half::bf16;
+use std::borrow::Cow;
 
 /// Host memory for the CPU backend and the emulated device: a boxed f32 slice.
 pub struct HostMemory {
@@ -51,36 +53,138 @@ impl DeviceMemory for HostMemory {
     }
 }
 
-/// A read-only view of a host tensor.
+/// A read-only view of a host f32 tensor.
 ///
 /// # Safety
 /// `t` must have been cut from a live [`HostMemory`] and no `&mut` view of it may exist meanwhile.
+///
+/// # Panics
+/// If `t` is not stored as f32 (a bug in the op that called this: it must dispatch on the dtype first).
 pub unsafe fn host_slice<'a>(t: Tensor) -> &'a [f32] {
+    assert_eq!(t.dtype(), Dtype::F32, "host_slice on a {} tensor", t.dtype());
     if t.is_empty() {
         return &[];
     }
     std::slice::from_raw_parts(t.addr() as *const f32, t.len())
 }
 
-/// A mutable view of a host tensor.
+/// A mutable view of a host f32 tensor.
 ///
 /// # Safety
 /// As [`host_slice`], and no other view of the same elements may exist meanwhile.
+///
+/// # Panics
+/// As [`host_slice`].
 #[allow(clippy::mut_from_ref)]
 pub unsafe fn host_slice_mut<'a>(t: Tensor) -> &'a mut [f32] {
+    assert_eq!(t.dtype(), Dtype::F32, "host_slice_mut on a {} tensor", t.dtype());
     if t.is_empty() {
         return &mut [];
     }
     std::slice::from_raw_parts_mut(t.addr() as *mut f32, t.len())
 }
 
-/// Errors unless `dst` (f32 words) holds at least `bytes` bytes: the destination of a byte upload.
+/// The bytes of a host tensor of any dtype (`t.bytes()` of them).
+///
+/// # Safety
+/// As [`host_slice`].
+pub unsafe fn host_bytes<'a>(t: Tensor) -> &'a [u8] {
+    if t.is_empty() {
+        return &[];
+    }
+    std::slice::from_raw_parts(t.addr() as *const u8, t.bytes())
+}
+
+/// The bytes of a host tensor of any dtype, mutable.
+///
+/// # Safety
+/// As [`host_slice_mut`].
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn host_bytes_mut<'a>(t: Tensor) -> &'a mut [u8] {
+    if t.is_empty() {
+        return &mut [];
+    }
+    std::slice::from_raw_parts_mut(t.addr() as *mut u8, t.bytes())
+}
+
+/// A read-only view of a host bf16 tensor.
+///
+/// # Safety
+/// As [`host_slice`]; `t` must be stored as bf16 (checked).
+unsafe fn host_bf16<'a>(t: Tensor) -> &'a [bf16] {
+    assert_eq!(t.dtype(), Dtype::Bf16, "host_bf16 on a {} tensor", t.dtype());
+    if t.is_empty() {
+        return &[];
+    }
+    std::slice::from_raw_parts(t.addr() as *const bf16, t.len())
+}
+
+/// A mutable view of a host bf16 tensor.
+///
+/// # Safety
+/// As [`host_slice_mut`]; `t` must be stored as bf16 (checked).
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_bf16_mut<'a>(t: Tensor) -> &'a mut [bf16] {
+    assert_eq!(t.dtype(), Dtype::Bf16, "host_bf16_mut on a {} tensor", t.dtype());
+    if t.is_empty() {
+        return &mut [];
+    }
+    std::slice::from_raw_parts_mut(t.addr() as *mut bf16, t.len())
+}
+
+/// The CPU bf16 mode's load: a host tensor's values as f32, borrowed for f32 and widened (exactly) for
+/// bf16, so a reference op written over f32 slices serves both storage types.
+///
+/// # Safety
+/// As [`host_slice`].
+pub unsafe fn host_values<'a>(t: Tensor) -> Cow<'a, [f32]> {
+    match t.dtype() {
+        Dtype::F32 => Cow::Borrowed(host_slice(t)),
+        Dtype::Bf16 => Cow::Owned(host_bf16(t).iter().map(|v| v.to_f32()).collect()),
+    }
+}
+
+/// The CPU bf16 mode's store: writes f32 results into a host tensor of any dtype, rounding to nearest
+/// even once where it is bf16 (where the kernels round: at each op's output). `values.len()` must be
+/// `t.len()` (checked).
+///
+/// # Safety
+/// As [`host_slice_mut`].
+pub unsafe fn store_values(t: Tensor, values: &[f32]) -> Result<()> {
+    check_len("store", t, values.len())?;
+    match t.dtype() {
+        Dtype::F32 => host_slice_mut(t).copy_from_slice(values),
+        Dtype::Bf16 => {
+            for (o, &v) in host_bf16_mut(t).iter_mut().zip(values) {
+                *o = bf16::from_f32(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless every tensor in `ts` has the dtype of the first; `op` names the op.
+pub fn check_same_dtype(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
+    let Some(&(first_name, first)) = ts.first() else { return Ok(()) };
+    for &(name, t) in &ts[1..] {
+        if t.dtype() != first.dtype() {
+            return Err(Error::shape(
+                format!("{op} {name}"),
+                format!("{} elements, like {first_name}", first.dtype()),
+                format!("{} elements", t.dtype()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `dst` holds at least `bytes` bytes: the destination of a byte upload.
 pub fn check_byte_capacity(dst: Tensor, bytes: usize) -> Result<()> {
-    if 4 * dst.len() < bytes {
+    if dst.bytes() < bytes {
         return Err(Error::shape(
             "byte upload destination",
             format!("room for {bytes} bytes ({} f32 words)", bytes.div_ceil(4)),
-            format!("{} words ({} bytes)", dst.len(), 4 * dst.len()),
+            format!("{} elements ({} bytes)", dst.len(), dst.bytes()),
         ));
     }
     Ok(())
@@ -88,8 +192,8 @@ pub fn check_byte_capacity(dst: Tensor, bytes: usize) -> Result<()> {
 
 /// Errors unless the two tensors are disjoint (an op's output may not alias its input).
 pub fn check_disjoint(what: &str, a: Tensor, b: Tensor) -> Result<()> {
-    let (a0, a1) = (a.addr(), a.addr() + 4 * a.len() as u64);
-    let (b0, b1) = (b.addr(), b.addr() + 4 * b.len() as u64);
+    let (a0, a1) = (a.addr(), a.addr() + a.bytes() as u64);
+    let (b0, b1) = (b.addr(), b.addr() + b.bytes() as u64);
     if a.is_empty() || b.is_empty() || a1 <= b0 || b1 <= a0 {
         Ok(())
     } else {
@@ -149,22 +253,21 @@ impl Backend for CpuBackend {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()> {
         check_len("upload destination", dst, src.len())?;
         // SAFETY: dst is a live host tensor (contract of Tensor) and src is a distinct Rust slice.
-        unsafe { host_slice_mut(dst) }.copy_from_slice(src);
-        Ok(())
+        unsafe { store_values(dst, src) }
     }
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()> {
         check_byte_capacity(dst, src.len())?;
-        // SAFETY: dst is a live host tensor of 4 * dst.len() bytes (contract of Tensor), at least
+        // SAFETY: dst is a live host tensor of dst.bytes() bytes (contract of Tensor), at least
         // src.len() (checked); src is a distinct Rust slice.
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(unsafe { host_slice_mut(dst) });
+        let bytes = unsafe { host_bytes_mut(dst) };
         bytes[..src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn download(&self, src: Tensor) -> Result<Vec<f32>> {
         // SAFETY: src is a live host tensor.
-        Ok(unsafe { host_slice(src) }.to_vec())
+        Ok(unsafe { host_values(src) }.into_owned())
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use super::{CudaError, KernelFn};
 use crate::backend::gemm::ColMajorGemm;
-use crate::backend::{DeviceMemory, Tensor};
+use crate::backend::{DeviceMemory, Dtype, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelArgKind {
@@ -17,10 +17,12 @@ pub enum KernelArgKind {
     U64,
 }
 
-/// One kernel argument, by value. Pointers are device (or, emulated, host) addresses.
+/// One kernel argument, by value. Pointers are device (or, emulated, host) addresses; a tensor
+/// argument also carries its storage type, checked against the parameter's pointee at launch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
     Ptr(u64),
+    Tensor(u64, Dtype),
     I32(i32),
     U32(u32),
     F32(f32),
@@ -31,7 +33,7 @@ pub enum KernelArg {
 impl KernelArg {
     pub fn kind(&self) -> KernelArgKind {
         match self {
-            KernelArg::Ptr(_) => KernelArgKind::Ptr,
+            KernelArg::Ptr(_) | KernelArg::Tensor(..) => KernelArgKind::Ptr,
             KernelArg::I32(_) => KernelArgKind::I32,
             KernelArg::U32(_) => KernelArgKind::U32,
             KernelArg::F32(_) => KernelArgKind::F32,
@@ -43,7 +45,7 @@ impl KernelArg {
     /// A pointer to the storage of the value, as `cuLaunchKernel`'s `kernelParams` wants it.
     pub fn as_param_ptr(&mut self) -> *mut std::ffi::c_void {
         match self {
-            KernelArg::Ptr(v) | KernelArg::U64(v) => v as *mut u64 as *mut _,
+            KernelArg::Ptr(v) | KernelArg::Tensor(v, _) | KernelArg::U64(v) => v as *mut u64 as *mut _,
             KernelArg::I32(v) => v as *mut i32 as *mut _,
             KernelArg::U32(v) => v as *mut u32 as *mut _,
             KernelArg::F32(v) => v as *mut f32 as *mut _,
@@ -54,7 +56,7 @@ impl KernelArg {
 
 impl From<Tensor> for KernelArg {
     fn from(t: Tensor) -> Self {
-        KernelArg::Ptr(t.addr())
+        KernelArg::Tensor(t.addr(), t.dtype())
     }
 }
 
@@ -84,6 +86,19 @@ pub fn check_args(kernel: KernelFn, args: &[KernelArg]) -> Result<(), CudaError>
             detail: format!("arguments {got:?} do not match the .cu signature {want:?}"),
         });
     }
+    for (i, (arg, want)) in args.iter().zip(kernel.ptr_dtypes()).enumerate() {
+        if let (KernelArg::Tensor(_, got), Some(want)) = (arg, want) {
+            if got != want {
+                return Err(CudaError::Launch {
+                    kernel: kernel.name().to_string(),
+                    detail: format!(
+                        "argument {i} is a {got} tensor but the kernel's parameter points to {want} (launch the \
+                         kernel's {got} entry point, or convert the tensor)"
+                    ),
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -96,7 +111,10 @@ pub trait KernelDevice {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError>;
     /// `src` into the first `src.len()` bytes of `dst` (capacity checked by the caller).
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError>;
+    /// `src`'s f32 elements (the caller checks it is an f32 tensor).
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError>;
+    /// The `src.bytes()` bytes of a tensor of any dtype.
+    fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError>;
     fn synchronize(&self) -> Result<(), CudaError>;
     /// Launches `kernel`; `args` are in `.cu` signature order (checked by the caller via `check_args`).
     fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError>;

@@ -11,7 +11,7 @@
 
 use super::device::{KernelArg, KernelArgKind, KernelDevice, LaunchDims};
 use super::{kernels, CudaError, KernelFn};
-use crate::backend::cpu::{host_slice, host_slice_mut, HostMemory};
+use crate::backend::cpu::{host_bytes, host_bytes_mut, host_slice, host_slice_mut, HostMemory};
 use crate::backend::gemm::ColMajorGemm;
 use crate::backend::Tensor;
 use std::collections::HashMap;
@@ -309,15 +309,15 @@ impl KernelDevice for EmuDevice {
     }
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
-        if 4 * dst.len() < src.len() {
+        if dst.bytes() < src.len() {
             return Err(CudaError::Driver {
                 what: "upload_bytes".into(),
-                detail: format!("tensor of {} bytes, data of {}", 4 * dst.len(), src.len()),
+                detail: format!("tensor of {} bytes, data of {}", dst.bytes(), src.len()),
             });
         }
-        // SAFETY: dst is a live host tensor of 4 * dst.len() >= src.len() bytes (checked by the caller);
-        // src is a distinct Rust slice.
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(unsafe { host_slice_mut(dst) });
+        // SAFETY: dst is a live host tensor of dst.bytes() >= src.len() bytes (checked above); src is a
+        // distinct Rust slice.
+        let bytes = unsafe { host_bytes_mut(dst) };
         bytes[..src.len()].copy_from_slice(src);
         Ok(())
     }
@@ -325,6 +325,11 @@ impl KernelDevice for EmuDevice {
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         // SAFETY: src is a live host tensor.
         Ok(unsafe { host_slice(src) }.to_vec())
+    }
+
+    fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError> {
+        // SAFETY: src is a live host tensor.
+        Ok(unsafe { host_bytes(src) }.to_vec())
     }
 
     fn synchronize(&self) -> Result<(), CudaError> {

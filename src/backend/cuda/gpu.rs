@@ -147,6 +147,17 @@ impl KernelDevice for GpuDevice {
         Ok(out)
     }
 
+    fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        let mut out = vec![0u8; src.bytes()];
+        // SAFETY: src is a live device tensor of src.bytes() bytes; out has that length; synchronised
+        // before returning.
+        unsafe { drv::memcpy_dtoh_async(&mut out, src.addr(), self.stream.cu_stream()) }
+            .map_err(|e| CudaError::driver("download", e))?;
+        self.synchronize()?;
+        Ok(out)
+    }
+
     fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
     }

@@ -3,11 +3,11 @@
 //! GPU and on the SIMT emulator.
 
 use super::device::{check_args, KernelArg, KernelDevice, LaunchDims};
-use super::KernelFn;
+use super::{KernelFn, KernelTemplate};
 use crate::backend::counters::{OpCounters, OpEvent};
 use crate::backend::cpu::check_len;
-use crate::backend::{Backend, Tensor};
-use crate::error::Result;
+use crate::backend::{dtype, Backend, Dtype, Tensor};
+use crate::error::{Error, Result};
 use crate::timeline;
 
 /// Threads per block for element-wise kernels, and the cap on their grid (they grid-stride).
@@ -42,6 +42,17 @@ impl<D: KernelDevice> CudaBackend<D> {
         Ok(())
     }
 
+    /// The entry point of `template` for storage type `dtype`; an error names both where the template
+    /// is not built for it (its `ENTRY_POINTS` line in kernels/).
+    pub fn entry(&self, template: KernelTemplate, dtype: Dtype) -> Result<KernelFn> {
+        template.entry(dtype).ok_or_else(|| {
+            Error::Other(format!(
+                "kernel {} has no {dtype} entry point (add {dtype} to its ENTRY_POINTS line in kernels/)",
+                template.name()
+            ))
+        })
+    }
+
     /// Geometry for a 1-D grid-stride element-wise kernel over `n` elements.
     pub fn elementwise(n: usize) -> LaunchDims {
         LaunchDims::linear(n, ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS)
@@ -63,7 +74,10 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()> {
         check_len("upload destination", dst, src.len())?;
         self.counters.note(OpEvent::Upload);
-        Ok(self.device.upload(dst, src)?)
+        match dst.dtype() {
+            Dtype::F32 => Ok(self.device.upload(dst, src)?),
+            Dtype::Bf16 => Ok(self.device.upload_bytes(dst, &dtype::encode(src, Dtype::Bf16))?),
+        }
     }
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()> {
@@ -74,7 +88,10 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
 
     fn download(&self, src: Tensor) -> Result<Vec<f32>> {
         self.counters.note(OpEvent::Download);
-        Ok(self.device.download(src)?)
+        match src.dtype() {
+            Dtype::F32 => Ok(self.device.download(src)?),
+            Dtype::Bf16 => dtype::decode(&self.device.download_bytes(src)?, Dtype::Bf16),
+        }
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -1,10 +1,13 @@
 //! Element-wise activations: swish (trunk), ReLU and hard-sigmoid (inside squeeze-and-excite).
 //! Reference: `backend::cpu::activation`; kernels: `kernels/activation.cu`. Every op runs over
 //! `x.len()` elements of any layout; the backward takes the forward input `x` and recomputes what it
-//! needs from it.
+//! needs from it. Storage f32 or bf16 (all operands alike): arithmetic in f32, bf16 outputs rounded
+//! once to nearest even, on the CPU (its bf16 mode) as in the kernels.
 
-use crate::backend::cpu::{activation as reference, check_disjoint, check_len, host_slice, host_slice_mut, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn};
+use crate::backend::cpu::{
+    activation as reference, check_disjoint, check_len, check_same_dtype, host_values, store_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate};
 use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 
@@ -25,11 +28,13 @@ pub trait ActivationOps: Backend {
 
 fn check_fwd(op: &str, x: Tensor, y: Tensor) -> Result<()> {
     check_len(&format!("{op} y"), y, x.len())?;
+    check_same_dtype(op, &[("x", x), ("y", y)])?;
     check_disjoint(op, x, y)
 }
 
 fn check_bwd(op: &str, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
     check_len(&format!("{op} dy"), dy, x.len())?;
+    check_same_dtype(op, &[("x", x), ("dy", dy), ("dx", dx)])?;
     check_len(&format!("{op} dx"), dx, x.len())?;
     check_disjoint(&format!("{op} (dx vs x)"), x, dx)?;
     check_disjoint(&format!("{op} (dx vs dy)"), dy, dx)
@@ -40,16 +45,22 @@ type HostBwd = fn(&[f32], &[f32], &mut [f32]);
 
 fn cpu_fwd(op: &str, f: HostFwd, x: Tensor, y: Tensor) -> Result<()> {
     check_fwd(op, x, y)?;
-    // SAFETY: live host tensors, checked disjoint above.
-    unsafe { f(host_slice(x), host_slice_mut(y)) };
-    Ok(())
+    let mut out = vec![0.0f32; x.len()];
+    // SAFETY: live host tensors, checked disjoint above; the input view ends before the store.
+    unsafe {
+        f(&host_values(x), &mut out);
+        store_values(y, &out)
+    }
 }
 
 fn cpu_bwd(op: &str, f: HostBwd, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
     check_bwd(op, x, dy, dx)?;
+    let mut out = vec![0.0f32; x.len()];
     // SAFETY: live host tensors, output checked disjoint from both inputs.
-    unsafe { f(host_slice(x), host_slice(dy), host_slice_mut(dx)) };
-    Ok(())
+    unsafe {
+        f(&host_values(x), &host_values(dy), &mut out);
+        store_values(dx, &out)
+    }
 }
 
 impl ActivationOps for CpuBackend {
@@ -79,22 +90,25 @@ impl ActivationOps for CpuBackend {
 }
 
 impl<D: KernelDevice> CudaBackend<D> {
-    /// Launches a forward activation kernel with the signature `(float* y, const float* x, long long n)`.
-    fn activation_fwd(&self, op: &str, kernel: KernelFn, x: Tensor, y: Tensor) -> Result<()> {
+    /// Launches the storage type's entry point of a forward activation template with the signature
+    /// `(T* y, const T* x, long long n)`.
+    fn activation_fwd(&self, op: &str, kernel: KernelTemplate, x: Tensor, y: Tensor) -> Result<()> {
         check_fwd(op, x, y)?;
         if x.is_empty() {
             return Ok(());
         }
+        let kernel = self.entry(kernel, x.dtype())?;
         self.launch(kernel, Self::elementwise(x.len()), &[y.into(), x.into(), KernelArg::I64(x.len() as i64)])
     }
 
-    /// Launches a backward activation kernel with the signature
-    /// `(float* dx, const float* x, const float* dy, long long n)`.
-    fn activation_bwd(&self, op: &str, kernel: KernelFn, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
+    /// Launches the storage type's entry point of a backward activation template with the signature
+    /// `(T* dx, const T* x, const T* dy, long long n)`.
+    fn activation_bwd(&self, op: &str, kernel: KernelTemplate, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
         check_bwd(op, x, dy, dx)?;
         if x.is_empty() {
             return Ok(());
         }
+        let kernel = self.entry(kernel, x.dtype())?;
         self.launch(
             kernel,
             Self::elementwise(x.len()),
@@ -105,32 +119,32 @@ impl<D: KernelDevice> CudaBackend<D> {
 
 impl<D: KernelDevice> ActivationOps for CudaBackend<D> {
     fn swish_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        // SAFETY (argument order): swish_fwd_f32(float* y, const float* x, long long n).
-        self.activation_fwd("swish_fwd", KernelFn::SwishFwdF32, x, y)
+        // SAFETY (argument order): swish_fwd<T>(T* y, const T* x, long long n).
+        self.activation_fwd("swish_fwd", KernelTemplate::SwishFwd, x, y)
     }
 
     fn swish_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        // SAFETY (argument order): swish_bwd_f32(float* dx, const float* x, const float* dy, long long n).
-        self.activation_bwd("swish_bwd", KernelFn::SwishBwdF32, x, dy, dx)
+        // SAFETY (argument order): swish_bwd<T>(T* dx, const T* x, const T* dy, long long n).
+        self.activation_bwd("swish_bwd", KernelTemplate::SwishBwd, x, dy, dx)
     }
 
     fn relu_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        // SAFETY (argument order): relu_fwd_f32(float* y, const float* x, long long n).
-        self.activation_fwd("relu_fwd", KernelFn::ReluFwdF32, x, y)
+        // SAFETY (argument order): relu_fwd<T>(T* y, const T* x, long long n).
+        self.activation_fwd("relu_fwd", KernelTemplate::ReluFwd, x, y)
     }
 
     fn relu_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        // SAFETY (argument order): relu_bwd_f32(float* dx, const float* x, const float* dy, long long n).
-        self.activation_bwd("relu_bwd", KernelFn::ReluBwdF32, x, dy, dx)
+        // SAFETY (argument order): relu_bwd<T>(T* dx, const T* x, const T* dy, long long n).
+        self.activation_bwd("relu_bwd", KernelTemplate::ReluBwd, x, dy, dx)
     }
 
     fn hard_sigmoid_fwd(&self, x: Tensor, y: Tensor) -> Result<()> {
-        // SAFETY (argument order): hard_sigmoid_fwd_f32(float* y, const float* x, long long n).
-        self.activation_fwd("hard_sigmoid_fwd", KernelFn::HardSigmoidFwdF32, x, y)
+        // SAFETY (argument order): hard_sigmoid_fwd<T>(T* y, const T* x, long long n).
+        self.activation_fwd("hard_sigmoid_fwd", KernelTemplate::HardSigmoidFwd, x, y)
     }
 
     fn hard_sigmoid_bwd(&self, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
-        // SAFETY (argument order): hard_sigmoid_bwd_f32(float* dx, const float* x, const float* dy, long long n).
-        self.activation_bwd("hard_sigmoid_bwd", KernelFn::HardSigmoidBwdF32, x, dy, dx)
+        // SAFETY (argument order): hard_sigmoid_bwd<T>(T* dx, const T* x, const T* dy, long long n).
+        self.activation_bwd("hard_sigmoid_bwd", KernelTemplate::HardSigmoidBwd, x, dy, dx)
     }
 }

@@ -2,13 +2,14 @@
 //! file holds the family's trait, its CPU impl (calling the reference functions in `backend::cpu`)
 //! and its CUDA impl (the launchers for `kernels/<family>.cu`, written over `KernelDevice`).
 //!
-//! Conventions: NHWC f32; every op validates lengths and returns `Error::Shape` before touching
+//! Conventions: NHWC, f32 storage unless an op says it takes bf16 too (backend::dtype); every op validates lengths and returns `Error::Shape` before touching
 //! memory; outputs must not overlap inputs unless the op says so; active sizes and stored strides
 //! are run-time arguments, so one compiled kernel serves every subnet.
 
 pub mod activation;
 pub mod batchnorm;
 pub mod bias;
+pub mod cast;
 pub mod depthwise;
 pub mod fill;
 pub mod gemm;
@@ -25,6 +26,7 @@ pub mod stem_conv;
 pub use activation::ActivationOps;
 pub use batchnorm::BatchNormOps;
 pub use bias::BiasOps;
+pub use cast::CastOps;
 pub use depthwise::DepthwiseOps;
 pub use fill::FillOps;
 pub use gemm::GemmOps;
@@ -43,6 +45,7 @@ pub trait SupernetOps:
     ActivationOps
     + BatchNormOps
     + BiasOps
+    + CastOps
     + ChannelScaleOps
     + DepthwiseOps
     + FillOps
@@ -63,6 +66,7 @@ impl<
         T: ActivationOps
             + BatchNormOps
             + BiasOps
+            + CastOps
             + ChannelScaleOps
             + DepthwiseOps
             + FillOps
