@@ -163,6 +163,25 @@ pub unsafe fn store_values(t: Tensor, values: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` on an f32 output buffer for `t` and stores it per `t`'s dtype: `t` itself when it is f32
+/// (no copy), else a temporary rounded into `t` once at the end (the CPU bf16 mode's output point).
+///
+/// # Safety
+/// As [`host_slice_mut`].
+pub unsafe fn write_values(t: Tensor, f: impl FnOnce(&mut [f32])) -> Result<()> {
+    match t.dtype() {
+        Dtype::F32 => {
+            f(host_slice_mut(t));
+            Ok(())
+        }
+        Dtype::Bf16 => {
+            let mut out = vec![0.0f32; t.len()];
+            f(&mut out);
+            store_values(t, &out)
+        }
+    }
+}
+
 /// Errors unless every tensor in `ts` has the dtype of the first; `op` names the op.
 pub fn check_same_dtype(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
     let Some(&(first_name, first)) = ts.first() else { return Ok(()) };
@@ -174,6 +193,15 @@ pub fn check_same_dtype(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
                 format!("{} elements", t.dtype()),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Errors unless every tensor in `ts` is stored as f32 (parameters, statistics, gradients); `op` names
+/// the op.
+pub fn check_f32(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
+    for &(name, t) in ts {
+        t.require_dtype(&format!("{op} {name}"), Dtype::F32)?;
     }
     Ok(())
 }

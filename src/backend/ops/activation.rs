@@ -5,7 +5,7 @@
 //! once to nearest even, on the CPU (its bf16 mode) as in the kernels.
 
 use crate::backend::cpu::{
-    activation as reference, check_disjoint, check_len, check_same_dtype, host_values, store_values, CpuBackend,
+    activation as reference, check_disjoint, check_len, check_same_dtype, host_values, write_values, CpuBackend,
 };
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate};
 use crate::backend::{Backend, Tensor};
@@ -45,21 +45,19 @@ type HostBwd = fn(&[f32], &[f32], &mut [f32]);
 
 fn cpu_fwd(op: &str, f: HostFwd, x: Tensor, y: Tensor) -> Result<()> {
     check_fwd(op, x, y)?;
-    let mut out = vec![0.0f32; x.len()];
-    // SAFETY: live host tensors, checked disjoint above; the input view ends before the store.
+    // SAFETY: live host tensors, checked disjoint above.
     unsafe {
-        f(&host_values(x), &mut out);
-        store_values(y, &out)
+        let x = host_values(x);
+        write_values(y, |y| f(&x, y))
     }
 }
 
 fn cpu_bwd(op: &str, f: HostBwd, x: Tensor, dy: Tensor, dx: Tensor) -> Result<()> {
     check_bwd(op, x, dy, dx)?;
-    let mut out = vec![0.0f32; x.len()];
     // SAFETY: live host tensors, output checked disjoint from both inputs.
     unsafe {
-        f(&host_values(x), &host_values(dy), &mut out);
-        store_values(dx, &out)
+        let (x, dy) = (host_values(x), host_values(dy));
+        write_values(dx, |dx| f(&x, &dy, dx))
     }
 }
 

@@ -14,13 +14,20 @@
 //! its shortcut join, fused (one write of `y` instead of a write, a read and a write); the sum is the
 //! same f32 addition the separate join does, so fused and unfused agree bit for bit.
 //!
+//! Storage: the activations (`x`, `y`, `residual`, `dy`, `dx`) are all f32 or all bf16; everything else
+//! is f32. Arithmetic is f32 on widened values (the statistics fold in f64 as in f32 mode), and a bf16
+//! `y` or `dx` is rounded once, at its store, on the CPU (its bf16 mode) as in the kernels.
+//!
 //! Contracts: forward and backward overwrite `y`/`dx`; the backward adds into `dgamma[..c]`,
 //! `dbeta[..c]` (the sandwich rule sums 4 subnets) and leaves the inactive tail untouched; the
 //! training forward never touches the running stats; `batchnorm_calibrate` after the training
 //! forward of batch `k` (1-based) folds that batch into the cumulative running stats.
 
-use crate::backend::cpu::{batchnorm as reference, check_disjoint, check_len, host_slice, host_slice_mut, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::cpu::{
+    batchnorm as reference, check_disjoint, check_f32, check_len, check_same_dtype, host_slice, host_slice_mut,
+    host_values, write_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -164,6 +171,7 @@ fn check_residual(s: &BatchNormSpec, y: Tensor, residual: Option<Tensor>) -> Res
     match residual {
         Some(r) => {
             check_len("batchnorm residual", r, s.elements())?;
+            check_same_dtype("batchnorm", &[("y", y), ("residual", r)])?;
             check_disjoint("batchnorm forward (y vs residual)", y, r)
         }
         None => Ok(()),
@@ -174,6 +182,8 @@ fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWo
     check_spec(s)?;
     check_len("batchnorm x", x, s.elements())?;
     check_len("batchnorm y", y, s.elements())?;
+    check_same_dtype("batchnorm", &[("x", x), ("y", y)])?;
+    check_f32("batchnorm", &[("gamma", p.gamma), ("beta", p.beta), ("saved", w.saved), ("scratch", w.scratch)])?;
     check_stored("gamma", s, p.gamma)?;
     check_stored("beta", s, p.beta)?;
     w.saved.require("batchnorm saved", 2 * s.c_active)?;
@@ -200,6 +210,18 @@ fn check_train_bwd(
     check_len("batchnorm x", x, s.elements())?;
     check_len("batchnorm dy", dy, s.elements())?;
     check_len("batchnorm dx", dx, s.elements())?;
+    check_same_dtype("batchnorm", &[("x", x), ("dy", dy), ("dx", dx)])?;
+    check_f32(
+        "batchnorm",
+        &[
+            ("gamma", p.gamma),
+            ("beta", p.beta),
+            ("dgamma", g.dgamma),
+            ("dbeta", g.dbeta),
+            ("saved", w.saved),
+            ("scratch", w.scratch),
+        ],
+    )?;
     check_stored("gamma", s, p.gamma)?;
     check_stored("beta", s, p.beta)?;
     check_stored("dgamma", s, g.dgamma)?;
@@ -217,6 +239,8 @@ fn check_eval(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, rm: Tensor, 
     check_spec(s)?;
     check_len("batchnorm x", x, s.elements())?;
     check_len("batchnorm y", y, s.elements())?;
+    check_same_dtype("batchnorm", &[("x", x), ("y", y)])?;
+    check_f32("batchnorm", &[("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)])?;
     for (what, t) in [("gamma", p.gamma), ("beta", p.beta), ("running_mean", rm), ("running_var", rv)] {
         check_stored(what, s, t)?;
     }
@@ -234,6 +258,7 @@ fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, bat
     if batch == 0 {
         return Err(Error::shape("batchnorm_calibrate batch number", ">= 1 (1-based)", 0));
     }
+    check_f32("batchnorm_calibrate", &[("saved", saved), ("running_mean", rm), ("running_var", rv)])?;
     saved.require("batchnorm saved", 2 * s.c_active)?;
     check_stored("running_mean", s, rm)?;
     check_stored("running_var", s, rv)?;
@@ -242,11 +267,14 @@ fn check_calibrate(s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, bat
     check_disjoint("batchnorm_calibrate (running_var vs saved)", rv, saved)
 }
 
-/// `y += residual` after the CPU reference wrote `y` (the fused op is that composition).
-fn add_residual_cpu(y: Tensor, residual: Option<Tensor>) {
+/// `y += residual` after the CPU reference wrote `y` into the f32 buffer `out` (the fused op is that
+/// composition; the caller stores `out`, rounding once in bf16).
+///
+/// # Safety
+/// `residual` is a live host tensor of `out.len()` elements (checked by `check_residual`).
+unsafe fn add_residual_cpu(out: &mut [f32], residual: Option<Tensor>) {
     if let Some(r) = residual {
-        // SAFETY: live host tensors of equal length, checked disjoint by `check_residual`.
-        unsafe { crate::backend::cpu::pool::add_assign(host_slice_mut(y), host_slice(r)) };
+        crate::backend::cpu::pool::add_assign(out, &host_values(r));
     }
 }
 
@@ -263,20 +291,22 @@ impl BatchNormOps for CpuBackend {
         check_train_fwd(s, x, y, p, w)?;
         check_residual(s, y, residual)?;
         let c = s.c_active;
-        // SAFETY: live host tensors; outputs (y, saved) checked disjoint from each other and the input.
+        // SAFETY: live host tensors; outputs (y, saved) checked disjoint from each other and the inputs.
         unsafe {
-            reference::train_fwd(
-                host_slice(x),
-                c,
-                &host_slice(p.gamma)[..c],
-                &host_slice(p.beta)[..c],
-                s.activation.is_swish(),
-                host_slice_mut(y),
-                &mut host_slice_mut(w.saved)[..2 * c],
-            )
-        };
-        add_residual_cpu(y, residual);
-        Ok(())
+            let x = host_values(x);
+            write_values(y, |y| {
+                reference::train_fwd(
+                    &x,
+                    c,
+                    &host_slice(p.gamma)[..c],
+                    &host_slice(p.beta)[..c],
+                    s.activation.is_swish(),
+                    y,
+                    &mut host_slice_mut(w.saved)[..2 * c],
+                );
+                add_residual_cpu(y, residual);
+            })
+        }
     }
 
     fn batchnorm_train_bwd(
@@ -293,20 +323,22 @@ impl BatchNormOps for CpuBackend {
         let c = s.c_active;
         // SAFETY: live host tensors; dx, dgamma, dbeta checked disjoint from each other and the inputs.
         unsafe {
-            reference::train_bwd(
-                host_slice(x),
-                host_slice(dy),
-                c,
-                &host_slice(p.gamma)[..c],
-                &host_slice(p.beta)[..c],
-                &host_slice(w.saved)[..2 * c],
-                s.activation.is_swish(),
-                host_slice_mut(dx),
-                &mut host_slice_mut(g.dgamma)[..c],
-                &mut host_slice_mut(g.dbeta)[..c],
-            )
-        };
-        Ok(())
+            let (x, dy) = (host_values(x), host_values(dy));
+            write_values(dx, |dx| {
+                reference::train_bwd(
+                    &x,
+                    &dy,
+                    c,
+                    &host_slice(p.gamma)[..c],
+                    &host_slice(p.beta)[..c],
+                    &host_slice(w.saved)[..2 * c],
+                    s.activation.is_swish(),
+                    dx,
+                    &mut host_slice_mut(g.dgamma)[..c],
+                    &mut host_slice_mut(g.dbeta)[..c],
+                )
+            })
+        }
     }
 
     fn batchnorm_eval_fwd(
@@ -324,19 +356,21 @@ impl BatchNormOps for CpuBackend {
         let c = s.c_active;
         // SAFETY: live host tensors; y checked disjoint from x (the parameters are only read).
         unsafe {
-            reference::eval_fwd(
-                host_slice(x),
-                c,
-                &host_slice(p.gamma)[..c],
-                &host_slice(p.beta)[..c],
-                &host_slice(running_mean)[..c],
-                &host_slice(running_var)[..c],
-                s.activation.is_swish(),
-                host_slice_mut(y),
-            )
-        };
-        add_residual_cpu(y, residual);
-        Ok(())
+            let x = host_values(x);
+            write_values(y, |y| {
+                reference::eval_fwd(
+                    &x,
+                    c,
+                    &host_slice(p.gamma)[..c],
+                    &host_slice(p.beta)[..c],
+                    &host_slice(running_mean)[..c],
+                    &host_slice(running_var)[..c],
+                    s.activation.is_swish(),
+                    y,
+                );
+                add_residual_cpu(y, residual);
+            })
+        }
     }
 
     fn batchnorm_calibrate(&self, s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {
@@ -395,12 +429,12 @@ impl<D: KernelDevice> CudaBackend<D> {
         (mean, var): (Tensor, Tensor),
         residual: Option<Tensor>,
     ) -> Result<()> {
-        // SAFETY (argument order): batchnorm_apply_fwd_f32(float* y, const float* x, const float* gamma,
-        // const float* beta, const float* mean, const float* var, const float* residual, long long pixels,
+        // SAFETY (argument order): batchnorm_apply_fwd<T>(T* y, const T* x, const float* gamma,
+        // const float* beta, const float* mean, const float* var, const T* residual, long long pixels,
         // int c, int rows_per_chunk, int swish, int has_residual); without a residual x stands in for the
         // pointer, never read.
         self.launch(
-            KernelFn::BatchnormApplyFwdF32,
+            self.entry(KernelTemplate::BatchnormApplyFwd, x.dtype())?,
             g.per_pixel,
             &[
                 y.into(),
@@ -434,17 +468,17 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         check_residual(s, y, residual)?;
         let g = geometry(s)?;
         let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
-        // SAFETY (argument order): batchnorm_stats_partial_f32(float* partial, const float* x, long long pixels,
+        // SAFETY (argument order): batchnorm_stats_partial<T>(float* partial, const T* x, long long pixels,
         // int c, int rows_per_chunk).
         self.launch(
-            KernelFn::BatchnormStatsPartialF32,
+            self.entry(KernelTemplate::BatchnormStatsPartial, x.dtype())?,
             g.per_pixel,
             &[w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.rows_per_chunk)],
         )?;
-        // SAFETY (argument order): batchnorm_stats_finalize_f32(float* saved, const float* partial,
-        // const float* x, long long pixels, int c, int chunks).
+        // SAFETY (argument order): batchnorm_stats_finalize<T>(float* saved, const float* partial,
+        // const T* x, long long pixels, int c, int chunks).
         self.launch(
-            KernelFn::BatchnormStatsFinalizeF32,
+            self.entry(KernelTemplate::BatchnormStatsFinalize, x.dtype())?,
             g.finalize,
             &[w.saved.into(), w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.chunks)],
         )?;
@@ -469,11 +503,11 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         let swish = KernelArg::I32(s.activation.is_swish() as i32);
         let partial_len = 2 * s.c_active * g.chunks as usize;
         let sums = w.scratch.slice(partial_len, 2 * s.c_active)?;
-        // SAFETY (argument order): batchnorm_grad_partial_f32(float* partial, const float* x, const float* dy,
+        // SAFETY (argument order): batchnorm_grad_partial<T>(float* partial, const T* x, const T* dy,
         // const float* gamma, const float* beta, const float* saved, long long pixels, int c, int rows_per_chunk,
         // int swish).
         self.launch(
-            KernelFn::BatchnormGradPartialF32,
+            self.entry(KernelTemplate::BatchnormGradPartial, x.dtype())?,
             g.per_pixel,
             &[
                 w.scratch.into(),
@@ -495,11 +529,11 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
             g.finalize,
             &[sums.into(), gr.dgamma.into(), gr.dbeta.into(), w.scratch.into(), c, KernelArg::I32(g.chunks)],
         )?;
-        // SAFETY (argument order): batchnorm_grad_input_f32(float* dx, const float* x, const float* dy,
+        // SAFETY (argument order): batchnorm_grad_input<T>(T* dx, const T* x, const T* dy,
         // const float* gamma, const float* beta, const float* saved, const float* sums, long long pixels, int c,
         // int rows_per_chunk, int swish).
         self.launch(
-            KernelFn::BatchnormGradInputF32,
+            self.entry(KernelTemplate::BatchnormGradInput, x.dtype())?,
             g.per_pixel,
             &[
                 dx.into(),
