@@ -17,6 +17,8 @@
 //! forward `Y = X W[:co, :ci]^T` (N, T), grad-input `dX = dY W[:co, :ci]` (N, N) and grad-weight
 //! `dW[:co, :ci] += dY^T X` (T, N, beta = 1).
 
+use crate::backend::cpu::{host_slice_mut, host_values, store_values};
+use crate::backend::{Dtype, Tensor};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,10 @@ pub struct ColMajorGemm {
     pub beta: f32,
     pub ldc: usize,
     pub allow_tf32: bool,
+    /// Storage of A and B (alike) and of C. f32/f32 is SGEMM; bf16 A and B with an f32 or bf16 C is
+    /// cuBLAS GemmEx with f32 accumulation (`CUBLAS_COMPUTE_32F`), C rounded once at its store.
+    pub ab_dtype: Dtype,
+    pub c_dtype: Dtype,
 }
 
 impl GemmSpec {
@@ -165,11 +171,41 @@ impl GemmSpec {
             beta: self.beta,
             ldc: self.ldc,
             allow_tf32: self.allow_tf32,
+            ab_dtype: Dtype::F32,
+            c_dtype: Dtype::F32,
         }
     }
 }
 
 impl ColMajorGemm {
+    /// The same GEMM with A and B stored as `ab` and C as `c`.
+    pub fn with_dtypes(self, ab: Dtype, c: Dtype) -> Self {
+        ColMajorGemm { ab_dtype: ab, c_dtype: c, ..self }
+    }
+
+    /// [`ColMajorGemm::run_host`] over host tensors of any storage type (the CPU bf16 mode of the GEMM):
+    /// A and B widened exactly, products accumulated in f32, and a bf16 C widened, updated and rounded
+    /// once at the store. That is GemmEx with `CUBLAS_COMPUTE_32F` up to the order of the f32 sums.
+    /// f32 operands take exactly the `run_host` path (no copies).
+    ///
+    /// # Safety
+    /// `a`, `b`, `c` are live host tensors holding `required_lens()` elements (validated), and `c` does not
+    /// overlap `a` or `b`.
+    pub unsafe fn run_host_tensors(&self, a: Tensor, b: Tensor, c: Tensor) -> Result<()> {
+        let (a, b) = (host_values(a), host_values(b));
+        match c.dtype() {
+            Dtype::F32 => self.run_host(&a, &b, host_slice_mut(c)),
+            Dtype::Bf16 => {
+                // the whole strided region is widened and stored back: elements outside the m x n tile
+                // are bf16 already, so their round trip is exact
+                let mut values = host_values(c).into_owned();
+                self.run_host(&a, &b, &mut values);
+                store_values(c, &values)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The column-major GEMM on host memory: `C = alpha op(A) op(B) + beta C`, the contract cuBLAS
     /// implements; used by the CPU backend and by the emulated device in place of cuBLAS.
     /// `beta == 0` overwrites C without reading it (NaN in C does not propagate), as BLAS does.

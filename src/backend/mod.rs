@@ -42,6 +42,14 @@ impl Tensor {
         Tensor { addr, len, dtype: Dtype::F32 }
     }
 
+    /// A handle to `len` elements of storage type `dtype`.
+    ///
+    /// # Safety
+    /// `addr` must point to `len` such elements owned by memory that outlives every use of the handle.
+    pub unsafe fn from_raw_typed(addr: u64, len: usize, dtype: Dtype) -> Self {
+        Tensor { addr, len, dtype }
+    }
+
     pub fn addr(self) -> u64 {
         self.addr
     }

@@ -349,16 +349,14 @@ impl KernelDevice for EmuDevice {
 
     fn gemm_col_major(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64) -> Result<(), CudaError> {
         let (na, nb, nc) = g.required_lens();
-        let view = |addr: u64, len: usize| {
-            // SAFETY: the launcher validated each operand against these lengths (GemmSpec::validate)
-            // and the addresses are live host tensors; C does not overlap A or B (checked there).
-            unsafe { host_slice(Tensor::from_raw(addr, len)) }
-        };
-        let (sa, sb) = (view(a, na), view(b, nb));
-        // SAFETY: as above; the only mutable view of C.
-        let sc = unsafe { host_slice_mut(Tensor::from_raw(c, nc)) };
-        g.run_host(sa, sb, sc);
-        Ok(())
+        // SAFETY: the launcher validated each operand against these lengths (GemmSpec::validate) and the
+        // addresses are live host tensors of the stated storage types; C does not overlap A or B
+        // (checked there).
+        unsafe {
+            let (ta, tb) = (Tensor::from_raw_typed(a, na, g.ab_dtype), Tensor::from_raw_typed(b, nb, g.ab_dtype));
+            g.run_host_tensors(ta, tb, Tensor::from_raw_typed(c, nc, g.c_dtype))
+        }
+        .map_err(|e| CudaError::Driver { what: "emulated gemm".into(), detail: e.to_string() })
     }
 }
 

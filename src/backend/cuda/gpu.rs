@@ -8,7 +8,7 @@ use super::probe;
 use super::registry::Registry;
 use super::KernelFn;
 use crate::backend::gemm::{ColMajorGemm, Transpose};
-use crate::backend::{DeviceMemory, Tensor};
+use crate::backend::{DeviceMemory, Dtype, Tensor};
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
 use std::sync::Arc;
@@ -87,6 +87,52 @@ pub fn pci_bus_id(device: drv_sys::CUdevice) -> [u8; 16] {
         }
     }
     out
+}
+
+/// cuBLAS's storage type for a [`Dtype`].
+fn blas_type(d: Dtype) -> blas_sys::cudaDataType {
+    match d {
+        Dtype::F32 => blas_sys::cudaDataType::CUDA_R_32F,
+        Dtype::Bf16 => blas_sys::cudaDataType::CUDA_R_16BF,
+    }
+}
+
+/// bf16 A and B, f32 or bf16 C: `cublasGemmEx` with f32 accumulation (`CUBLAS_COMPUTE_32F`, f32 alpha and
+/// beta) and the default algorithm choice, which uses the tensor cores for bf16.
+fn gemm_ex_bf16(
+    handle: blas_sys::cublasHandle_t,
+    g: &ColMajorGemm,
+    (m, n, k): (i32, i32, i32),
+    (lda, ldb, ldc): (i32, i32, i32),
+    (a, b, c): (u64, u64, u64),
+) -> Result<(), CudaError> {
+    // SAFETY: handle is live and bound to our stream; a, b, c are live device tensors of the stated
+    // storage types whose lengths the caller validated against (m, n, k, ld*); alpha and beta point at
+    // f32 fields of `g`, as CUBLAS_COMPUTE_32F requires.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            handle,
+            op(g.trans_a),
+            op(g.trans_b),
+            m,
+            n,
+            k,
+            &g.alpha as *const f32 as *const _,
+            a as *const _,
+            blas_type(g.ab_dtype),
+            lda,
+            b as *const _,
+            blas_type(g.ab_dtype),
+            ldb,
+            &g.beta as *const f32 as *const _,
+            c as *mut _,
+            blas_type(g.c_dtype),
+            ldc,
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+        )
+    }
+    .map_err(|e| CudaError::Cublas { what: "cublasGemmEx (bf16)".into(), detail: format!("{e:?}") })
 }
 
 fn op(t: Transpose) -> blas_sys::cublasOperation_t {
@@ -209,6 +255,9 @@ impl KernelDevice for GpuDevice {
         let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
         let (lda, ldb, ldc) = (int(g.lda.max(1), "lda")?, int(g.ldb.max(1), "ldb")?, int(g.ldc.max(1), "ldc")?);
         let handle = *self.blas.handle();
+        if g.ab_dtype != Dtype::F32 || g.c_dtype != Dtype::F32 {
+            return gemm_ex_bf16(handle, g, (m, n, k), (lda, ldb, ldc), (a, b, c));
+        }
         let math = if g.allow_tf32 {
             blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
         } else {

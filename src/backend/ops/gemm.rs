@@ -1,11 +1,15 @@
 //! The GEMM op (1x1 convs, SE, the head): one wrapper with sliced leading dimensions. The contract and
 //! the row-major/column-major mapping are in `backend::gemm`; the CPU runs it through the host SGEMM,
 //! CUDA through cuBLAS (or, emulated, the same host SGEMM behind the device seam).
+//!
+//! Storage: A and B alike, f32 or bf16; C f32, or bf16 when A and B are. bf16 runs as cuBLAS GemmEx
+//! with f32 accumulation; the CPU (and the emulator) widen A and B exactly, accumulate in f32 and
+//! round a bf16 C once at the store (`ColMajorGemm::run_host_tensors`).
 
-use crate::backend::cpu::{check_disjoint, host_slice, host_slice_mut, CpuBackend};
+use crate::backend::cpu::{check_disjoint, check_same_dtype, CpuBackend};
 use crate::backend::cuda::{CudaBackend, KernelDevice};
-use crate::backend::{Backend, GemmSpec, Tensor};
-use crate::error::Result;
+use crate::backend::{Backend, Dtype, GemmSpec, Tensor};
+use crate::error::{Error, Result};
 
 pub trait GemmOps: Backend {
     /// `C = alpha op(A) op(B) + beta C`, row-major with leading dimensions; see [`GemmSpec`].
@@ -14,6 +18,13 @@ pub trait GemmOps: Backend {
 
 fn check(spec: &GemmSpec, a: Tensor, b: Tensor, c: Tensor) -> Result<()> {
     spec.validate(a.len(), b.len(), c.len())?;
+    check_same_dtype("gemm", &[("A", a), ("B", b)])?;
+    if a.dtype() == Dtype::F32 && c.dtype() != Dtype::F32 {
+        return Err(Error::Other(format!(
+            "gemm: f32 A and B with a {} C is not a cuBLAS type combination; use an f32 C and cast it",
+            c.dtype()
+        )));
+    }
     check_disjoint("gemm (C vs A)", a, c)?;
     check_disjoint("gemm (C vs B)", b, c)
 }
@@ -23,8 +34,7 @@ impl GemmOps for CpuBackend {
         check(spec, a, b, c)?;
         // Column-major operands are (B, A): see backend::gemm.
         // SAFETY: live host tensors; C checked disjoint from A and B; lengths validated.
-        unsafe { spec.col_major().run_host(host_slice(b), host_slice(a), host_slice_mut(c)) };
-        Ok(())
+        unsafe { spec.col_major().with_dtypes(a.dtype(), c.dtype()).run_host_tensors(b, a, c) }
     }
 }
 
@@ -37,6 +47,7 @@ impl<D: KernelDevice> GemmOps for CudaBackend<D> {
         let _op = crate::timeline::op_range("gemm");
         self.count(crate::backend::counters::OpEvent::Gemm);
         // Column-major operands are (B, A): see backend::gemm.
-        Ok(self.device().gemm_col_major(&spec.col_major(), b.addr(), a.addr(), c.addr())?)
+        let g = spec.col_major().with_dtypes(a.dtype(), c.dtype());
+        Ok(self.device().gemm_col_major(&g, b.addr(), a.addr(), c.addr())?)
     }
 }
