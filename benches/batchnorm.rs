@@ -6,10 +6,13 @@
 //! conv (mid = width * t channels at the stage's output size, +swish) and the projection BN (width
 //! channels, no activation), and the head's final-expand BN (6 * mb7 width, +swish).
 //!
-//! BN is memory-bound; bytes moved (E = pixels * channels elements, 4 bytes each):
-//!   train fwd  = 4 * 3E  (read x for the statistics, read x again and write y)
-//!   train bwd  = 4 * 5E  (read x, dy for the sums; read x, dy again and write dx)
-//!   eval fwd   = 4 * 2E  (read x, write y)
+//! BN is memory-bound; bytes moved (E = pixels * channels elements, S bytes each: 4 in f32, 2 in bf16):
+//!   train fwd  = S * 3E  (read x for the statistics, read x again and write y)
+//!   train fwd + residual = S * 4E
+//!   train bwd  = S * 5E  (read x, dy for the sums; read x, dy again and write dx)
+//!   eval fwd   = S * 2E  (read x, write y)
+//! The GPU runs every layer with f32 and with bf16 activations (issue #13: bf16 figures beside the
+//! roof); the CPU runs f32 only (its bf16 mode is a reference, not a fast path).
 //! The per-chunk partials and per-channel vectors are < 1% of that and not counted.
 //! Roof: on a GPU the HBM bandwidth of the card (H100 SXM 3.35 TB/s, H200 4.8 TB/s); on the CPU a
 //! memcpy bandwidth measured once here. The CPU runs the f64 reference at batch
@@ -18,7 +21,7 @@
 
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::batchnorm::{BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork};
-use attnas::backend::{Backend, DeviceMemory};
+use attnas::backend::{alloc_typed, Backend, DeviceMemory, Dtype};
 use std::time::Instant;
 
 /// (name, resolution, widths [stem, mb1..mb7], expand per stage).
@@ -88,31 +91,38 @@ fn report(op: &str, layer: &str, secs: f64, bytes: f64, roof: f64) {
     );
 }
 
-fn bench_subnet<B: BatchNormOps>(b: &B, net: &Subnet, batch: usize, warmup: usize, repeats: usize, roof: f64) {
-    println!("{} subnet, r {}, batch {batch} on {}", net.name, net.resolution, b.name());
+#[allow(clippy::too_many_arguments)]
+fn bench_subnet<B: BatchNormOps>(
+    b: &B,
+    net: &Subnet,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+    roof: f64,
+    dtype: Dtype,
+) {
+    println!("{} subnet, r {}, batch {batch}, {dtype} activations on {}", net.name, net.resolution, b.name());
     for (label, side, c, act) in layers(net) {
         let s = BatchNormSpec { pixels: batch * side * side, c_active: c, c_stored: c, activation: act };
-        let e = (s.pixels * c) as f64;
+        let e = (s.pixels * c) as f64 * dtype.size() as f64 / 4.0; // in f32-equivalent elements
         let alloc = |n: usize| b.alloc(n).unwrap();
-        let (x, y, dy, dx) = (alloc(s.pixels * c), alloc(s.pixels * c), alloc(s.pixels * c), alloc(s.pixels * c));
+        let act = |n: usize| alloc_typed(b, n, dtype).unwrap();
+        let n = s.pixels * c;
+        let ((_xm, x), (_ym, y), (_dym, dy), (_dxm, dx)) = (act(n), act(n), act(n), act(n));
         let (gamma, beta, dgamma, dbeta) = (alloc(c), alloc(c), alloc(c), alloc(c));
         let (saved, scratch) = (alloc(2 * c), alloc(s.scratch_len()));
         let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
         let g = BnGrads { dgamma: dgamma.tensor(), dbeta: dbeta.tensor() };
         let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
-        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w, None).unwrap());
+        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x, y, p, w, None).unwrap());
         report("train fwd", &label, t, 4.0 * 3.0 * e, roof);
         // the projection BN with the block's shortcut join fused (dy stands in for the shortcut)
-        let t = time(b, warmup, repeats, || {
-            b.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, w, Some(dy.tensor())).unwrap()
-        });
+        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x, y, p, w, Some(dy)).unwrap());
         report("train fwd + residual", &label, t, 4.0 * 4.0 * e, roof);
-        let t = time(b, warmup, repeats, || {
-            b.batchnorm_train_bwd(&s, x.tensor(), dy.tensor(), dx.tensor(), p, g, w).unwrap()
-        });
+        let t = time(b, warmup, repeats, || b.batchnorm_train_bwd(&s, x, dy, dx, p, g, w).unwrap());
         report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
         let t = time(b, warmup, repeats, || {
-            b.batchnorm_eval_fwd(&s, x.tensor(), y.tensor(), p, gamma.tensor(), beta.tensor(), None).unwrap()
+            b.batchnorm_eval_fwd(&s, x, y, p, gamma.tensor(), beta.tensor(), None).unwrap()
         });
         report("eval fwd", &label, t, 4.0 * 2.0 * e, roof);
     }
@@ -139,14 +149,16 @@ fn main() {
     println!("cpu roof: memcpy {:.1} GB/s (read + write)", roof / 1e9);
     let batch = std::env::var("ATTNAS_BENCH_CPU_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     for net in subnets().iter().filter(|n| n.resolution == 192) {
-        bench_subnet(&cpu, net, batch, 0, 1, roof);
+        bench_subnet(&cpu, net, batch, 0, 1, roof, Dtype::F32);
     }
     if let Some(gpu) = attnas::testing::gpu_or_skip("bench batchnorm") {
         let name = gpu.name();
         let roof = if name.contains("H200") { 4.8e12 } else { 3.35e12 };
         println!("gpu roof: {:.2} TB/s HBM ({name}; H100 SXM figure unless the name says H200)", roof / 1e12);
         for net in subnets() {
-            bench_subnet(&gpu, &net, 64, 3, 20, roof);
+            for dtype in [Dtype::F32, Dtype::Bf16] {
+                bench_subnet(&gpu, &net, 64, 3, 20, roof, dtype);
+            }
         }
     }
 }

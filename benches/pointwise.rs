@@ -4,8 +4,10 @@
 //!   forward      Y[P, co]            = X[P, ci] W[:co, :ci]^T        (N, T)
 //!   grad-input   dX[P, ci]           = dY[P, co] W[:co, :ci]         (N, N)
 //!   grad-weight  dW[:co, :ci]       += dY^T X                        (T, N, beta 1)
-//! with P = N * H * W output pixels. FLOPs = 2 P ci co per form. Bytes (compulsory traffic) =
-//! 4 (P ci + P co + ci co), plus ci co more for the read-modify-write of dW. These layers have few
+//! with P = N * H * W output pixels. FLOPs = 2 P ci co per form. Bytes (compulsory traffic, S bytes per
+//! activation or weight element: 4 in f32, 2 in bf16) = S (P ci + P co + ci co) for the forward and
+//! grad-input, and S (P ci + P co) + 8 ci co for grad-weight (dW stays f32: read and written). The GPU
+//! runs f32 (SGEMM) and bf16 (GemmEx, f32 accumulation; roof 989 TFLOP/s dense bf16 on H100 SXM/H200). These layers have few
 //! channels (16-1344), so many are memory-bound: the attainable figure is the roofline
 //! min(peak FLOP/s, intensity * bandwidth), and the report gives the fraction of it.
 //! Roofs: GPU H100 SXM / H200 67 TFLOP/s FP32 (no tensor cores: TF32 is opt-in), HBM 3.35 / 4.8 TB/s.
@@ -16,7 +18,7 @@
 
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::GemmOps;
-use attnas::backend::{Backend, DeviceMemory, GemmSpec};
+use attnas::backend::{alloc_typed, Backend, DeviceMemory, Dtype, GemmSpec};
 use attnas::space::{Arch, Space};
 use std::time::Instant;
 
@@ -63,6 +65,7 @@ fn time<B: Backend>(b: &B, warmup: usize, repeats: usize, mut f: impl FnMut()) -
     t.elapsed().as_secs_f64() / repeats as f64
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench<B: GemmOps>(
     b: &B,
     label: &str,
@@ -71,8 +74,9 @@ fn bench<B: GemmOps>(
     roof: &Roof,
     reps: (usize, usize),
     every: bool,
+    dtype: Dtype,
 ) {
-    println!("{label}, batch {batch} ({}):", b.name());
+    println!("{label}, batch {batch}, {dtype} operands ({}):", b.name());
     let mut last_stage = String::new();
     for (name, px, ci, co) in layers {
         let stage = name.split('.').next().unwrap_or("").to_string();
@@ -81,19 +85,20 @@ fn bench<B: GemmOps>(
         }
         last_stage = stage;
         let (p, ci, co) = (batch * px, *ci, *co);
-        let x = b.alloc(p * ci).unwrap();
-        let w = b.alloc(co * ci).unwrap();
-        let y = b.alloc(p * co).unwrap();
+        let operand = |n: usize| alloc_typed(b, n, dtype).unwrap();
+        let ((_xm, x), (_wm, w), (_ym, y)) = (operand(p * ci), operand(co * ci), operand(p * co));
         let dw = b.alloc(co * ci).unwrap();
         let fwd = GemmSpec::pointwise_fwd(p, ci, co, ci);
         let bwd_in = GemmSpec::pointwise_bwd_input(p, ci, co, ci);
         let bwd_w = GemmSpec::pointwise_bwd_weight(p, ci, co, ci);
         let flops = 2.0 * (p * ci * co) as f64;
-        let base_bytes = 4.0 * (p * ci + p * co + ci * co) as f64;
+        let size = dtype.size() as f64;
+        let base_bytes = size * (p * ci + p * co + ci * co) as f64;
+        let wgrad_bytes = size * (p * ci + p * co) as f64 + 8.0 * (ci * co) as f64;
         for (form, spec, a, bb, c, bytes) in [
-            ("fwd", &fwd, x.tensor(), w.tensor(), y.tensor(), base_bytes),
-            ("bwd_input", &bwd_in, y.tensor(), w.tensor(), x.tensor(), base_bytes),
-            ("bwd_weight", &bwd_w, y.tensor(), x.tensor(), dw.tensor(), base_bytes + 4.0 * (ci * co) as f64),
+            ("fwd", &fwd, x, w, y, base_bytes),
+            ("bwd_input", &bwd_in, y, w, x, base_bytes),
+            ("bwd_weight", &bwd_w, y, x, dw.tensor(), wgrad_bytes),
         ] {
             let secs = time(b, reps.0, reps.1, || b.gemm(spec, a, bb, c).unwrap());
             let attainable = roof.flops.min(flops / bytes * roof.bytes);
@@ -150,17 +155,19 @@ fn main() {
     println!("cpu roof (measured): SGEMM 1024^3 {:.3} TFLOP/s, memcpy {:.1} GB/s", roof.flops / 1e12, roof.bytes / 1e9);
     for (label, arch) in archs(288, 192) {
         let layers = pointwise_layers(&space, &arch);
-        bench(&cpu, &format!("{label} r {}", arch.resolution), batch, &layers, &roof, (1, 2), false);
+        bench(&cpu, &format!("{label} r {}", arch.resolution), batch, &layers, &roof, (1, 2), false, Dtype::F32);
     }
     if let Some(gpu) = attnas::testing::gpu_or_skip("bench pointwise (GPU)") {
         let name = gpu.name();
         let bytes = if name.contains("H200") { 4.8e12 } else { 3.35e12 };
-        let roof = Roof { flops: 67e12, bytes };
-        println!("gpu roof: 67 TFLOP/s FP32, {:.2} TB/s HBM ({name})", bytes / 1e12);
-        for r in [192, 288] {
-            for (label, arch) in archs(r, r) {
-                let layers = pointwise_layers(&space, &arch);
-                bench(&gpu, &format!("{label} r {r}"), 64, &layers, &roof, (3, 20), true);
+        println!("gpu roof: 67 TFLOP/s FP32, 989 TFLOP/s dense bf16, {:.2} TB/s HBM ({name})", bytes / 1e12);
+        for (dtype, flops) in [(Dtype::F32, 67e12), (Dtype::Bf16, 989e12)] {
+            let roof = Roof { flops, bytes };
+            for r in [192, 288] {
+                for (label, arch) in archs(r, r) {
+                    let layers = pointwise_layers(&space, &arch);
+                    bench(&gpu, &format!("{label} r {r}"), 64, &layers, &roof, (3, 20), true, dtype);
+                }
             }
         }
     }
