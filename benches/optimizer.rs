@@ -28,6 +28,7 @@ fn groups(p: Tensor, v: Tensor, g: Tensor) -> Vec<ParamGroup> {
             grads: cut(g, off, len),
             momentum: cut(v, off, len),
             weight_decay,
+            copy: None,
         })
         .collect()
 }

@@ -36,6 +36,7 @@ impl<B: Backend> Arenas<B> {
                 grads: cut(&self.grads, off, len),
                 momentum: cut(&self.momentum, off, len),
                 weight_decay,
+                copy: None,
             })
             .collect()
     }

@@ -137,6 +137,7 @@ impl<M: DeviceMemory> Supernet<M> {
                     grads: self.grads_mem.tensor().slice(start, end - start)?,
                     momentum: self.momentum_mem.tensor().slice(start, end - start)?,
                     weight_decay: decay,
+                    copy: None,
                 });
             }
             Ok(())

@@ -9,10 +9,16 @@
 //! per-element group index adds 4 bytes per parameter (+20% traffic) to carry one bit of information; a
 //! device-side segment table needs its own planned buffer and a lookup per element, to save launches
 //! that number in the single digits once the arena is grouped.
+//!
+//! bf16 training (issue #13 item 1): parameters, momentum and gradients stay f32 (the master weights);
+//! a group may carry `copy`, the parameters in the storage type the GEMMs read, which the step refreshes
+//! in the same pass (`copy = round(p)` after the update) instead of a separate cast over every weight.
 
-use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, optimizer as reference, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn};
-use crate::backend::{Backend, Tensor};
+use crate::backend::cpu::{
+    check_disjoint, check_f32, check_len, host_slice, host_slice_mut, optimizer as reference, store_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate};
+use crate::backend::{Backend, Dtype, Tensor};
 use crate::error::{Error, Result};
 
 pub use reference::SgdStep;
@@ -27,6 +33,9 @@ pub struct ParamGroup {
     /// Coupled (L2) weight decay added to the clipped gradient: 1e-5 for conv/linear weights, 0 for BN
     /// parameters and biases in the recipe.
     pub weight_decay: f32,
+    /// The parameters' storage-type copy (bf16 training: what the GEMMs read), `params.len()` elements,
+    /// overwritten with the updated parameters rounded to its type; `None` in f32 training.
+    pub copy: Option<Tensor>,
 }
 
 pub trait OptimizerOps: Backend {
@@ -49,7 +58,14 @@ fn check(step: &SgdStep, groups: &[ParamGroup]) -> Result<()> {
         let name = |t: &str| format!("sgd_nesterov_step group {i} {t}");
         let wd = g.weight_decay;
         scalar(&name("weight_decay"), wd, wd.is_finite() && wd >= 0.0, "a finite value >= 0")?;
+        check_f32("sgd_nesterov_step", &[("params", g.params), ("grads", g.grads), ("momentum", g.momentum)])?;
         check_len(&name("grads"), g.grads, g.params.len())?;
+        if let Some(copy) = g.copy {
+            check_len(&name("copy"), copy, g.params.len())?;
+            for (what, t) in [("params", g.params), ("grads", g.grads), ("momentum", g.momentum)] {
+                check_disjoint(&name(&format!("(copy vs {what})")), copy, t)?;
+            }
+        }
         check_len(&name("momentum"), g.momentum, g.params.len())?;
         check_disjoint(&name("(params vs grads)"), g.params, g.grads)?;
         check_disjoint(&name("(params vs momentum)"), g.params, g.momentum)?;
@@ -87,7 +103,10 @@ impl OptimizerOps for CpuBackend {
                     host_slice_mut(g.params),
                     host_slice_mut(g.momentum),
                     host_slice(g.grads),
-                )
+                );
+                if let Some(copy) = g.copy {
+                    store_values(copy, host_slice(g.params))?;
+                }
             };
         }
         Ok(())
@@ -98,20 +117,25 @@ impl<D: KernelDevice> OptimizerOps for CudaBackend<D> {
     fn sgd_nesterov_step(&self, step: &SgdStep, groups: &[ParamGroup]) -> Result<()> {
         check(step, groups)?;
         for g in groups.iter().filter(|g| !g.params.is_empty()) {
-            // SAFETY (argument order): sgd_nesterov_step_f32(float* params, float* momentum, const float* grads,
-            // long long n, float lr, float momentum_coef, float weight_decay, float clip).
+            // SAFETY (argument order): sgd_nesterov_step<T>(float* params, float* momentum, const float* grads,
+            // T* copy, long long n, float lr, float momentum_coef, float weight_decay, float clip, int has_copy);
+            // without a copy the f32 entry point gets params as the never-written copy pointer.
+            let copy = g.copy.unwrap_or(g.params);
+            let kernel = self.entry(KernelTemplate::SgdNesterovStep, g.copy.map_or(Dtype::F32, |c| c.dtype()))?;
             self.launch(
-                KernelFn::SgdNesterovStepF32,
+                kernel,
                 Self::elementwise(g.params.len()),
                 &[
                     g.params.into(),
                     g.momentum.into(),
                     g.grads.into(),
+                    copy.into(),
                     KernelArg::I64(g.params.len() as i64),
                     KernelArg::F32(step.lr),
                     KernelArg::F32(step.momentum),
                     KernelArg::F32(g.weight_decay),
                     KernelArg::F32(step.clip),
+                    KernelArg::I32(g.copy.is_some() as i32),
                 ],
             )?;
         }
