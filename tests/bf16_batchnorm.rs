@@ -11,10 +11,13 @@
 //! 1/std ~ 1 here) and its own (2^-9): abs 0.02 + rel 2^-6 is a loose bound that a wrong rounding
 //! point, a wrong dtype read or a missing residual would still break.
 
+mod bf16_common;
+
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::batchnorm::{BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork};
 use attnas::backend::{alloc_typed, upload_new, upload_typed, Backend, DeviceMemory, Dtype};
 use attnas::testing::random_vec;
+use bf16_common::{assert_within, is_bf16};
 
 struct Outputs {
     y: Vec<f32>,
@@ -70,24 +73,6 @@ fn specs() -> Vec<BatchNormSpec> {
         activation: if swish { BnActivation::Swish } else { BnActivation::Identity },
     };
     vec![spec(2 * 9 * 9, 20, 24, true), spec(2 * 7 * 7, 40, 48, false), spec(3 * 40 * 40, 5, 8, true)]
-}
-
-/// One bf16 ulp at the larger magnitude of a, b.
-fn bf16_ulp(a: f32, b: f32) -> f32 {
-    let m = a.abs().max(b.abs());
-    (f32::from_bits(m.to_bits() & 0x7f80_0000) / 128.0).max(f32::from_bits(1 << 16))
-}
-
-fn assert_within(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32, ulps: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = abs + rel * w.abs() + ulps * bf16_ulp(g, w);
-        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w} (tolerance {tol})");
-    }
-}
-
-fn is_bf16(v: &[f32]) -> bool {
-    v.iter().all(|x| x.to_bits() & 0xffff == 0)
 }
 
 #[test]

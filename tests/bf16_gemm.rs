@@ -8,11 +8,14 @@
 //! magnitude <= 1 differ by ~k * 2^-24 * sum|a b| <= 1e-5, so abs 1e-4 + rel 1e-4, plus one bf16 ulp for a
 //! bf16 C (the two f32 values may straddle a rounding boundary).
 
+mod bf16_common;
+
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::dtype::round_bf16;
 use attnas::backend::ops::GemmOps;
 use attnas::backend::{alloc_typed, upload_typed, Backend, Dtype, GemmSpec};
 use attnas::testing::random_vec;
+use bf16_common::bf16_ulp;
 
 /// The 1x1-conv forms at an AttentiveNAS-like slice: 40 of 48 input channels, 96 of 120 outputs.
 fn specs() -> Vec<(&'static str, GemmSpec)> {
@@ -31,11 +34,6 @@ fn run<B: GemmOps>(b: &B, s: &GemmSpec, ab: Dtype, c_dtype: Dtype, seed: u64) ->
     let (_c, c) = upload_typed(b, &random_vec(seed + 2, nc, -1.0, 1.0), c_dtype).unwrap();
     b.gemm(s, a, bm, c).unwrap();
     b.download(c).unwrap()
-}
-
-fn bf16_ulp(a: f32, b: f32) -> f32 {
-    let m = a.abs().max(b.abs());
-    (f32::from_bits(m.to_bits() & 0x7f80_0000) / 128.0).max(f32::from_bits(1 << 16))
 }
 
 #[test]

@@ -9,12 +9,15 @@
 //! when the f32 value sits within that distance of a rounding boundary, and then by one bf16 ulp: so at
 //! most one ulp (2^-7 relative to the value's power of two) and almost never.
 
+mod bf16_common;
+
 use attnas::backend::cpu::CpuBackend;
 use attnas::backend::cuda::{KernelArg, KernelFn, LaunchDims};
 use attnas::backend::dtype::round_bf16;
 use attnas::backend::ops::{ActivationOps, CastOps};
 use attnas::backend::{alloc_typed, upload_typed, Arena, Backend, DeviceMemory, Dtype};
 use attnas::testing::random_vec;
+use bf16_common::bf16_ulp;
 
 /// Values that exercise the rounding: exact ties both ways, just off ties, subnormals, the largest
 /// finite f32 (rounds to infinity), infinities, signed zero, and values near bf16's largest finite.
@@ -105,13 +108,6 @@ fn cast_kernels_round_like_the_reference_bit_for_bit() {
         let nan = cast_round_trip(&b, &[f32::NAN, -f32::NAN]);
         assert!(nan.iter().all(|x| x.is_nan()), "{nan:?}");
     });
-}
-
-/// One bf16 unit in the last place at the larger of |a|, |b|: 2^(e - 7) for exponent e (the smallest
-/// bf16 subnormal below the normal range).
-fn bf16_ulp(a: f32, b: f32) -> f32 {
-    let m = a.abs().max(b.abs());
-    (f32::from_bits(m.to_bits() & 0x7f80_0000) / 128.0).max(f32::from_bits(1 << 16))
 }
 
 #[allow(clippy::type_complexity)]

@@ -18,9 +18,10 @@
 //! the CPU checks the same length so callers are backend-independent.
 
 use crate::backend::cpu::{
-    check_disjoint, check_len, check_wgrad_operands, depthwise as reference, host_slice, host_slice_mut, CpuBackend,
+    check_disjoint, check_f32, check_len, check_same_dtype, check_wgrad_operands, depthwise as reference, host_slice,
+    host_slice_mut, host_values, write_values, CpuBackend,
 };
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -129,6 +130,8 @@ fn check_fwd(s: &DepthwiseShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> 
     check_len("depthwise_fwd x", x, s.input_len())?;
     check_len("depthwise_fwd w", w, s.weight_len())?;
     check_len("depthwise_fwd y", y, s.output_len())?;
+    check_same_dtype("depthwise_fwd", &[("x", x), ("y", y)])?;
+    check_f32("depthwise_fwd", &[("w", w)])?;
     check_disjoint("depthwise_fwd (y vs x)", x, y)?;
     check_disjoint("depthwise_fwd (y vs w)", w, y)
 }
@@ -138,12 +141,16 @@ fn check_bwd_input(s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Res
     check_len("depthwise_bwd_input dy", dy, s.output_len())?;
     check_len("depthwise_bwd_input w", w, s.weight_len())?;
     check_len("depthwise_bwd_input dx", dx, s.input_len())?;
+    check_same_dtype("depthwise_bwd_input", &[("dy", dy), ("dx", dx)])?;
+    check_f32("depthwise_bwd_input", &[("w", w)])?;
     check_disjoint("depthwise_bwd_input (dx vs dy)", dy, dx)?;
     check_disjoint("depthwise_bwd_input (dx vs w)", w, dx)
 }
 
 fn check_bwd_weight(s: &DepthwiseShape, x: Tensor, dy: Tensor, dw: Tensor, workspace: Tensor) -> Result<()> {
     s.validate()?;
+    check_same_dtype("depthwise_bwd_weight", &[("x", x), ("dy", dy)])?;
+    check_f32("depthwise_bwd_weight", &[("dw", dw), ("workspace", workspace)])?;
     check_wgrad_operands(
         "depthwise_bwd_weight",
         (x, s.input_len()),
@@ -157,15 +164,19 @@ impl DepthwiseOps for CpuBackend {
     fn depthwise_fwd(&self, s: &DepthwiseShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
         check_fwd(s, x, w, y)?;
         // SAFETY: live host tensors, output checked disjoint from the inputs.
-        unsafe { reference::depthwise_fwd(s, host_slice(x), host_slice(w), host_slice_mut(y)) };
-        Ok(())
+        unsafe {
+            let x = host_values(x);
+            write_values(y, |y| reference::depthwise_fwd(s, &x, host_slice(w), y))
+        }
     }
 
     fn depthwise_bwd_input(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()> {
         check_bwd_input(s, dy, w, dx)?;
         // SAFETY: live host tensors, output checked disjoint from the inputs.
-        unsafe { reference::depthwise_bwd_input(s, host_slice(dy), host_slice(w), host_slice_mut(dx)) };
-        Ok(())
+        unsafe {
+            let dy = host_values(dy);
+            write_values(dx, |dx| reference::depthwise_bwd_input(s, &dy, host_slice(w), dx))
+        }
     }
 
     fn depthwise_bwd_weight(
@@ -178,7 +189,7 @@ impl DepthwiseOps for CpuBackend {
     ) -> Result<()> {
         check_bwd_weight(s, x, dy, dw, workspace)?;
         // SAFETY: live host tensors, output checked disjoint from the inputs.
-        unsafe { reference::depthwise_bwd_weight(s, host_slice(x), host_slice(dy), host_slice_mut(dw)) };
+        unsafe { reference::depthwise_bwd_weight(s, &host_values(x), &host_values(dy), host_slice_mut(dw)) };
         Ok(())
     }
 }
@@ -261,9 +272,10 @@ pub mod geometry {
     }
 }
 
-/// Float4 paths need every channel run and every base pointer 16-byte aligned.
+/// The 4-channel paths need every channel run and every base pointer aligned to 4 elements of its
+/// storage type (16 bytes for f32, 8 for bf16).
 fn vec4_ok(s: &DepthwiseShape, tensors: &[Tensor]) -> bool {
-    s.c_active % 4 == 0 && s.c_stored % 4 == 0 && tensors.iter().all(|t| t.addr() % 16 == 0)
+    s.c_active % 4 == 0 && s.c_stored % 4 == 0 && tensors.iter().all(|t| t.addr() % (4 * t.dtype().size() as u64) == 0)
 }
 
 fn int(v: usize) -> KernelArg {
@@ -290,10 +302,10 @@ impl<D: KernelDevice> DepthwiseOps for CudaBackend<D> {
             shared_bytes: shared as u32,
         };
         check_grid("depthwise_fwd", dims)?;
-        // SAFETY (argument order): depthwise_fwd_f32(float* y, const float* x, const float* w, int h,
+        // SAFETY (argument order): depthwise_fwd<T>(T* y, const T* x, const float* w, int h,
         // int w_in, int c, int c_stored, int kernel, int stride, int out_h, int out_w, int chunks, int vec).
         self.launch(
-            KernelFn::DepthwiseFwdF32,
+            self.entry(KernelTemplate::DepthwiseFwd, x.dtype())?,
             dims,
             &[
                 y.into(),
@@ -331,11 +343,11 @@ impl<D: KernelDevice> DepthwiseOps for CudaBackend<D> {
             shared_bytes: shared as u32,
         };
         check_grid("depthwise_bwd_input", dims)?;
-        // SAFETY (argument order): depthwise_bwd_input_f32(float* dx, const float* dy, const float* w,
+        // SAFETY (argument order): depthwise_bwd_input<T>(T* dx, const T* dy, const float* w,
         // int h, int w_in, int c, int c_stored, int kernel, int stride, int out_h, int out_w, int chunks,
         // int vec).
         self.launch(
-            KernelFn::DepthwiseBwdInputF32,
+            self.entry(KernelTemplate::DepthwiseBwdInput, dy.dtype())?,
             dims,
             &[
                 dx.into(),
@@ -379,11 +391,11 @@ impl<D: KernelDevice> DepthwiseOps for CudaBackend<D> {
             shared_bytes: (tiles_floats.max(reduce_floats) * 4) as u32,
         };
         check_grid("depthwise_bwd_weight", dims)?;
-        // SAFETY (argument order): depthwise_bwd_weight_partial_f32(float* partial, const float* x,
-        // const float* dy, int n, int h, int w_in, int c, int kernel, int stride, int out_h, int out_w,
+        // SAFETY (argument order): depthwise_bwd_weight_partial<T>(float* partial, const T* x,
+        // const T* dy, int n, int h, int w_in, int c, int kernel, int stride, int out_h, int out_w,
         // int tile_rows, int vec).
         self.launch(
-            KernelFn::DepthwiseBwdWeightPartialF32,
+            self.entry(KernelTemplate::DepthwiseBwdWeightPartial, x.dtype())?,
             dims,
             &[
                 workspace.into(),
