@@ -1,4 +1,8 @@
-// Pools and joins over NHWC activations, f32. The CPU reference is src/backend/cpu/pool.rs.
+// Pools and joins over NHWC activations. The CPU reference is src/backend/cpu/pool.rs. Activations are
+// stored as f32 or bf16 (T; entry points `<kernel>_f32` / `_bf16` generated from ENTRY_POINTS): the
+// global pool reads T and writes its [n, c] result in f32 (the SE and head inputs stay f32), its backward
+// reads that f32 gradient and writes T; the 2x2 pool and the joins are T to T. Sums are f32 on widened
+// loads; a bf16 output is rounded once at its store.
 //
 //   global average pool:  y[b, ch] = sum_p x[b, p, ch] / hw;   bwd: dx[b, p, ch] (= or +=) dy[b, ch] / hw
 //   2x2 stride-2 average (the stride-2 shortcut, spec 1.2 step 5), as AttentiveNAS's
@@ -20,18 +24,20 @@
 // thread; the pool's sums are in the reference's order, so CPU and GPU agree to the bit.
 
 #include "common.cuh"
+#include "storage.cuh"
 
 #define POOL_CH_TILE 32
 #define POOL_LANES 8
 
-extern "C" __global__ void global_avg_pool_fwd_f32(float* __restrict__ y, const float* __restrict__ x, int hw,
-                                                   int c) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void global_avg_pool_fwd(float* __restrict__ y, const T* __restrict__ x, int hw, int c) {
     __shared__ float partial[POOL_LANES][POOL_CH_TILE];
     int ch = blockIdx.x * POOL_CH_TILE + threadIdx.x;
     long long base = (long long)blockIdx.y * hw;
     float sum = 0.0f;
     if (ch < c) {
-        for (int p = threadIdx.y; p < hw; p += POOL_LANES) sum += x[(base + p) * c + ch];
+        for (int p = threadIdx.y; p < hw; p += POOL_LANES) sum += load(x, (base + p) * c + ch);
     }
     partial[threadIdx.y][threadIdx.x] = sum;
     __syncthreads();
@@ -41,22 +47,26 @@ extern "C" __global__ void global_avg_pool_fwd_f32(float* __restrict__ y, const 
     }
 }
 
-extern "C" __global__ void global_avg_pool_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy, int hw,
-                                                   int c, int accumulate) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void global_avg_pool_bwd(T* __restrict__ dx, const float* __restrict__ dy, int hw, int c,
+                                                    int accumulate) {
     int ch = blockIdx.x * POOL_CH_TILE + threadIdx.x;
     if (ch >= c) return;
     float g = dy[(long long)blockIdx.y * c + ch] / (float)hw;
     long long base = (long long)blockIdx.y * hw;
     for (int p = threadIdx.y; p < hw; p += POOL_LANES) {
         long long i = (base + p) * c + ch;
-        dx[i] = accumulate ? dx[i] + g : g;
+        store(dx, i, accumulate ? load(dx, i) + g : g);
     }
 }
 
 // One thread per output element [n, ceil(h/2), ceil(w/2), c]. The four taps are summed in the
 // reference's order (row-major over the window, zeros for padded taps), so CPU and GPU agree to the bit.
-extern "C" __global__ void avg_pool2_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long total_out,
-                                             int h, int w, int c) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void avg_pool2_fwd(T* __restrict__ y, const T* __restrict__ x, long long total_out, int h,
+                                              int w, int c) {
     const int ph = h % 2, pw = w % 2;
     const int ho = (h + ph) / 2, wo = (w + pw) / 2;
     GRID_STRIDE_LOOP(o, total_out) {
@@ -70,16 +80,18 @@ extern "C" __global__ void avg_pool2_fwd_f32(float* __restrict__ y, const float*
         for (int dr = 0; dr < 2; ++dr) {
             for (int ds = 0; ds < 2; ++ds) {
                 const int r = 2 * i - ph + dr, s = 2 * j - pw + ds;
-                sum += (r >= 0 && s >= 0) ? x[((b * h + r) * w + s) * c + ch] : 0.0f;
+                sum += (r >= 0 && s >= 0) ? load(x, ((b * h + r) * w + s) * c + ch) : 0.0f;
             }
         }
-        y[o] = 0.25f * sum;
+        store(y, o, 0.25f * sum);
     }
 }
 
 // One thread per input element [n, h, w, c].
-extern "C" __global__ void avg_pool2_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy, long long total_in,
-                                             int h, int w, int c) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void avg_pool2_bwd(T* __restrict__ dx, const T* __restrict__ dy, long long total_in, int h,
+                                              int w, int c) {
     const int ph = h % 2, pw = w % 2;
     const int ho = (h + ph) / 2, wo = (w + pw) / 2;
     GRID_STRIDE_LOOP(i, total_in) {
@@ -89,15 +101,19 @@ extern "C" __global__ void avg_pool2_bwd_f32(float* __restrict__ dx, const float
         long long t = pix / w;
         int r = (int)(t % h);
         long long b = t / h;
-        dx[i] = 0.25f * dy[((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch];
+        store(dx, i, 0.25f * load(dy, ((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch));
     }
 }
 
-extern "C" __global__ void residual_add_fwd_f32(float* __restrict__ y, const float* __restrict__ a,
-                                                const float* __restrict__ b, long long n) {
-    GRID_STRIDE_LOOP(i, n) { y[i] = a[i] + b[i]; }
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void residual_add_fwd(T* __restrict__ y, const T* __restrict__ a, const T* __restrict__ b,
+                                                 long long n) {
+    GRID_STRIDE_LOOP(i, n) { store(y, i, load(a, i) + load(b, i)); }
 }
 
-extern "C" __global__ void add_assign_f32(float* __restrict__ dst, const float* __restrict__ src, long long n) {
-    GRID_STRIDE_LOOP(i, n) { dst[i] += src[i]; }
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void add_assign(T* __restrict__ dst, const T* __restrict__ src, long long n) {
+    GRID_STRIDE_LOOP(i, n) { store(dst, i, load(dst, i) + load(src, i)); }
 }

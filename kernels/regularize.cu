@@ -1,4 +1,5 @@
-// Dropout and per-sample drop-connect (spec 3.4), f32. The CPU reference is
+// Dropout and per-sample drop-connect (spec 3.4); storage f32 or bf16 (T, entry points generated from
+// ENTRY_POINTS; the factor is 0 or 1/keep, applied in f32 and rounded once at the store). The CPU reference is
 // src/backend/cpu/regularize.rs; the mask hash below must stay bit-identical to `mask_hash` there.
 //
 //   factor(k) = scale if u(seed, k) < keep else 0,  u = (splitmix64_mix(seed + (k + 1) * golden) >> 40) / 2^24
@@ -10,6 +11,7 @@
 // Launch: 1-D grid-stride over n elements, 256 threads per block.
 
 #include "common.cuh"
+#include "storage.cuh"
 
 __device__ __forceinline__ float mask_uniform(unsigned long long seed, unsigned long long index) {
     unsigned long long z = seed + (index + 1ull) * 0x9E3779B97F4A7C15ull;
@@ -19,19 +21,23 @@ __device__ __forceinline__ float mask_uniform(unsigned long long seed, unsigned 
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
-extern "C" __global__ void dropout_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long n,
-                                           unsigned long long seed, float keep, float scale) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void dropout_fwd(T* __restrict__ y, const T* __restrict__ x, long long n,
+                                            unsigned long long seed, float keep, float scale) {
     GRID_STRIDE_LOOP(i, n) {
         float f = mask_uniform(seed, (unsigned long long)i) < keep ? scale : 0.0f;
-        y[i] = x[i] * f;
+        store(y, i, load(x, i) * f);
     }
 }
 
-extern "C" __global__ void drop_connect_fwd_f32(float* __restrict__ y, const float* __restrict__ x, long long n,
-                                                long long per_sample, unsigned long long seed, float keep,
-                                                float scale) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void drop_connect_fwd(T* __restrict__ y, const T* __restrict__ x, long long n,
+                                                 long long per_sample, unsigned long long seed, float keep,
+                                                 float scale) {
     GRID_STRIDE_LOOP(i, n) {
         float f = mask_uniform(seed, (unsigned long long)(i / per_sample)) < keep ? scale : 0.0f;
-        y[i] = x[i] * f;
+        store(y, i, load(x, i) * f);
     }
 }

@@ -1,4 +1,5 @@
-// Squeeze-and-excite channel scale (spec 1.2 step 3, the last step), f32. The CPU reference is
+// Squeeze-and-excite channel scale (spec 1.2 step 3, the last step). x, y, dy, dx stored as f32 or bf16
+// (T; entry points generated from ENTRY_POINTS), s and ds always f32; f32 arithmetic, one rounding per store. The CPU reference is
 // src/backend/cpu/se.rs; the rest of the block (pool, 1x1 convs, bias + act) is other kernels
 // composed by `se_fwd`/`se_bwd` in src/backend/ops/se.rs.
 //
@@ -12,25 +13,30 @@
 // tile), so ds needs no atomics and no second stage.
 
 #include "common.cuh"
+#include "storage.cuh"
 
 #define SE_CH_TILE 32
 #define SE_LANES 8
 
-extern "C" __global__ void channel_scale_fwd_f32(float* __restrict__ y, const float* __restrict__ x,
-                                                 const float* __restrict__ s, int hw, int c) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void channel_scale_fwd(T* __restrict__ y, const T* __restrict__ x, const float* __restrict__ s,
+                                                  int hw, int c) {
     int ch = blockIdx.x * SE_CH_TILE + threadIdx.x;
     if (ch >= c) return;
     float scale = s[(long long)blockIdx.y * c + ch];
     long long base = (long long)blockIdx.y * hw;
     for (int p = threadIdx.y; p < hw; p += SE_LANES) {
         long long i = (base + p) * c + ch;
-        y[i] = x[i] * scale;
+        store(y, i, load(x, i) * scale);
     }
 }
 
-extern "C" __global__ void channel_scale_bwd_f32(float* __restrict__ dx, float* __restrict__ ds,
-                                                 const float* __restrict__ x, const float* __restrict__ s,
-                                                 const float* __restrict__ dy, int hw, int c) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void channel_scale_bwd(T* __restrict__ dx, float* __restrict__ ds, const T* __restrict__ x,
+                                                  const float* __restrict__ s, const T* __restrict__ dy, int hw,
+                                                  int c) {
     __shared__ float partial[SE_LANES][SE_CH_TILE];
     int ch = blockIdx.x * SE_CH_TILE + threadIdx.x;
     float sum = 0.0f;
@@ -39,9 +45,9 @@ extern "C" __global__ void channel_scale_bwd_f32(float* __restrict__ dx, float* 
         long long base = (long long)blockIdx.y * hw;
         for (int p = threadIdx.y; p < hw; p += SE_LANES) {
             long long i = (base + p) * c + ch;
-            float g = dy[i];
-            dx[i] = g * scale;
-            sum += g * x[i];
+            float g = load(dy, i);
+            store(dx, i, g * scale);
+            sum += g * load(x, i);
         }
     }
     partial[threadIdx.y][threadIdx.x] = sum;

@@ -1,5 +1,7 @@
 // Stem convolution: dense 3x3, stride 2, padding 1, 3 input channels -> the first c_out of c_stored
-// output channels, f32. Forward and grad-weight (no grad-input: the stem's input is the image).
+// output channels. Forward and grad-weight (no grad-input: the stem's input is the image). The image x,
+// the weights and the grad-weight partials are f32; the output y and its gradient dy are stored as f32 or
+// bf16 (T; entry points `<kernel>_f32` / `_bf16` generated from ENTRY_POINTS), y rounded once at its store.
 //
 // Formula (CPU reference: src/backend/cpu/stem_conv.rs), out = floor((H - 1) / 2) + 1:
 //   y[n,oh,ow,co]      = sum_{ky,kx,ci} x[n, 2oh-1+ky, 2ow-1+kx, ci] * w[ky,kx,ci,co]
@@ -29,8 +31,8 @@
 #define STEM_PIXEL_ROWS 8 // blockDim.y of the grad-weight partial kernel
 #define STEM_CO_LANES 32  // blockDim.x of the grad-weight partial kernel
 
-template <int V>
-__device__ __forceinline__ void stem_conv_fwd_body(float* __restrict__ y, const float* __restrict__ x,
+template <int V, typename T>
+__device__ __forceinline__ void stem_conv_fwd_body(T* __restrict__ y, const float* __restrict__ x,
                                                    const float* __restrict__ w, int n, int h, int wd, int c_out,
                                                    int c_stored, int oh_n, int ow_n, float* wt) {
     for (int e = threadIdx.x; e < STEM_TAPS * c_out; e += blockDim.x) {
@@ -72,9 +74,11 @@ __device__ __forceinline__ void stem_conv_fwd_body(float* __restrict__ y, const 
     }
 }
 
-extern "C" __global__ void stem_conv_fwd_f32(float* __restrict__ y, const float* __restrict__ x,
-                                             const float* __restrict__ w, int n, int h, int w_in, int c_out,
-                                             int c_stored, int out_h, int out_w, int vec) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void stem_conv_fwd(T* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w,
+                                              int n, int h, int w_in, int c_out, int c_stored, int out_h, int out_w,
+                                              int vec) {
     extern __shared__ ConvFloat4 stem_smem_fwd[];
     float* wt = reinterpret_cast<float*>(stem_smem_fwd); // [27][c_out]
     if (vec == 4) {
@@ -84,9 +88,11 @@ extern "C" __global__ void stem_conv_fwd_f32(float* __restrict__ y, const float*
     }
 }
 
-extern "C" __global__ void stem_conv_bwd_weight_partial_f32(float* __restrict__ partial, const float* __restrict__ x,
-                                                            const float* __restrict__ dy, int n, int h, int w_in,
-                                                            int c_out, int out_h, int out_w) {
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void stem_conv_bwd_weight_partial(float* __restrict__ partial, const float* __restrict__ x,
+                                                             const T* __restrict__ dy, int n, int h, int w_in,
+                                                             int c_out, int out_h, int out_w) {
     __shared__ float red[STEM_PIXEL_ROWS * STEM_TAPS * STEM_CO_LANES];
     const int lane = threadIdx.x, row = threadIdx.y;
     const int co = blockIdx.y * STEM_CO_LANES + lane;
@@ -97,7 +103,7 @@ extern "C" __global__ void stem_conv_bwd_weight_partial_f32(float* __restrict__ 
         const long long pixels = (long long)n * out_h * out_w;
         for (long long pix = (long long)blockIdx.x * STEM_PIXEL_ROWS + row; pix < pixels;
              pix += (long long)gridDim.x * STEM_PIXEL_ROWS) {
-            const float g = dy[pix * c_out + co];
+            const float g = load(dy, pix * c_out + co);
             const int ow = (int)(pix % out_w);
             const long long t = pix / out_w;
             const int oh = (int)(t % out_h);

@@ -182,6 +182,25 @@ pub unsafe fn write_values(t: Tensor, f: impl FnOnce(&mut [f32])) -> Result<()> 
     }
 }
 
+/// Like [`write_values`], but `f` sees the tensor's current values (widened for bf16): for outputs that
+/// are updated in place (`+=`).
+///
+/// # Safety
+/// As [`host_slice_mut`].
+pub unsafe fn update_values(t: Tensor, f: impl FnOnce(&mut [f32])) -> Result<()> {
+    match t.dtype() {
+        Dtype::F32 => {
+            f(host_slice_mut(t));
+            Ok(())
+        }
+        Dtype::Bf16 => {
+            let mut values = host_values(t).into_owned();
+            f(&mut values);
+            store_values(t, &values)
+        }
+    }
+}
+
 /// Errors unless every tensor in `ts` has the dtype of the first; `op` names the op.
 pub fn check_same_dtype(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
     let Some(&(first_name, first)) = ts.first() else { return Ok(()) };

@@ -8,8 +8,11 @@
 //! every input pixel is still in exactly one window. The backward of `residual_add_fwd` is the
 //! identity into both branches: callers pass dy on, and sum gradients that meet with `add_assign`.
 
-use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, pool as reference, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::cpu::{
+    check_disjoint, check_f32, check_len, check_same_dtype, host_values, pool as reference, update_values,
+    write_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -81,6 +84,7 @@ pub trait PoolOps: Backend {
 fn check_global_fwd(s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
     check_len("global_avg_pool_fwd x", x, s.input_len())?;
     check_len("global_avg_pool_fwd y", y, s.pooled_len())?;
+    check_f32("global_avg_pool_fwd", &[("y", y)])?;
     s.check_kernel_ints("global_avg_pool")?;
     check_disjoint("global_avg_pool_fwd", x, y)
 }
@@ -88,6 +92,7 @@ fn check_global_fwd(s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
 fn check_global_bwd(s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
     check_len("global_avg_pool_bwd dy", dy, s.pooled_len())?;
     check_len("global_avg_pool_bwd dx", dx, s.input_len())?;
+    check_f32("global_avg_pool_bwd", &[("dy", dy)])?;
     s.check_kernel_ints("global_avg_pool")?;
     check_disjoint("global_avg_pool_bwd", dy, dx)
 }
@@ -95,6 +100,7 @@ fn check_global_bwd(s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
 fn check_pool2(op: &str, s: &PoolShape, full: Tensor, half: Tensor) -> Result<()> {
     check_len(&format!("{op} full-size tensor [n, h, w, c]"), full, s.input_len())?;
     check_len(&format!("{op} pooled tensor [n, ceil(h/2), ceil(w/2), c]"), half, s.pool2_len())?;
+    check_same_dtype(op, &[("full-size tensor", full), ("pooled tensor", half)])?;
     s.check_kernel_ints(op)?;
     check_disjoint(op, full, half)
 }
@@ -102,12 +108,14 @@ fn check_pool2(op: &str, s: &PoolShape, full: Tensor, half: Tensor) -> Result<()
 fn check_add(a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
     check_len("residual_add_fwd b", b, a.len())?;
     check_len("residual_add_fwd y", y, a.len())?;
+    check_same_dtype("residual_add_fwd", &[("a", a), ("b", b), ("y", y)])?;
     check_disjoint("residual_add_fwd (y vs a)", a, y)?;
     check_disjoint("residual_add_fwd (y vs b)", b, y)
 }
 
 fn check_add_assign(dst: Tensor, src: Tensor) -> Result<()> {
     check_len("add_assign src", src, dst.len())?;
+    check_same_dtype("add_assign", &[("dst", dst), ("src", src)])?;
     check_disjoint("add_assign", dst, src)
 }
 
@@ -115,43 +123,55 @@ impl PoolOps for CpuBackend {
     fn global_avg_pool_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
         check_global_fwd(s, x, y)?;
         // SAFETY: live host tensors, checked disjoint.
-        unsafe { reference::global_avg_pool_fwd(host_slice(x), s.n, s.h * s.w, s.c, host_slice_mut(y)) };
-        Ok(())
+        unsafe {
+            let x = host_values(x);
+            write_values(y, |y| reference::global_avg_pool_fwd(&x, s.n, s.h * s.w, s.c, y))
+        }
     }
 
     fn global_avg_pool_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()> {
         check_global_bwd(s, dy, dx)?;
         // SAFETY: live host tensors, checked disjoint.
-        unsafe { reference::global_avg_pool_bwd(host_slice(dy), s.n, s.h * s.w, s.c, accumulate, host_slice_mut(dx)) };
-        Ok(())
+        unsafe {
+            let dy = host_values(dy);
+            update_values(dx, |dx| reference::global_avg_pool_bwd(&dy, s.n, s.h * s.w, s.c, accumulate, dx))
+        }
     }
 
     fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()> {
         check_pool2("avg_pool2_fwd", s, x, y)?;
         // SAFETY: live host tensors, checked disjoint.
-        unsafe { reference::avg_pool2_fwd(host_slice(x), s.n, s.h, s.w, s.c, host_slice_mut(y)) };
-        Ok(())
+        unsafe {
+            let x = host_values(x);
+            write_values(y, |y| reference::avg_pool2_fwd(&x, s.n, s.h, s.w, s.c, y))
+        }
     }
 
     fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
         check_pool2("avg_pool2_bwd", s, dx, dy)?;
         // SAFETY: live host tensors, checked disjoint.
-        unsafe { reference::avg_pool2_bwd(host_slice(dy), s.n, s.h, s.w, s.c, host_slice_mut(dx)) };
-        Ok(())
+        unsafe {
+            let dy = host_values(dy);
+            write_values(dx, |dx| reference::avg_pool2_bwd(&dy, s.n, s.h, s.w, s.c, dx))
+        }
     }
 
     fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
         check_add(a, b, y)?;
         // SAFETY: live host tensors; y checked disjoint from a and b.
-        unsafe { reference::add(host_slice(a), host_slice(b), host_slice_mut(y)) };
-        Ok(())
+        unsafe {
+            let (a, b) = (host_values(a), host_values(b));
+            write_values(y, |y| reference::add(&a, &b, y))
+        }
     }
 
     fn add_assign(&self, dst: Tensor, src: Tensor) -> Result<()> {
         check_add_assign(dst, src)?;
         // SAFETY: live host tensors, checked disjoint.
-        unsafe { reference::add_assign(host_slice_mut(dst), host_slice(src)) };
-        Ok(())
+        unsafe {
+            let src = host_values(src);
+            update_values(dst, |dst| reference::add_assign(dst, &src))
+        }
     }
 }
 
@@ -161,9 +181,9 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if s.pooled_len() == 0 {
             return Ok(());
         }
-        // SAFETY (argument order): global_avg_pool_fwd_f32(float* y, const float* x, int hw, int c).
+        // SAFETY (argument order): global_avg_pool_fwd<T>(float* y, const T* x, int hw, int c).
         self.launch(
-            KernelFn::GlobalAvgPoolFwdF32,
+            self.entry(KernelTemplate::GlobalAvgPoolFwd, x.dtype())?,
             s.per_sample_channel_dims(),
             &[y.into(), x.into(), KernelArg::I32((s.h * s.w) as i32), KernelArg::I32(s.c as i32)],
         )
@@ -174,10 +194,10 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if s.input_len() == 0 {
             return Ok(());
         }
-        // SAFETY (argument order): global_avg_pool_bwd_f32(float* dx, const float* dy, int hw, int c,
+        // SAFETY (argument order): global_avg_pool_bwd<T>(T* dx, const float* dy, int hw, int c,
         // int accumulate).
         self.launch(
-            KernelFn::GlobalAvgPoolBwdF32,
+            self.entry(KernelTemplate::GlobalAvgPoolBwd, dx.dtype())?,
             s.per_sample_channel_dims(),
             &[
                 dx.into(),
@@ -194,10 +214,10 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if s.pool2_len() == 0 {
             return Ok(());
         }
-        // SAFETY (argument order): avg_pool2_fwd_f32(float* y, const float* x, long long total_out, int h, int w,
+        // SAFETY (argument order): avg_pool2_fwd<T>(T* y, const T* x, long long total_out, int h, int w,
         // int c).
         self.launch(
-            KernelFn::AvgPool2FwdF32,
+            self.entry(KernelTemplate::AvgPool2Fwd, x.dtype())?,
             Self::elementwise(s.pool2_len()),
             &[
                 y.into(),
@@ -215,10 +235,10 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if s.input_len() == 0 {
             return Ok(());
         }
-        // SAFETY (argument order): avg_pool2_bwd_f32(float* dx, const float* dy, long long total_in, int h, int w,
+        // SAFETY (argument order): avg_pool2_bwd<T>(T* dx, const T* dy, long long total_in, int h, int w,
         // int c).
         self.launch(
-            KernelFn::AvgPool2BwdF32,
+            self.entry(KernelTemplate::AvgPool2Bwd, dx.dtype())?,
             Self::elementwise(s.input_len()),
             &[
                 dx.into(),
@@ -236,9 +256,9 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if a.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): residual_add_fwd_f32(float* y, const float* a, const float* b, long long n).
+        // SAFETY (argument order): residual_add_fwd<T>(T* y, const T* a, const T* b, long long n).
         self.launch(
-            KernelFn::ResidualAddFwdF32,
+            self.entry(KernelTemplate::ResidualAddFwd, a.dtype())?,
             Self::elementwise(a.len()),
             &[y.into(), a.into(), b.into(), KernelArg::I64(a.len() as i64)],
         )
@@ -249,9 +269,9 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         if dst.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): add_assign_f32(float* dst, const float* src, long long n).
+        // SAFETY (argument order): add_assign<T>(T* dst, const T* src, long long n).
         self.launch(
-            KernelFn::AddAssignF32,
+            self.entry(KernelTemplate::AddAssign, dst.dtype())?,
             Self::elementwise(dst.len()),
             &[dst.into(), src.into(), KernelArg::I64(dst.len() as i64)],
         )

@@ -6,8 +6,10 @@
 //! draw the same masks: the backward is the forward map applied to `dy` with the same seed. A kept
 //! value is scaled by `1 / keep` (`keep = 1 - rate`, both computed once in f32 here).
 
-use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, regularize as reference, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn};
+use crate::backend::cpu::{
+    check_disjoint, check_len, check_same_dtype, host_values, regularize as reference, write_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -43,6 +45,7 @@ pub trait RegularizeOps: Backend {
 
 fn check(op: &str, m: &DropMask, per_sample: Option<usize>, x: Tensor, y: Tensor) -> Result<(f32, f32)> {
     check_len(&format!("{op} output"), y, x.len())?;
+    check_same_dtype(op, &[("input", x), ("output", y)])?;
     if let Some(per) = per_sample {
         if per == 0 || x.len() % per != 0 {
             return Err(Error::shape(
@@ -59,15 +62,19 @@ fn check(op: &str, m: &DropMask, per_sample: Option<usize>, x: Tensor, y: Tensor
 fn cpu_dropout(op: &str, m: &DropMask, x: Tensor, y: Tensor) -> Result<()> {
     let (keep, scale) = check(op, m, None, x, y)?;
     // SAFETY: live host tensors, checked disjoint.
-    unsafe { reference::dropout(m.seed, keep, scale, host_slice(x), host_slice_mut(y)) };
-    Ok(())
+    unsafe {
+        let x = host_values(x);
+        write_values(y, |y| reference::dropout(m.seed, keep, scale, &x, y))
+    }
 }
 
 fn cpu_drop_connect(op: &str, m: &DropMask, per: usize, x: Tensor, y: Tensor) -> Result<()> {
     let (keep, scale) = check(op, m, Some(per), x, y)?;
     // SAFETY: live host tensors, checked disjoint.
-    unsafe { reference::drop_connect(m.seed, keep, scale, per, host_slice(x), host_slice_mut(y)) };
-    Ok(())
+    unsafe {
+        let x = host_values(x);
+        write_values(y, |y| reference::drop_connect(m.seed, keep, scale, per, &x, y))
+    }
 }
 
 impl RegularizeOps for CpuBackend {
@@ -94,10 +101,10 @@ impl<D: KernelDevice> CudaBackend<D> {
         if x.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): dropout_fwd_f32(float* y, const float* x, long long n,
+        // SAFETY (argument order): dropout_fwd<T>(T* y, const T* x, long long n,
         // unsigned long long seed, float keep, float scale).
         self.launch(
-            KernelFn::DropoutFwdF32,
+            self.entry(KernelTemplate::DropoutFwd, x.dtype())?,
             Self::elementwise(x.len()),
             &[
                 y.into(),
@@ -115,10 +122,10 @@ impl<D: KernelDevice> CudaBackend<D> {
         if x.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): drop_connect_fwd_f32(float* y, const float* x, long long n,
+        // SAFETY (argument order): drop_connect_fwd<T>(T* y, const T* x, long long n,
         // long long per_sample, unsigned long long seed, float keep, float scale).
         self.launch(
-            KernelFn::DropConnectFwdF32,
+            self.entry(KernelTemplate::DropConnectFwd, x.dtype())?,
             Self::elementwise(x.len()),
             &[
                 y.into(),

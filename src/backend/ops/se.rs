@@ -18,8 +18,11 @@
 use super::bias::{BiasAct, BiasActSpec, BiasOps};
 use super::gemm::GemmOps;
 use super::pool::{PoolOps, PoolShape};
-use crate::backend::cpu::{check_disjoint, check_len, host_slice, host_slice_mut, se as reference, CpuBackend};
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn};
+use crate::backend::cpu::{
+    check_disjoint, check_f32, check_len, check_same_dtype, host_slice, host_slice_mut, host_values, se as reference,
+    write_values, CpuBackend,
+};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelTemplate};
 use crate::backend::{Backend, GemmSpec, Tensor, Transpose};
 use crate::error::{Error, Result};
 
@@ -43,6 +46,8 @@ fn check_scale_fwd(sh: &PoolShape, x: Tensor, s: Tensor, y: Tensor) -> Result<()
     check_len("channel_scale_fwd x", x, sh.input_len())?;
     check_len("channel_scale_fwd s", s, sh.pooled_len())?;
     check_len("channel_scale_fwd y", y, sh.input_len())?;
+    check_same_dtype("channel_scale_fwd", &[("x", x), ("y", y)])?;
+    check_f32("channel_scale_fwd", &[("s", s)])?;
     sh.check_kernel_ints("channel_scale_fwd")?;
     check_disjoint("channel_scale_fwd (y vs x)", x, y)?;
     check_disjoint("channel_scale_fwd (y vs s)", s, y)
@@ -59,6 +64,8 @@ fn check_scale_bwd(sh: &PoolShape, x: Tensor, s: Tensor, dy: Tensor, dx: Tensor,
         check_len(&format!("channel_scale_bwd {what}"), t, len)?;
     }
     sh.check_kernel_ints("channel_scale_bwd")?;
+    check_same_dtype("channel_scale_bwd", &[("x", x), ("dy", dy), ("dx", dx)])?;
+    check_f32("channel_scale_bwd", &[("s", s), ("ds", ds)])?;
     for (what, t) in [("x", x), ("s", s), ("dy", dy), ("ds", ds)] {
         check_disjoint(&format!("channel_scale_bwd (dx vs {what})"), dx, t)?;
     }
@@ -73,9 +80,9 @@ impl ChannelScaleOps for CpuBackend {
         check_scale_fwd(sh, x, s, y)?;
         // SAFETY: live host tensors; y checked disjoint from both inputs.
         unsafe {
-            reference::channel_scale_fwd(host_slice(x), host_slice(s), sh.n, sh.h * sh.w, sh.c, host_slice_mut(y))
-        };
-        Ok(())
+            let x = host_values(x);
+            write_values(y, |y| reference::channel_scale_fwd(&x, host_slice(s), sh.n, sh.h * sh.w, sh.c, y))
+        }
     }
 
     fn channel_scale_bwd(
@@ -90,18 +97,11 @@ impl ChannelScaleOps for CpuBackend {
         check_scale_bwd(sh, x, s, dy, dx, ds)?;
         // SAFETY: live host tensors; dx and ds checked disjoint from each other and the inputs.
         unsafe {
-            reference::channel_scale_bwd(
-                host_slice(x),
-                host_slice(s),
-                host_slice(dy),
-                sh.n,
-                sh.h * sh.w,
-                sh.c,
-                host_slice_mut(dx),
-                host_slice_mut(ds),
-            )
-        };
-        Ok(())
+            let (x, dy) = (host_values(x), host_values(dy));
+            write_values(dx, |dx| {
+                reference::channel_scale_bwd(&x, host_slice(s), &dy, sh.n, sh.h * sh.w, sh.c, dx, host_slice_mut(ds))
+            })
+        }
     }
 }
 
@@ -111,9 +111,9 @@ impl<D: KernelDevice> ChannelScaleOps for CudaBackend<D> {
         if x.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): channel_scale_fwd_f32(float* y, const float* x, const float* s, int hw, int c).
+        // SAFETY (argument order): channel_scale_fwd<T>(T* y, const T* x, const float* s, int hw, int c).
         self.launch(
-            KernelFn::ChannelScaleFwdF32,
+            self.entry(KernelTemplate::ChannelScaleFwd, x.dtype())?,
             sh.per_sample_channel_dims(),
             &[y.into(), x.into(), s.into(), KernelArg::I32((sh.h * sh.w) as i32), KernelArg::I32(sh.c as i32)],
         )
@@ -132,10 +132,10 @@ impl<D: KernelDevice> ChannelScaleOps for CudaBackend<D> {
         if s.is_empty() {
             return Ok(());
         }
-        // SAFETY (argument order): channel_scale_bwd_f32(float* dx, float* ds, const float* x, const float* s,
-        // const float* dy, int hw, int c).
+        // SAFETY (argument order): channel_scale_bwd<T>(T* dx, float* ds, const T* x, const float* s,
+        // const T* dy, int hw, int c).
         self.launch(
-            KernelFn::ChannelScaleBwdF32,
+            self.entry(KernelTemplate::ChannelScaleBwd, x.dtype())?,
             sh.per_sample_channel_dims(),
             &[
                 dx.into(),

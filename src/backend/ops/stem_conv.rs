@@ -14,9 +14,10 @@
 //! CPU as well). There is no grad-input: nothing upstream of the image needs a gradient.
 
 use crate::backend::cpu::{
-    check_disjoint, check_len, check_wgrad_operands, host_slice, host_slice_mut, stem_conv as reference, CpuBackend,
+    check_disjoint, check_f32, check_len, check_wgrad_operands, host_slice, host_slice_mut, host_values,
+    stem_conv as reference, write_values, CpuBackend,
 };
-use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, LaunchDims};
+use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -117,12 +118,14 @@ fn check_fwd(s: &StemShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
     check_len("stem_conv_fwd x", x, s.input_len())?;
     check_len("stem_conv_fwd w", w, s.weight_len())?;
     check_len("stem_conv_fwd y", y, s.output_len())?;
+    check_f32("stem_conv_fwd", &[("x", x), ("w", w)])?;
     check_disjoint("stem_conv_fwd (y vs x)", x, y)?;
     check_disjoint("stem_conv_fwd (y vs w)", w, y)
 }
 
 fn check_bwd_weight(s: &StemShape, x: Tensor, dy: Tensor, dw: Tensor, workspace: Tensor) -> Result<()> {
     s.validate()?;
+    check_f32("stem_conv_bwd_weight", &[("x", x), ("dw", dw), ("workspace", workspace)])?;
     check_wgrad_operands(
         "stem_conv_bwd_weight",
         (x, s.input_len()),
@@ -136,14 +139,13 @@ impl StemConvOps for CpuBackend {
     fn stem_conv_fwd(&self, s: &StemShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
         check_fwd(s, x, w, y)?;
         // SAFETY: live host tensors, output checked disjoint from the inputs.
-        unsafe { reference::stem_conv_fwd(s, host_slice(x), host_slice(w), host_slice_mut(y)) };
-        Ok(())
+        unsafe { write_values(y, |y| reference::stem_conv_fwd(s, host_slice(x), host_slice(w), y)) }
     }
 
     fn stem_conv_bwd_weight(&self, s: &StemShape, x: Tensor, dy: Tensor, dw: Tensor, workspace: Tensor) -> Result<()> {
         check_bwd_weight(s, x, dy, dw, workspace)?;
         // SAFETY: live host tensors, output checked disjoint from the inputs.
-        unsafe { reference::stem_conv_bwd_weight(s, host_slice(x), host_slice(dy), host_slice_mut(dw)) };
+        unsafe { reference::stem_conv_bwd_weight(s, host_slice(x), &host_values(dy), host_slice_mut(dw)) };
         Ok(())
     }
 }
@@ -156,15 +158,16 @@ fn int(v: usize) -> KernelArg {
 impl<D: KernelDevice> StemConvOps for CudaBackend<D> {
     fn stem_conv_fwd(&self, s: &StemShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
         check_fwd(s, x, w, y)?;
-        let vec4 = s.c_out_active % 4 == 0 && s.c_out_stored % 4 == 0 && y.addr() % 16 == 0;
+        // 4 output channels per thread need y aligned to 4 elements of its storage type
+        let vec4 = s.c_out_active % 4 == 0 && s.c_out_stored % 4 == 0 && y.addr() % (4 * y.dtype().size() as u64) == 0;
         let vec = if vec4 { 4 } else { 1 };
         let work = s.n * s.out_h() * s.out_w() * (s.c_out_active / vec);
         let mut dims = LaunchDims::linear(work, THREADS, 65535 * 4);
         dims.shared_bytes = (STEM_TAPS * s.c_out_active * 4) as u32;
-        // SAFETY (argument order): stem_conv_fwd_f32(float* y, const float* x, const float* w, int n, int h,
+        // SAFETY (argument order): stem_conv_fwd<T>(T* y, const float* x, const float* w, int n, int h,
         // int w_in, int c_out, int c_stored, int out_h, int out_w, int vec).
         self.launch(
-            KernelFn::StemConvFwdF32,
+            self.entry(KernelTemplate::StemConvFwd, y.dtype())?,
             dims,
             &[
                 y.into(),
@@ -191,10 +194,10 @@ impl<D: KernelDevice> StemConvOps for CudaBackend<D> {
             block: (WGRAD_CO_LANES as u32, WGRAD_PIXEL_ROWS as u32, 1),
             shared_bytes: 0,
         };
-        // SAFETY (argument order): stem_conv_bwd_weight_partial_f32(float* partial, const float* x,
-        // const float* dy, int n, int h, int w_in, int c_out, int out_h, int out_w).
+        // SAFETY (argument order): stem_conv_bwd_weight_partial<T>(float* partial, const float* x,
+        // const T* dy, int n, int h, int w_in, int c_out, int out_h, int out_w).
         self.launch(
-            KernelFn::StemConvBwdWeightPartialF32,
+            self.entry(KernelTemplate::StemConvBwdWeightPartial, dy.dtype())?,
             dims,
             &[
                 workspace.into(),
