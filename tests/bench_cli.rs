@@ -84,7 +84,8 @@ fn bench_train_reports_the_memory_plan_and_the_largest_batch_that_fits() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let m = &r["memory"];
     let space = attnas::space::Space::builtin("tiny").unwrap();
-    let plan = |n: usize| attnas::train::memory_plan::plan(&space, n, 28).unwrap().total_bytes;
+    let plan =
+        |n: usize| attnas::train::memory_plan::plan(&space, n, 28, attnas::backend::Dtype::F32).unwrap().total_bytes;
     assert_eq!(m["plan"]["total_bytes"].as_u64(), Some(plan(4)), "{m}");
     let budget = m["budget_bytes"].as_u64().unwrap();
     assert_eq!(budget, (0.05 * (1u64 << 30) as f64) as u64);

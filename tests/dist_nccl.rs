@@ -108,7 +108,9 @@ fn gpu_rank(rank: usize, port: u16) -> Vec<f32> {
     let (n, side) = (8, 28);
     let space = Space::builtin("tiny").unwrap();
     let net = Supernet::new(&b, space.clone(), 3).unwrap();
-    let mut arena = Arena::new(&b, "act", activation_arena_len(&space, n, side, true).unwrap()).unwrap();
+    let mut arena =
+        Arena::new(&b, "act", activation_arena_len(&space, n, side, true, attnas::backend::Dtype::F32).unwrap())
+            .unwrap();
     let bufs = StepBuffers::new(&b, n, side, space.num_classes).unwrap();
     let groups = net.param_groups(1e-5, &[".bn".into(), ".bias".into()]).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);

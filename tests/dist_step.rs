@@ -96,7 +96,9 @@ fn run_rank(
     let b = CpuBackend::new();
     let space = Space::builtin("tiny").unwrap();
     let net = Supernet::new(&b, space.clone(), 3).unwrap();
-    let mut arena = Arena::new(&b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
+    let mut arena =
+        Arena::new(&b, "act", activation_arena_len(&space, N, SIDE, true, attnas::backend::Dtype::F32).unwrap())
+            .unwrap();
     let bufs = StepBuffers::new(&b, N, SIDE, space.num_classes).unwrap();
     let groups = net.param_groups(1e-5, &[".bn".into(), ".bias".into()]).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);

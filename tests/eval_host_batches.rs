@@ -55,7 +55,8 @@ fn bits(named: &[NamedTensor]) -> Vec<(String, Vec<u32>)> {
 /// The former path: loader batches normalised to f32 at decode time, uploaded as they were.
 fn calibrate_from_f32(b: &CpuBackend, net: &Supernet<HostMemory>, arch: &Arch, loader: &Loader, batches: usize) {
     let space = &net.space;
-    let mut arena = Arena::new(b, "act", activation_arena_len(space, 8, 32, false).unwrap()).unwrap();
+    let mut arena =
+        Arena::new(b, "act", activation_arena_len(space, 8, 32, false, attnas::backend::Dtype::F32).unwrap()).unwrap();
     net.reset_running_stats(b).unwrap();
     for (i, batch) in loader.epoch(0).unwrap().take(batches).enumerate() {
         let x = normalize_nhwc(&batch.images);
@@ -100,7 +101,9 @@ fn eight_bit_host_batches_give_the_f32_results_bit_for_bit() {
         .unwrap();
 
         // The 8-bit path: calibrate on the host batches, normalised as uploaded.
-        let mut arena = Arena::new(&b, "act", activation_arena_len(&space, 8, 32, false).unwrap()).unwrap();
+        let mut arena =
+            Arena::new(&b, "act", activation_arena_len(&space, 8, 32, false, attnas::backend::Dtype::F32).unwrap())
+                .unwrap();
         let mut bufs = EvalBuffers::<CpuBackend>::new(space.num_classes);
         calibrate_bn(&b, &net, &mut arena, &mut bufs, &arch, &calib).unwrap();
         assert!(want_stats == bits(&net.to_named(&b, false).unwrap()), "running statistics differ");

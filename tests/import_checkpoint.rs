@@ -175,7 +175,7 @@ fn converted_fake_checkpoint_loads_one_to_one_and_runs() {
 
     // The min subnet runs on the imported weights (eval mode: the imported running statistics).
     let (n, side) = (4, 28);
-    let len = activation_arena_len(&space, n, side, false).unwrap();
+    let len = activation_arena_len(&space, n, side, false, attnas::backend::Dtype::F32).unwrap();
     let mut arena = Arena::new(&b, "activations", len).unwrap();
     let input = arena.alloc(n * side * side * 3).unwrap();
     b.upload(input, &random_vec(11, n * side * side * 3, -1.0, 1.0)).unwrap();

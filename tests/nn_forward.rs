@@ -151,7 +151,7 @@ fn calibration_accumulates_the_cumulative_batch_statistics() {
 fn planned_drop_connect(space: &Space, a: &Arch, n: usize, opt: ForwardOptions) -> Vec<(usize, f32)> {
     let mut arena = Arena::measuring("plan");
     let x = arena.alloc(n * 32 * 32 * 3).unwrap();
-    let tape = Tape::allocate(space, a, n, x, 32, opt, &mut arena).unwrap();
+    let tape = Tape::allocate(space, a, n, x, 32, opt, attnas::backend::Dtype::F32, &mut arena).unwrap();
     tape.blocks.iter().filter_map(|t| t.drop.map(|(_, m)| (t.blk.global, m.rate))).collect()
 }
 
@@ -219,13 +219,14 @@ fn every_subnet_fits_the_planned_arena() {
         let sides = if name == "tiny" { vec![24, 28, 32] } else { vec![224] };
         for n in [1, 2, 32] {
             for &side in &sides {
-                let len = activation_arena_len(&space, n, side, true).unwrap();
+                let len = activation_arena_len(&space, n, side, true, attnas::backend::Dtype::F32).unwrap();
                 for a in &archs {
                     let opt = ForwardOptions { dropout: 0.2, drop_connect: 0.2, ..ForwardOptions::train() };
                     let mut arena = Arena::measuring("plan");
                     let x = arena.alloc(n * side * side * 3).unwrap();
                     let before = arena.used();
-                    let tape = Tape::allocate(&space, a, n, x, side, opt, &mut arena).unwrap();
+                    let tape =
+                        Tape::allocate(&space, a, n, x, side, opt, attnas::backend::Dtype::F32, &mut arena).unwrap();
                     attnas::nn::tape::GradBuffers::allocate(&tape, &mut arena).unwrap();
                     let used = arena.used() - before;
                     assert!(used <= len, "{name} n {n} side {side}: {a:?} needs {used} > planned {len}");

@@ -135,7 +135,12 @@ fn attentive_step(selection: Selection, p: &Arc<Predictor>) -> Vec<(Vec<f64>, us
     let space = Space::builtin("tiny").unwrap();
     let (n, side) = (4, 28);
     let net = Supernet::new(&b, space.clone(), 0).unwrap();
-    let mut arena = Arena::new(&b, "activations", activation_arena_len(&space, n, side, true).unwrap()).unwrap();
+    let mut arena = Arena::new(
+        &b,
+        "activations",
+        activation_arena_len(&space, n, side, true, attnas::backend::Dtype::F32).unwrap(),
+    )
+    .unwrap();
     let bufs = StepBuffers::new(&b, n, side, space.num_classes).unwrap();
     let images = attnas::testing::random_vec(1, n * side * side * 3, -2.0, 2.0);
     bufs.upload(&b, &images, &[0, 1, 2, 3]).unwrap();

@@ -51,7 +51,9 @@ fn steps<B: SupernetOps>(
     let space = Space::builtin("tiny").unwrap();
     let setup_before = b.op_counts();
     let net = Supernet::new(b, space.clone(), 3).unwrap();
-    let mut arena = Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
+    let mut arena =
+        Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true, attnas::backend::Dtype::F32).unwrap())
+            .unwrap();
     let bufs = StepBuffers::new(b, N, SIDE, space.num_classes).unwrap();
     let setup_bytes = b.op_counts().zip(setup_before).map(|(after, before)| (after - before).allocated_bytes);
     let groups = net.param_groups(1e-5, &[".bn".into(), ".bias".into()]).unwrap();
@@ -131,7 +133,9 @@ fn per_op_ranges_sit_inside_phases_and_a_later_step_allocates_nothing_and_waits_
     attnas::on_cuda_targets!("timeline per-op ranges and step device work", |b| {
         let (run, setup_bytes) = steps(&b, 2, Some(5));
         // the memory plan `bench train` reports is exactly what the step's setup allocated
-        let plan = attnas::train::memory_plan::plan(&Space::builtin("tiny").unwrap(), N, SIDE).unwrap();
+        let plan =
+            attnas::train::memory_plan::plan(&Space::builtin("tiny").unwrap(), N, SIDE, attnas::backend::Dtype::F32)
+                .unwrap();
         assert_eq!(setup_bytes, Some(plan.total_bytes), "{}: planned {plan:?}", b.name());
         assert_eq!(timeline::tree(&run[0].1), phases(4), "{}: op ranges off", b.name());
 

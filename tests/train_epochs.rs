@@ -140,7 +140,12 @@ fn independent_loop(data: &Path) -> (Vec<Vec<u64>>, Vec<Vec<u32>>) {
     assert_eq!(loader.batches_per_epoch() as u64, STEPS_PER_EPOCH);
     let net = Supernet::new(&b, space.clone(), cfg.seed).unwrap();
     let side = cfg.data.crop as usize;
-    let mut arena = Arena::new(&b, "act", activation_arena_len(&space, cfg.batch_size, side, true).unwrap()).unwrap();
+    let mut arena = Arena::new(
+        &b,
+        "act",
+        activation_arena_len(&space, cfg.batch_size, side, true, attnas::backend::Dtype::F32).unwrap(),
+    )
+    .unwrap();
     let bufs = StepBuffers::new(&b, cfg.batch_size, side, space.num_classes).unwrap();
     let groups = net.param_groups(cfg.weight_decay as f32, &cfg.no_decay_keywords).unwrap();
     let (warmup, total) = cfg.schedule_iters(STEPS_PER_EPOCH);

@@ -42,6 +42,43 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// The `precision` setting of training, evaluation, search and benchmarks (`train.precision`,
+/// `--precision`): `auto` is bf16 on a GPU of compute capability 8.0 or newer (Ampere, Hopper: bf16 tensor
+/// cores) and fp32 elsewhere (older GPUs, and the CPU, whose bf16 mode is a reference, not a fast path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Auto,
+    #[serde(alias = "f32")]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    /// The storage type on a device of `compute_capability` (`None`: not a GPU).
+    pub fn resolve(self, compute_capability: Option<(i32, i32)>) -> Dtype {
+        match self {
+            Precision::Fp32 => Dtype::F32,
+            Precision::Bf16 => Dtype::Bf16,
+            Precision::Auto => match compute_capability {
+                Some(cc) if cc >= (8, 0) => Dtype::Bf16,
+                _ => Dtype::F32,
+            },
+        }
+    }
+
+    /// Parses a `--precision` value; the error names the accepted values.
+    pub fn parse(s: &str) -> std::result::Result<Precision, String> {
+        match s {
+            "auto" => Ok(Precision::Auto),
+            "fp32" | "f32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision '{other}': use auto, fp32 or bf16")),
+        }
+    }
+}
+
 /// `x` rounded to the nearest bf16 (ties to even; NaN stays NaN, overflow goes to infinity), as f32.
 pub fn round_bf16(x: f32) -> f32 {
     bf16::from_f32(x).to_f32()
@@ -94,6 +131,18 @@ mod tests {
         assert!(round_bf16(f32::NAN).is_nan());
         assert_eq!(round_bf16(f32::MAX), f32::INFINITY);
         assert_eq!(round_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn auto_precision_is_bf16_from_ampere_on_gpus_only() {
+        assert_eq!(Precision::Auto.resolve(Some((9, 0))), Dtype::Bf16);
+        assert_eq!(Precision::Auto.resolve(Some((8, 0))), Dtype::Bf16);
+        assert_eq!(Precision::Auto.resolve(Some((7, 5))), Dtype::F32);
+        assert_eq!(Precision::Auto.resolve(None), Dtype::F32);
+        assert_eq!(Precision::Bf16.resolve(None), Dtype::Bf16, "an explicit bf16 runs the CPU bf16 mode");
+        assert_eq!(Precision::Fp32.resolve(Some((9, 0))), Dtype::F32);
+        assert_eq!(Precision::parse("f32"), Ok(Precision::Fp32));
+        assert!(Precision::parse("fp16").unwrap_err().contains("auto, fp32 or bf16"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod ops;
 
 pub use arena::Arena;
 pub use counters::OpCounts;
-pub use dtype::Dtype;
+pub use dtype::{Dtype, Precision};
 pub use gemm::{GemmSpec, Transpose};
 pub use ops::SupernetOps;
 
@@ -157,6 +157,17 @@ pub trait Backend {
     /// `backend::counters`); `None` where there is no device (the CPU backend).
     fn op_counts(&self) -> Option<OpCounts> {
         None
+    }
+
+    /// The GPU's compute capability (major, minor); `None` for the CPU backend and the emulator. Picks
+    /// the `auto` precision ([`Precision::resolve`]).
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        None
+    }
+
+    /// The storage type `precision` means on this backend.
+    fn resolve_precision(&self, precision: Precision) -> Dtype {
+        precision.resolve(self.compute_capability())
     }
 
     /// Free and total bytes of the device's memory (a GPU's `cuMemGetInfo`); `None` where the backend

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
-use crate::backend::{Arena, OpCounts, SupernetOps};
+use crate::backend::{Arena, Dtype, OpCounts, Precision, SupernetOps};
 use crate::data::loader::{EpochIter, Loader, LoaderConfig};
 use crate::data::reader::PackedDataset;
 use crate::dist::launch::{plan, run_ranked, RankArgs};
@@ -33,7 +33,7 @@ use crate::space::attentive::{AttentiveSampler, Prior, Selection};
 use crate::space::table::{generate, TableMethod};
 use crate::space::Space;
 use crate::timeline;
-use crate::train::memory_plan::{budget_bytes, largest_batch, plan as memory_plan, TrainMemoryPlan};
+use crate::train::memory_plan::{budget_bytes, largest_batch, plan as memory_plan, precision_name, TrainMemoryPlan};
 use crate::train::step::{
     CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
 };
@@ -93,6 +93,10 @@ pub struct BenchTrainArgs {
     /// seconds, for a batch or a card you do not have here (with --memory-gib).
     #[arg(long)]
     pub plan_only: bool,
+    /// Storage of the activations and the 1x1 convs' weight copies: auto (bf16 on a GPU of compute
+    /// capability >= 8.0, else fp32), fp32 or bf16 (on the CPU: the bf16 reference mode).
+    #[arg(long, default_value = "auto", value_parser = Precision::parse)]
+    pub precision: Precision,
     #[command(flatten)]
     pub ranks: RankArgs,
 }
@@ -100,6 +104,8 @@ pub struct BenchTrainArgs {
 #[derive(Debug, serde::Serialize)]
 pub struct BenchTrainResult {
     pub device: String,
+    /// Storage of the activations in the measured steps: `fp32` or `bf16`.
+    pub precision: &'static str,
     pub space: String,
     pub batch: usize,
     pub steps: usize,
@@ -137,7 +143,18 @@ pub struct MemoryReport {
     pub budget_bytes: Option<u64>,
     /// Where the budget came from.
     pub budget_source: Option<String>,
-    /// The largest batch per device whose plan fits the budget at `plan.side` (fp32 storage).
+    /// The largest batch per device whose plan fits the budget at `plan.side` (the run's precision).
+    pub largest_batch: Option<usize>,
+    /// The plan at the run's batch and the largest batch that fits, for each precision (fp32, bf16).
+    pub by_precision: Vec<PrecisionFit>,
+}
+
+/// One precision's memory at the run's batch and its largest batch under the same budget.
+#[derive(Debug, serde::Serialize)]
+pub struct PrecisionFit {
+    pub precision: &'static str,
+    pub total_bytes: u64,
+    pub activation_bytes: u64,
     pub largest_batch: Option<usize>,
 }
 
@@ -248,6 +265,16 @@ fn print_memory(m: &MemoryReport, allocated: Option<u64>) {
         ),
         _ => println!("  largest batch: pass --memory-gib G to plan for a device of G GiB (no device memory here)"),
     }
+    for f in &m.by_precision {
+        println!(
+            "    {}: {:.1} MiB at batch {} ({:.1} MiB activations){}",
+            f.precision,
+            mib(f.total_bytes),
+            m.plan.batch,
+            mib(f.activation_bytes),
+            f.largest_batch.map_or(String::new(), |n| format!("; largest batch {n}"))
+        );
+    }
 }
 
 /// FP32 (non-tensor-core) datasheet peaks in TFLOP/s; a MAC is 2 FLOPs.
@@ -263,7 +290,8 @@ fn fp32_peak(device: &str) -> Option<f64> {
 
 /// The plan at the run's batch and the largest batch that fits the budget.
 fn memory_report<B: SupernetOps>(b: &B, a: &BenchTrainArgs, space: &Space) -> Result<MemoryReport> {
-    let plan = memory_plan(space, a.batch, a.side)?;
+    let dtype = b.resolve_precision(a.precision);
+    let plan = memory_plan(space, a.batch, a.side, dtype)?;
     let (budget, source) = match (a.memory_gib, b.memory_info()) {
         (Some(gib), _) => ((gib * (1u64 << 30) as f64) as u64, format!("--memory-gib {gib}")),
         (None, Some((free, total))) => {
@@ -273,10 +301,46 @@ fn memory_report<B: SupernetOps>(b: &B, a: &BenchTrainArgs, space: &Space) -> Re
                 format!("device: {:.2} GiB free + {:.2} GiB this run holds", gib(free), gib(mine)),
             )
         }
-        (None, None) => return Ok(MemoryReport { plan, budget_bytes: None, budget_source: None, largest_batch: None }),
+        (None, None) => {
+            let by_precision = fits_by_precision(space, a, None)?;
+            return Ok(MemoryReport {
+                plan,
+                budget_bytes: None,
+                budget_source: None,
+                largest_batch: None,
+                by_precision,
+            });
+        }
     };
-    let largest = largest_batch(space, a.side, budget, 1 << 16)?;
-    Ok(MemoryReport { plan, budget_bytes: Some(budget), budget_source: Some(source), largest_batch: largest })
+    let largest = largest_batch(space, a.side, dtype, budget, 1 << 16)?;
+    let by_precision = fits_by_precision(space, a, Some(budget))?;
+    Ok(MemoryReport {
+        plan,
+        budget_bytes: Some(budget),
+        budget_source: Some(source),
+        largest_batch: largest,
+        by_precision,
+    })
+}
+
+/// fp32 and bf16 side by side at the run's batch, and their largest batches under `budget`.
+fn fits_by_precision(space: &Space, a: &BenchTrainArgs, budget: Option<u64>) -> Result<Vec<PrecisionFit>> {
+    [Dtype::F32, Dtype::Bf16]
+        .into_iter()
+        .map(|dtype| {
+            let p = memory_plan(space, a.batch, a.side, dtype)?;
+            let largest = match budget {
+                Some(budget) => largest_batch(space, a.side, dtype, budget, 1 << 16)?,
+                None => None,
+            };
+            Ok(PrecisionFit {
+                precision: precision_name(dtype),
+                total_bytes: p.total_bytes,
+                activation_bytes: p.activation_bytes,
+                largest_batch: largest,
+            })
+        })
+        .collect()
 }
 
 fn gib(bytes: u64) -> f64 {
@@ -289,8 +353,10 @@ impl BackendJob for Job<'_> {
         let (a, space, ranks) = (self.0, self.1, self.2);
         let world = ranks.world_size();
         agree_at_start(ranks.as_ref(), b, &[("bench", format!("{} batch {} side {}", space.name, a.batch, a.side))])?;
-        let net = Supernet::new(b, space.clone(), 0)?;
-        let len = activation_arena_len(&space, a.batch, a.side, true)?;
+        let mut net = Supernet::new(b, space.clone(), 0)?;
+        let dtype = b.resolve_precision(a.precision);
+        net.set_precision(b, dtype)?;
+        let len = activation_arena_len(&space, a.batch, a.side, true, dtype)?;
         let mut arena = Arena::new(b, "activations", len).map_err(|e| {
             Error::Other(format!(
                 "bench: activation arena of {:.2} GiB for batch {}: {e}",
@@ -421,6 +487,7 @@ impl BackendJob for Job<'_> {
             baseline_images_per_sec: baseline,
             scaling_efficiency: baseline.map(|b1| images_per_sec / b1.max(1e-12)),
             peak_tflops_fp32: fp32_peak(&device),
+            precision: precision_name(dtype),
             device,
             space: space.name.clone(),
             batch: a.batch,

@@ -107,6 +107,11 @@ pub struct EvalArgs {
     /// deployed model, the default).
     #[arg(long)]
     pub no_fold_bn: bool,
+    /// Storage of the activations: auto (bf16 on a GPU of compute capability >= 8.0, else fp32), fp32 or
+    /// bf16. bf16 evaluates the supernet's BN forward with bf16 activations (as training validates); the
+    /// BN-folded model is evaluated in fp32.
+    #[arg(long, default_value = "auto", value_parser = crate::backend::Precision::parse)]
+    pub precision: crate::backend::Precision,
     #[command(flatten)]
     pub ranks: RankArgs,
 }
@@ -135,6 +140,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         progress: !a.quiet,
         dump: DumpPaths { inputs: a.dump_inputs.clone(), logits: a.dump_logits.clone() },
         fold_bn: !a.no_fold_bn,
+        precision: a.precision,
         ranks: crate::dist::single(),
     };
     let outcome = run_ranked(plan(&a.ranks, a.device)?, a.device, &|ranks, device| {
@@ -152,10 +158,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         ),
         None => println!("BN recalibration: off (--no-calib: the checkpoint's running statistics)"),
     }
-    println!(
-        "forward: {}",
-        if report.bn_folded { "BN folded into the convs (the deployed model)" } else { "BN layers (--no-fold-bn)" }
-    );
+    let forward = match (report.bn_folded, report.precision) {
+        (true, _) => "BN folded into the convs (the deployed model), fp32".to_string(),
+        (false, "bf16") => "BN layers, bf16 activations (the folded model is fp32: --precision fp32)".to_string(),
+        (false, p) => format!("BN layers (--no-fold-bn), {p}"),
+    };
+    println!("forward: {forward}");
     println!(
         "{:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "arch", "MFLOPs", "params(M)", "top-1", "top-5", "images", "seconds"

@@ -64,6 +64,10 @@ pub struct SearchArgs {
     /// auto (the GPU when found, else the CPU), cpu, cuda, cuda:N, or emu (SIMT emulator builds).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Storage of the activations while subnets are recalibrated and scored: auto (bf16 on a GPU of
+    /// compute capability >= 8.0, else fp32), fp32 or bf16.
+    #[arg(long, default_value = "auto", value_parser = crate::backend::Precision::parse)]
+    pub precision: crate::backend::Precision,
     /// Initial population (the min subnet first when in range, the rest uniform within the range).
     #[arg(long, default_value_t = 512)]
     pub population: usize,
@@ -209,6 +213,7 @@ pub fn run_search(a: &SearchArgs) -> Result<()> {
         seed_archs: a.seed_arch.clone(),
         progress: !a.quiet,
         latency,
+        precision: a.precision,
         ranks: crate::dist::single(),
     };
     crate::deploy::latency::configure_cpu_threads(a.threads)?;

@@ -53,7 +53,8 @@ impl<'a, B: SupernetOps> Evaluator<'a, B> {
     pub fn new(b: &'a B, net: &'a Supernet<B::Memory>, max_batch: usize, side: usize, fold: bool) -> Result<Self> {
         let space = &net.space;
         let r_max = space.resolutions.iter().copied().max().unwrap_or(side);
-        let plan = activation_arena_len(space, max_batch, side, false)?.max(infer_arena_len(space, max_batch, side)?);
+        let plan = activation_arena_len(space, max_batch, side, false, net.precision())?
+            .max(infer_arena_len(space, max_batch, side)?);
         let len = plan + max_batch * r_max * r_max * 3 + 1024;
         let arena = Arena::new(b, "activations", len).map_err(|e| {
             Error::Other(format!(
@@ -209,6 +210,9 @@ pub struct EvalJob {
     pub dump: DumpPaths,
     /// Evaluate the BN-folded static subnet (default); false: `--no-fold-bn`.
     pub fold_bn: bool,
+    /// Storage of the activations (`--precision`); bf16 evaluates the supernet's BN forward (the folded
+    /// model is fp32).
+    pub precision: crate::backend::Precision,
     /// This process's place among the job's ranks ([`crate::dist::single`] for one device).
     pub ranks: crate::dist::Ranks,
 }
@@ -249,6 +253,8 @@ pub struct EvalReport {
     pub calibration: Option<CalibReport>,
     /// Whether the BN-folded inference forward was evaluated.
     pub bn_folded: bool,
+    /// Storage of the activations: `fp32` or `bf16`.
+    pub precision: &'static str,
     pub results: Vec<EvalRow>,
 }
 
@@ -269,7 +275,8 @@ pub fn batch_bar(show: bool, len: u64) -> ProgressBar {
 pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
     let ranks = job.ranks.as_ref();
     let (rank, world) = (ranks.rank(), ranks.world_size());
-    let loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
+    let mut loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
+    loaded.net.set_precision(b, b.resolve_precision(job.precision))?;
     let space = &loaded.net.space;
     let archs = resolve_arch_list(space, &job.archs)?;
     let wants_dump = job.dump.inputs.is_some() || job.dump.logits.is_some();
@@ -308,7 +315,10 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
     };
     let eval = EvalSource::open_shard(&eval_path, space, &data_cfg, job.batch_size, job.max_images, rank, world)?;
     let max_batch = job.batch_size.max(job.calib.map_or(0, |c| c.batch_size));
-    let mut ev = Evaluator::new(b, &loaded.net, max_batch, data_cfg.crop as usize, job.fold_bn)?;
+    let dtype = b.resolve_precision(job.precision);
+    // the folded static subnet runs in fp32; bf16 evaluates the supernet's BN forward
+    let fold = job.fold_bn && dtype == crate::backend::Dtype::F32;
+    let mut ev = Evaluator::new(b, &loaded.net, max_batch, data_cfg.crop as usize, fold)?;
 
     let calib_len = calib.as_ref().map_or(0, |(c, _)| c.len());
     let bar = batch_bar(job.progress && ranks.is_leader(), (archs.len() * (calib_len + eval.num_batches())) as u64);
@@ -346,7 +356,8 @@ pub fn run_eval<B: SupernetOps>(b: &B, job: &EvalJob) -> Result<EvalReport> {
         device: b.name(),
         eval_data: eval_path,
         calibration: calib.map(|(_, r)| r),
-        bn_folded: job.fold_bn,
+        bn_folded: fold,
+        precision: crate::train::memory_plan::precision_name(dtype),
         results,
     })
 }

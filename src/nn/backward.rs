@@ -4,7 +4,10 @@
 //! backwards before one optimizer step; the caller zeroes the arena once per step.
 //!
 //! Gradient buffers: `g[0]`, `g[1]` carry the gradient between blocks (ping-pong), `t[0..3]` hold a
-//! block's intermediates; each is sized for the largest activation, and sliced to each layer's size.
+//! block's intermediates; each is sized for the largest activation, and sliced to each layer's size, in
+//! the tape's storage type for the trunk's gradients and in f32 for the head's (feature mix, dropout,
+//! classifier, the pooled features). The 1x1 convs' grad-input reads `gemm_weights` (the bf16 copies in
+//! bf16); every grad-weight GEMM accumulates into the f32 gradients.
 
 use super::handles::{Bn, NetTensors};
 use super::tape::{BlockTape, GradBuffers, Tape};
@@ -52,11 +55,13 @@ pub enum BackwardProgress {
 /// Accumulates the parameter gradients of the forward in `tape` for `dlogits` (`[n, classes]`, the
 /// gradient of the loss to be minimised) into `grads`; `on_progress` hears each finished part, in
 /// backward order (the work is queued on the device, not necessarily done).
+#[allow(clippy::too_many_arguments)]
 pub fn backward<B: SupernetOps>(
     b: &B,
     tape: &Tape,
     dlogits: Tensor,
     p: &NetTensors,
+    gemm_weights: &NetTensors,
     grads: &NetTensors,
     buf: &GradBuffers,
     on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
@@ -66,6 +71,7 @@ pub fn backward<B: SupernetOps>(
     }
     let n = tape.n;
     let sl = |t: Tensor, len: usize| t.slice(0, len);
+    let act = |t: Tensor, len: usize| t.view_as(tape.dtype).slice(0, len);
     let [t0, t1, t2] = buf.t;
     let scratch = tape.scratch.bn;
 
@@ -95,31 +101,31 @@ pub fn backward<B: SupernetOps>(
         p.head.feature_mix,
         d_pooled,
     )?;
-    let d_fe_out = sl(t1, pixels * hs.expand)?;
+    let d_fe_out = act(t1, pixels * hs.expand)?;
     b.global_avg_pool_bwd(&PoolShape { n, h: hs.size, w: hs.size, c: hs.expand }, d_pooled, d_fe_out, false)?;
-    let d_fe_pre = sl(t2, pixels * hs.expand)?;
+    let d_fe_pre = act(t2, pixels * hs.expand)?;
     let (fe_p, fe_g) = (p.head.final_expand_bn, grads.head.final_expand_bn);
     bn_backward(b, &h.fe_bn, h.fe_pre, d_fe_out, d_fe_pre, fe_p, fe_g, h.fe_saved, scratch)?;
     let g = GemmSpec::pointwise_bwd_weight(pixels, hs.c_in, hs.expand, h.c_in_stored);
     b.gemm(&g, d_fe_pre, h.x, grads.head.final_expand)?;
     let mut cur = 0usize;
-    let d_x = sl(buf.g[cur], pixels * hs.c_in)?;
+    let d_x = act(buf.g[cur], pixels * hs.c_in)?;
     let g = GemmSpec::pointwise_bwd_input(pixels, hs.c_in, hs.expand, h.c_in_stored);
-    b.gemm(&g, d_fe_pre, p.head.final_expand, d_x)?;
+    b.gemm(&g, d_fe_pre, gemm_weights.head.final_expand, d_x)?;
     on_progress(BackwardProgress::Head)?;
 
     for t in tape.blocks.iter().rev() {
-        let d_out = sl(buf.g[cur], t.pixels_out() * t.blk.c_out)?;
-        let d_in = sl(buf.g[1 - cur], t.pixels_in() * t.blk.c_in)?;
-        block_backward(b, tape, t, d_out, d_in, p, grads, buf)?;
+        let d_out = act(buf.g[cur], t.pixels_out() * t.blk.c_out)?;
+        let d_in = act(buf.g[1 - cur], t.pixels_in() * t.blk.c_in)?;
+        block_backward(b, tape, t, d_out, d_in, (p, gemm_weights, grads), buf)?;
         on_progress(BackwardProgress::Block(t.blk.global))?;
         cur = 1 - cur;
     }
 
     let st = &tape.stem;
     let out_len = st.pre.len();
-    let d_stem_out = sl(buf.g[cur], out_len)?;
-    let d_stem_pre = sl(t0, out_len)?;
+    let d_stem_out = act(buf.g[cur], out_len)?;
+    let d_stem_pre = act(t0, out_len)?;
     bn_backward(b, &st.bn, st.pre, d_stem_out, d_stem_pre, p.stem.bn, grads.stem.bn, st.bn_saved, scratch)?;
     let ws = sl(tape.scratch.stem_workspace, st.shape.wgrad_workspace_len())?;
     b.stem_conv_bwd_weight(&st.shape, st.input, d_stem_pre, grads.stem.w, ws)?;
@@ -134,15 +140,17 @@ fn block_backward<B: SupernetOps>(
     t: &BlockTape,
     d_out: Tensor,
     d_in: Tensor,
-    p: &NetTensors,
-    grads: &NetTensors,
+    (p, gemm_weights, grads): (&NetTensors, &NetTensors, &NetTensors),
     buf: &GradBuffers,
 ) -> Result<()> {
     let n = tape.n;
     let blk = &t.blk;
     let (w, gw) = (&p.blocks[blk.global], &grads.blocks[blk.global]);
+    let cw = &gemm_weights.blocks[blk.global];
     let (p_in, p_out) = (t.pixels_in(), t.pixels_out());
-    let sl = |t: Tensor, len: usize| t.slice(0, len);
+    // every gradient of the block is a trunk activation's (the tape's storage type); scratch stays f32
+    let sl = |t: Tensor, len: usize| t.view_as(tape.dtype).slice(0, len);
+    let scratch_slice = |t: Tensor, len: usize| t.slice(0, len);
     let [t0, t1, t2] = buf.t;
     let scratch = tape.scratch.bn;
 
@@ -164,13 +172,13 @@ fn block_backward<B: SupernetOps>(
         gw.project,
     )?;
     let d_pl_in = sl(t2, p_out * blk.mid)?;
-    b.gemm(&GemmSpec::pointwise_bwd_input(p_out, blk.mid, blk.c_out, t.stored.max_mid), d_pl_pre, w.project, d_pl_in)?;
+    b.gemm(&GemmSpec::pointwise_bwd_input(p_out, blk.mid, blk.c_out, t.stored.max_mid), d_pl_pre, cw.project, d_pl_in)?;
 
     // SE, depthwise BN and conv
     let d_dw_out = match (t.se, w.se.as_ref(), gw.se.as_ref()) {
         (Some((shape, _, saved)), Some(se), Some(gse)) => {
             let d = sl(t0, p_out * blk.mid)?;
-            let se_scratch = sl(tape.scratch.se, shape.scratch_len())?;
+            let se_scratch = scratch_slice(tape.scratch.se, shape.scratch_len())?;
             b.se_bwd(&shape, t.dw_out, se, saved, d_pl_in, d, gse, se_scratch)?;
             d
         }
@@ -178,12 +186,12 @@ fn block_backward<B: SupernetOps>(
     };
     let d_dw_pre = sl(t1, p_out * blk.mid)?;
     bn_backward(b, &t.dw_bn, t.dw_pre, d_dw_out, d_dw_pre, w.depthwise_bn, gw.depthwise_bn, t.dw_saved, scratch)?;
-    let ws = sl(tape.scratch.dw_workspace, t.dw.wgrad_workspace_len())?;
+    let ws = scratch_slice(tape.scratch.dw_workspace, t.dw.wgrad_workspace_len())?;
     b.depthwise_bwd_weight(&t.dw, t.dw_in(), d_dw_pre, gw.depthwise, ws)?;
 
     // expand BN and conv (or straight into d_in when the stage has no expand conv)
-    match (t.expand, w.expand, gw.expand) {
-        (Some(e), Some((we, bn)), Some((gwe, gbn))) => {
+    match (t.expand, w.expand, cw.expand, gw.expand) {
+        (Some(e), Some((_, bn)), Some((we, _)), Some((gwe, gbn))) => {
             let d_exp_out = sl(t0, p_in * blk.mid)?;
             b.depthwise_bwd_input(&t.dw, d_dw_pre, w.depthwise, d_exp_out)?;
             let d_exp_pre = sl(t2, p_in * blk.mid)?;
@@ -206,7 +214,7 @@ fn block_backward<B: SupernetOps>(
             b.gemm(&g, d_out, t.sc_in(), gw.shortcut)?;
             let d = sl(t0, p_out * blk.c_in)?;
             let g = GemmSpec::pointwise_bwd_input(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
-            b.gemm(&g, d_out, w.shortcut, d)?;
+            b.gemm(&g, d_out, cw.shortcut, d)?;
             d
         }
         None => d_out,

@@ -2,6 +2,11 @@
 //! subnet's resolution, stem conv + BN + swish, the active MBConv blocks (expand, depthwise, SE,
 //! project, drop-connect, shortcut), the MobileNetV3 head (final expand + BN + swish, global pool,
 //! feature mix + swish, dropout, classifier). Written once against the op traits.
+//!
+//! Precision: the trunk's activations are stored as the tape's dtype (f32 or bf16, see
+//! [`Tape::dtype`]); the 1x1 convs of the trunk read their weights from `gemm_weights`, the parameters
+//! themselves in f32 and their bf16 copies in bf16 (cuBLAS GemmEx wants A and B alike); everything else
+//! reads the f32 parameters.
 
 use super::handles::{Bn, NetStats, NetTensors, RunningStats};
 use super::tape::{BnMode, Tape};
@@ -53,13 +58,15 @@ fn bn_forward_add<B: SupernetOps>(
 }
 
 /// Runs the forward recorded in `tape` on `input` (`[n, side, side, 3]`, the tensor the tape was planned
-/// with); the logits are `tape.head.logits` (`[n, classes]`).
+/// with); the logits are `tape.head.logits` (`[n, classes]`). `gemm_weights` holds the trunk's 1x1-conv
+/// weights in the tape's storage type (`p` itself in f32).
 pub fn forward<B: SupernetOps>(
     b: &B,
     tape: &Tape,
     input: Tensor,
     input_side: usize,
     p: &NetTensors,
+    gemm_weights: &NetTensors,
     stats: &NetStats,
 ) -> Result<()> {
     let mode = tape.options.bn;
@@ -80,8 +87,9 @@ pub fn forward<B: SupernetOps>(
     for t in &tape.blocks {
         let blk = &t.blk;
         let (w, s) = (&p.blocks[blk.global], &stats.blocks[blk.global]);
+        let gw = &gemm_weights.blocks[blk.global];
         let (p_in, p_out) = (t.pixels_in(), t.pixels_out());
-        if let (Some(e), Some((we, bn)), Some(rs)) = (t.expand, w.expand, s.expand) {
+        if let (Some(e), Some((_, bn)), Some((we, _)), Some(rs)) = (t.expand, w.expand, gw.expand, s.expand) {
             let g = GemmSpec::pointwise_fwd(p_in, blk.c_in, blk.mid, t.stored.max_c_in);
             b.gemm(&g, t.x, we, e.pre)?;
             bn_forward(b, mode, &e.bn, e.pre, e.out, bn, rs, e.bn_saved, scratch_for(&e.bn)?)?;
@@ -102,7 +110,7 @@ pub fn forward<B: SupernetOps>(
             b.se_fwd(&shape, t.dw_out, se, out, saved)?;
         }
         let g = GemmSpec::pointwise_fwd(p_out, blk.mid, blk.c_out, t.stored.max_mid);
-        b.gemm(&g, t.pl_in(), w.project, t.pl_pre)?;
+        b.gemm(&g, t.pl_in(), gw.project, t.pl_pre)?;
         // the shortcut branch first, so the projection BN can add it in its own pass
         if let Some(pool) = t.sc_pool {
             let s = PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in };
@@ -110,7 +118,7 @@ pub fn forward<B: SupernetOps>(
         }
         if let Some(conv) = t.sc_conv {
             let g = GemmSpec::pointwise_fwd(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
-            b.gemm(&g, t.sc_in(), w.shortcut, conv)?;
+            b.gemm(&g, t.sc_in(), gw.shortcut, conv)?;
         }
         let shortcut = t.sc_conv.unwrap_or(t.sc_in());
         let pl_work = (t.pl_saved, scratch_for(&t.pl_bn)?);
@@ -134,7 +142,7 @@ pub fn forward<B: SupernetOps>(
     let hs = h.shape;
     let pixels = n * hs.size * hs.size;
     let g = GemmSpec::pointwise_fwd(pixels, hs.c_in, hs.expand, h.c_in_stored);
-    b.gemm(&g, h.x, p.head.final_expand, h.fe_pre)?;
+    b.gemm(&g, h.x, gemm_weights.head.final_expand, h.fe_pre)?;
     let fe_scratch = scratch_for(&h.fe_bn)?;
     bn_forward(
         b,

@@ -2,6 +2,11 @@
 //! offsets, from the [`ParamTable`]) and BN running statistics; initialisation (spec 1.5); a subnet's
 //! forward and backward on a caller's activation arena; the weights as named tensors in PyTorch's
 //! layout (checkpoints, export, import).
+//!
+//! Precision (issue #13 item 1): in bf16 the supernet also holds a bf16 copy of the parameter arena (same
+//! offsets) that the trunk's 1x1 convs read; the f32 parameters stay the master weights. The copy is
+//! written whenever the parameters are (initialisation, loading, switching precision) and refreshed by
+//! the optimizer step in the same pass ([`Supernet::param_groups`] hands each group its copy).
 
 use rand::{RngExt, SeedableRng};
 
@@ -11,7 +16,7 @@ use super::handles::{NetStats, NetTensors};
 use super::params::{Init, ParamSpec, ParamTable};
 use super::tape::{ForwardOptions, GradBuffers, Tape};
 use crate::backend::ops::optimizer::ParamGroup;
-use crate::backend::{Arena, Backend, DeviceMemory, SupernetOps, Tensor};
+use crate::backend::{Arena, Backend, DeviceMemory, Dtype, SupernetOps, Tensor};
 use crate::error::{Error, Result};
 use crate::space::{Arch, Space};
 
@@ -33,6 +38,10 @@ pub struct Supernet<M: DeviceMemory> {
     params: NetTensors,
     grads: NetTensors,
     stats: NetStats,
+    /// Storage type of the activations of every forward and backward (f32 unless set).
+    precision: Dtype,
+    /// The bf16 copy of the parameter arena and its views, in bf16 only.
+    copy: Option<(M, NetTensors)>,
 }
 
 /// Initial values of one tensor (spec 1.5) in our layout, drawn from `rng` in PyTorch's.
@@ -60,7 +69,19 @@ impl<M: DeviceMemory> Supernet<M> {
         let params = NetTensors::new(&space, &table, params_mem.tensor())?;
         let grads = NetTensors::new(&space, &table, grads_mem.tensor())?;
         let stats = NetStats::new(&space, &table, stats_mem.tensor())?;
-        let net = Supernet { space, table, params_mem, grads_mem, momentum_mem, stats_mem, params, grads, stats };
+        let net = Supernet {
+            space,
+            table,
+            params_mem,
+            grads_mem,
+            momentum_mem,
+            stats_mem,
+            params,
+            grads,
+            stats,
+            precision: Dtype::F32,
+            copy: None,
+        };
         net.initialize(b, seed)?;
         Ok(net)
     }
@@ -73,9 +94,56 @@ impl<M: DeviceMemory> Supernet<M> {
             host[p.offset..p.offset + p.len].copy_from_slice(&initial_values(p, &mut rng));
         }
         b.upload(self.params_mem.tensor(), &host)?;
+        self.write_copy(b, &host)?;
         b.upload(self.momentum_mem.tensor(), &vec![0.0; self.table.params_len])?;
         b.upload(self.grads_mem.tensor(), &vec![0.0; self.table.params_len])?;
         self.reset_running_stats_host(b)
+    }
+
+    /// Sets the storage type of the activations: bf16 allocates the bf16 copy of the parameters and
+    /// fills it; f32 drops it.
+    pub fn set_precision<B: Backend<Memory = M>>(&mut self, b: &B, precision: Dtype) -> Result<()> {
+        self.precision = precision;
+        self.copy = match precision {
+            Dtype::F32 => None,
+            dtype => {
+                let len = self.table.params_len;
+                let mem = b.alloc((len * dtype.size()).div_ceil(4)).map_err(|e| {
+                    Error::Other(format!("allocating the supernet's {dtype} weight copy ({len} elements): {e}"))
+                })?;
+                let views = NetTensors::new(&self.space, &self.table, self.copy_base(&mem, dtype)?)?;
+                Some((mem, views))
+            }
+        };
+        let host = b.download(self.params_mem.tensor())?;
+        self.write_copy(b, &host)
+    }
+
+    /// The storage type of the activations (and of the GEMMs' weight copies).
+    pub fn precision(&self) -> Dtype {
+        self.precision
+    }
+
+    fn copy_base(&self, mem: &M, dtype: Dtype) -> Result<Tensor> {
+        mem.tensor().view_as(dtype).slice(0, self.table.params_len)
+    }
+
+    /// The parameter arena's copy in the storage type, when there is one.
+    fn copy_arena(&self) -> Result<Option<Tensor>> {
+        self.copy.as_ref().map(|(mem, _)| self.copy_base(mem, self.precision)).transpose()
+    }
+
+    /// Writes the copy from host parameter values (rounded on upload), when there is one.
+    fn write_copy<B: Backend<Memory = M>>(&self, b: &B, host_params: &[f32]) -> Result<()> {
+        match self.copy_arena()? {
+            Some(copy) => b.upload(copy, host_params),
+            None => Ok(()),
+        }
+    }
+
+    /// The weights the trunk's 1x1 convs read: the copy in bf16, the parameters in f32.
+    pub fn gemm_weights(&self) -> &NetTensors {
+        self.copy.as_ref().map_or(&self.params, |(_, views)| views)
     }
 
     fn reset_running_stats_host<B: Backend<Memory = M>>(&self, b: &B) -> Result<()> {
@@ -130,6 +198,7 @@ impl<M: DeviceMemory> Supernet<M> {
     pub fn param_groups(&self, wd: f32, no_decay_keywords: &[String]) -> Result<Vec<ParamGroup>> {
         let mut groups: Vec<ParamGroup> = Vec::new();
         let mut run: Option<(usize, usize, f32)> = None;
+        let copy = self.copy_arena()?;
         let flush = |run: Option<(usize, usize, f32)>, groups: &mut Vec<ParamGroup>| -> Result<()> {
             if let Some((start, end, decay)) = run {
                 groups.push(ParamGroup {
@@ -137,7 +206,7 @@ impl<M: DeviceMemory> Supernet<M> {
                     grads: self.grads_mem.tensor().slice(start, end - start)?,
                     momentum: self.momentum_mem.tensor().slice(start, end - start)?,
                     weight_decay: decay,
-                    copy: None,
+                    copy: copy.map(|c| c.slice(start, end - start)).transpose()?,
                 });
             }
             Ok(())
@@ -170,8 +239,8 @@ impl<M: DeviceMemory> Supernet<M> {
         arena: &mut Arena<A>,
     ) -> Result<Tape> {
         self.space.validate(arch).map_err(Error::usage)?;
-        let tape = Tape::allocate(&self.space, arch, n, input, side, options, arena)?;
-        forward(b, &tape, input, side, &self.params, &self.stats)?;
+        let tape = Tape::allocate(&self.space, arch, n, input, side, options, self.precision, arena)?;
+        forward(b, &tape, input, side, &self.params, self.gemm_weights(), &self.stats)?;
         Ok(tape)
     }
 
@@ -197,7 +266,7 @@ impl<M: DeviceMemory> Supernet<M> {
         on_progress: &mut dyn FnMut(BackwardProgress) -> Result<()>,
     ) -> Result<()> {
         let buf = GradBuffers::allocate(tape, arena)?;
-        backward(b, tape, dlogits, &self.params, &self.grads, &buf, on_progress)
+        backward(b, tape, dlogits, &self.params, self.gemm_weights(), &self.grads, &buf, on_progress)
     }
 
     /// Parameters, BN running statistics and (optionally) momentum as named tensors in PyTorch's layout.
@@ -291,6 +360,7 @@ impl<M: DeviceMemory> Supernet<M> {
             ));
         }
         b.upload(self.params_mem.tensor(), &params)?;
+        self.write_copy(b, &params)?;
         b.upload(self.stats_mem.tensor(), &stats)?;
         if any_momentum {
             b.upload(self.momentum_mem.tensor(), &momentum)?;
@@ -302,15 +372,22 @@ impl<M: DeviceMemory> Supernet<M> {
 /// Activation-arena elements needed by a forward (and its backward when `with_backward`) of the largest
 /// subnet of `space` on `n` images of side `input_side` (the input itself lives elsewhere): the arena the
 /// training loop plans up front. The max arch is the largest subnet at every layer, so every smaller
-/// subnet's plan fits; the count uses the arena's own alignment, so it is exact.
-pub fn activation_arena_len(space: &Space, n: usize, input_side: usize, with_backward: bool) -> Result<usize> {
+/// subnet's plan fits; the count uses the arena's own alignment, so it is exact. `dtype` is the storage
+/// type of the trunk's activations (the supernet's precision).
+pub fn activation_arena_len(
+    space: &Space,
+    n: usize,
+    input_side: usize,
+    with_backward: bool,
+    dtype: Dtype,
+) -> Result<usize> {
     let options = ForwardOptions {
         dropout: 0.5,
         drop_connect: 0.5,
         drop_connect_only_last_two_stages: false,
         ..ForwardOptions::train()
     };
-    arch_activation_arena_len(space, &space.max_arch(), n, input_side, options, with_backward)
+    arch_activation_arena_len(space, &space.max_arch(), n, input_side, options, with_backward, dtype)
 }
 
 /// The same count for one subnet `arch` and forward `options` (what a single forward and backward needs).
@@ -321,11 +398,12 @@ pub fn arch_activation_arena_len(
     input_side: usize,
     options: ForwardOptions,
     with_backward: bool,
+    dtype: Dtype,
 ) -> Result<usize> {
     let mut arena = Arena::measuring("activation plan");
     let input = arena.alloc(n * input_side * input_side * 3)?;
     let before = arena.used();
-    let tape = Tape::allocate(space, arch, n, input, input_side, options, &mut arena)?;
+    let tape = Tape::allocate(space, arch, n, input, input_side, options, dtype, &mut arena)?;
     if with_backward {
         GradBuffers::allocate(&tape, &mut arena)?;
     }

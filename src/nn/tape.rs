@@ -17,7 +17,7 @@ use crate::backend::ops::depthwise::DepthwiseShape;
 use crate::backend::ops::regularize::DropMask;
 use crate::backend::ops::se::SeShape;
 use crate::backend::ops::stem_conv::StemShape;
-use crate::backend::{Arena, DeviceMemory, Tensor};
+use crate::backend::{Arena, DeviceMemory, Dtype, Tensor};
 use crate::error::{Error, Result};
 use crate::space::{ActiveBlock, Arch, HeadShape, Space, StoredBlock};
 
@@ -195,8 +195,14 @@ pub struct Tape {
     pub blocks: Vec<BlockTape>,
     pub head: HeadTape,
     pub scratch: SharedScratch,
-    /// The largest activation (elements) of any layer: the size of each backward gradient buffer.
+    /// Storage type of the activations from the stem conv's output to the final-expand BN's output
+    /// (and of their gradients); the resized image, BN statistics, the pooled head, the logits and every
+    /// scratch stay f32.
+    pub dtype: Dtype,
+    /// The largest `dtype` activation (elements) of any layer, and the largest f32 one of the head: the
+    /// backward gradient buffers hold either.
     pub max_activation: usize,
+    pub max_f32_activation: usize,
 }
 
 /// Running maxima of the shared scratch sizes while the layers are planned.
@@ -207,6 +213,7 @@ struct ScratchSizes {
     stem: usize,
     se: usize,
     act: usize,
+    act_f32: usize,
 }
 
 impl ScratchSizes {
@@ -225,7 +232,9 @@ impl Tape {
     /// Allocates every buffer of `arch`'s forward on a batch of `n` images of side `input_side` (the
     /// caller's input tensor `input`, `[n, side, side, 3]`, is referenced, not copied, when the side
     /// equals the resolution). Errors on a shape the ops cannot run. Odd sizes at stride-2 blocks are fine:
-    /// the depthwise conv and the padded 2x2 shortcut pool both give ceil(size / 2).
+    /// the depthwise conv and the padded 2x2 shortcut pool both give ceil(size / 2). The trunk's
+    /// activations are stored as `dtype` (see [`Tape::dtype`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn allocate<M: DeviceMemory>(
         space: &Space,
         arch: &Arch,
@@ -233,6 +242,7 @@ impl Tape {
         input: Tensor,
         input_side: usize,
         options: ForwardOptions,
+        dtype: Dtype,
         arena: &mut Arena<M>,
     ) -> Result<Tape> {
         if n == 0 {
@@ -240,6 +250,8 @@ impl Tape {
         }
         input.require("supernet input [n, side, side, 3]", n * input_side * input_side * 3)?;
         let mut sizes = ScratchSizes::default();
+        // a trunk activation in the tape's storage type
+        let act = |arena: &mut Arena<M>, len: usize| arena.alloc_typed(len, dtype);
         let stored = space.stored_blocks();
         let r = arch.resolution;
         let c0 = arch.width[0];
@@ -255,8 +267,8 @@ impl Tape {
                 None => input.slice(0, n * r * r * 3)?,
             },
             resized,
-            pre: arena.alloc(stem_pixels * c0)?,
-            out: arena.alloc(stem_pixels * c0)?,
+            pre: act(arena, stem_pixels * c0)?,
+            out: act(arena, stem_pixels * c0)?,
             bn_saved: arena.alloc(2 * c0)?,
             bn: sizes.bn(&bn_spec(stem_pixels, c0, c0_stored, BnActivation::Swish)),
         };
@@ -281,8 +293,8 @@ impl Tape {
             let (p_in, p_out) = (n * blk.size_in * blk.size_in, n * blk.size_out * blk.size_out);
             let expand = if blk.has_expand_conv {
                 Some(ExpandTape {
-                    pre: arena.alloc(p_in * blk.mid)?,
-                    out: arena.alloc(p_in * blk.mid)?,
+                    pre: act(arena, p_in * blk.mid)?,
+                    out: act(arena, p_in * blk.mid)?,
                     bn_saved: arena.alloc(2 * blk.mid)?,
                     bn: sizes.bn(&bn_spec(p_in, blk.mid, st.max_mid, BnActivation::Swish)),
                 })
@@ -306,8 +318,8 @@ impl Tape {
             };
             dw.validate()?;
             sizes.dw = sizes.dw.max(dw.wgrad_workspace_len());
-            let dw_pre = arena.alloc(p_out * blk.mid)?;
-            let dw_out = arena.alloc(p_out * blk.mid)?;
+            let dw_pre = act(arena, p_out * blk.mid)?;
+            let dw_out = act(arena, p_out * blk.mid)?;
             let dw_saved = arena.alloc(2 * blk.mid)?;
             let dw_bn = sizes.bn(&bn_spec(p_out, blk.mid, st.max_mid, BnActivation::Swish));
             let se = if blk.se {
@@ -321,31 +333,31 @@ impl Tape {
                     se_stored: st.max_se_mid,
                 };
                 sizes.se = sizes.se.max(s.scratch_len());
-                Some((s, arena.alloc(p_out * blk.mid)?, arena.alloc(s.saved_len())?))
+                Some((s, act(arena, p_out * blk.mid)?, arena.alloc(s.saved_len())?))
             } else {
                 None
             };
-            let pl_pre = arena.alloc(p_out * blk.c_out)?;
+            let pl_pre = act(arena, p_out * blk.c_out)?;
             let pl_saved = arena.alloc(2 * blk.c_out)?;
             let pl_bn = sizes.bn(&bn_spec(p_out, blk.c_out, st.max_c_out, BnActivation::Identity));
             let in_scope = !options.drop_connect_only_last_two_stages || blk.global >= last_two_start;
             let rate = options.drop_connect * blk.global as f32 / total_blocks as f32;
             let drop = if blk.identity_shortcut && in_scope && rate > 0.0 {
                 Some((
-                    arena.alloc(p_out * blk.c_out)?,
+                    act(arena, p_out * blk.c_out)?,
                     DropMask { seed: layer_seed(options.seed, blk.global as u64), rate },
                 ))
             } else {
                 None
             };
             let pl_out = match drop {
-                Some(_) => Some(arena.alloc(p_out * blk.c_out)?),
+                Some(_) => Some(act(arena, p_out * blk.c_out)?),
                 None => None,
             };
             let sc_pool =
-                if !blk.identity_shortcut && blk.stride == 2 { Some(arena.alloc(p_out * blk.c_in)?) } else { None };
-            let sc_conv = if blk.shortcut_conv { Some(arena.alloc(p_out * blk.c_out)?) } else { None };
-            let out = arena.alloc(p_out * blk.c_out)?;
+                if !blk.identity_shortcut && blk.stride == 2 { Some(act(arena, p_out * blk.c_in)?) } else { None };
+            let sc_conv = if blk.shortcut_conv { Some(act(arena, p_out * blk.c_out)?) } else { None };
+            let out = act(arena, p_out * blk.c_out)?;
             sizes.act = sizes.act.max(p_in * blk.c_in).max(p_out * blk.mid);
             let tape = BlockTape {
                 blk,
@@ -383,8 +395,8 @@ impl Tape {
             expand_stored,
             width_stored,
             x,
-            fe_pre: arena.alloc(p * shape.expand)?,
-            fe_out: arena.alloc(p * shape.expand)?,
+            fe_pre: act(arena, p * shape.expand)?,
+            fe_out: act(arena, p * shape.expand)?,
             fe_saved: arena.alloc(2 * shape.expand)?,
             fe_bn,
             pooled: arena.alloc(n * shape.expand)?,
@@ -398,19 +410,32 @@ impl Tape {
             },
             logits: arena.alloc(n * shape.num_classes)?,
         };
-        sizes.act = sizes.act.max(p * shape.c_in).max(n * shape.num_classes).max(n * shape.width);
+        sizes.act = sizes.act.max(p * shape.c_in);
+        sizes.act_f32 = n * shape.expand.max(shape.width).max(shape.num_classes);
         let scratch = SharedScratch {
             bn: arena.alloc(sizes.bn)?,
             dw_workspace: arena.alloc(sizes.dw)?,
             stem_workspace: arena.alloc(sizes.stem)?,
             se: arena.alloc(sizes.se)?,
         };
-        Ok(Tape { arch: arch.clone(), n, options, stem, blocks, head, scratch, max_activation: sizes.act })
+        Ok(Tape {
+            arch: arch.clone(),
+            n,
+            options,
+            stem,
+            blocks,
+            head,
+            scratch,
+            dtype,
+            max_activation: sizes.act,
+            max_f32_activation: sizes.act_f32,
+        })
     }
 }
 
-/// The backward's gradient buffers: two ping-pong block gradients and three intermediates, each
-/// sized for the largest activation of the tape.
+/// The backward's gradient buffers: two ping-pong block gradients and three intermediates, each an f32
+/// run that holds the largest trunk activation in the tape's storage type or the largest f32 one of the
+/// head; the backward views them in the type of the gradient it writes.
 #[derive(Clone, Copy, Debug)]
 pub struct GradBuffers {
     pub g: [Tensor; 2],
@@ -419,7 +444,7 @@ pub struct GradBuffers {
 
 impl GradBuffers {
     pub fn allocate<M: DeviceMemory>(tape: &Tape, arena: &mut Arena<M>) -> Result<GradBuffers> {
-        let len = tape.max_activation;
+        let len = (tape.max_activation * tape.dtype.size()).div_ceil(4).max(tape.max_f32_activation);
         Ok(GradBuffers {
             g: [arena.alloc(len)?, arena.alloc(len)?],
             t: [arena.alloc(len)?, arena.alloc(len)?, arena.alloc(len)?],

@@ -57,6 +57,8 @@ pub struct SearchJob {
     pub ranks: crate::dist::Ranks,
     /// `--objective latency`: where latencies come from and the range subnets must lie in.
     pub latency: Option<LatencySearch>,
+    /// Storage of the activations while subnets are scored (`--precision`).
+    pub precision: crate::backend::Precision,
 }
 
 /// The latency objective of a search.
@@ -220,7 +222,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
     // A training run folder holds its checkpoints in checkpoints/.
     let run_ckpts = job.ckpt.join("checkpoints");
     let ckpt = if run_ckpts.is_dir() { run_ckpts } else { job.ckpt.clone() };
-    let loaded = load_supernet(b, &ckpt, job.config.as_deref())?;
+    let mut loaded = load_supernet(b, &ckpt, job.config.as_deref())?;
+    loaded.net.set_precision(b, b.resolve_precision(job.precision))?;
     let net = &loaded.net;
     let space = &net.space;
     let mut settings = job.settings.clone();
@@ -314,7 +317,8 @@ pub fn run<B: SupernetOps>(b: &B, job: &SearchJob) -> Result<SearchSummary> {
             data.bytes() as f64 / (1u64 << 30) as f64
         );
         let n = job.data_settings.calib_batch_size.max(job.data_settings.eval_batch_size);
-        let mut arena = Arena::new(b, "activations", activation_arena_len(space, n, cfg.crop as usize, false)?)?;
+        let len = activation_arena_len(space, n, cfg.crop as usize, false, net.precision())?;
+        let mut arena = Arena::new(b, "activations", len)?;
         let mut bufs = EvalBuffers::<B>::new(space.num_classes);
         if job.progress && leader {
             let children = s.mutations + s.crossovers;

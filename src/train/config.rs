@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::ops::optimizer::scaled_base_lr;
+use crate::backend::Precision;
 use crate::data::augment::{RandomCropParams, TransformConfig};
 use crate::data::loader::LoaderConfig;
 use crate::error::{Error, Result};
@@ -63,6 +64,11 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
     pub dist: DistConfig,
+    /// Storage of the activations and of the 1x1 convs' weight copies (issue #13): `auto` (bf16 on a GPU
+    /// of compute capability 8.0 or newer, else fp32), `fp32` (today's numerics bit for bit) or `bf16`
+    /// (on the CPU: the bf16 reference mode). Master weights, gradients, BN statistics, losses and the
+    /// optimizer stay f32. A run may resume in another precision.
+    pub precision: Precision,
 }
 
 /// The sandwich rule and in-place distillation (spec 3.2, 3.4).
@@ -312,6 +318,7 @@ impl Default for TrainConfig {
             checkpoint: CheckpointConfig::default(),
             log: LogConfig::default(),
             dist: DistConfig::default(),
+            precision: Precision::Auto,
         }
     }
 }

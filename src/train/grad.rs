@@ -65,7 +65,7 @@ pub fn subnet_gradients<B: SupernetOps>(
     }
     net.space.validate(arch).map_err(Error::usage)?;
     let options = ForwardOptions::train();
-    let len = arch_activation_arena_len(&net.space, arch, n, r, options, true)?;
+    let len = arch_activation_arena_len(&net.space, arch, n, r, options, true, net.precision())?;
     let mut arena = Arena::new(b, "activations", len)?;
     let input = upload_new(b, &nchw_to_nhwc(images_nchw, n, 3, r))?;
     let label_values: Vec<f32> = labels.iter().map(|&l| l as f32).collect();

@@ -10,9 +10,11 @@
 //! CUDA context are outside it (the budget is taken from the device's free memory, which already
 //! excludes them).
 //!
-//! Precision: the plan is for today's f32 storage (4 bytes an element); bf16 activations would halve
-//! the activation part.
+//! Precision: in bf16 the trunk's activations and their gradients take 2 bytes an element (about half
+//! the activation arena; the head, BN statistics and scratch stay f32) and the model adds the bf16 copy
+//! of the parameters that the 1x1 convs read (2 bytes a parameter).
 
+use crate::backend::Dtype;
 use crate::error::{Error, Result};
 use crate::nn::{activation_arena_len, ParamTable};
 use crate::space::Space;
@@ -26,9 +28,9 @@ const F32_BYTES: u64 = 4;
 pub struct TrainMemoryPlan {
     pub batch: usize,
     pub side: usize,
-    /// Element storage: `fp32`.
+    /// Storage of the trunk's activations: `fp32` or `bf16`.
     pub precision: &'static str,
-    /// Parameters, gradients, momentum and BN running statistics.
+    /// Parameters, gradients, momentum and BN running statistics (and, in bf16, the parameters' copy).
     pub model_bytes: u64,
     /// The activation arena (the max subnet's forward tape and its backward's gradients).
     pub activation_bytes: u64,
@@ -37,19 +39,31 @@ pub struct TrainMemoryPlan {
     pub total_bytes: u64,
 }
 
-/// The plan of `space`'s training step at `batch` images of `side` x `side`.
-pub fn plan(space: &Space, batch: usize, side: usize) -> Result<TrainMemoryPlan> {
+/// The name of a precision in plans and reports: `fp32` or `bf16`.
+pub fn precision_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => "fp32",
+        Dtype::Bf16 => "bf16",
+    }
+}
+
+/// The plan of `space`'s training step at `batch` images of `side` x `side`, activations stored as `dtype`.
+pub fn plan(space: &Space, batch: usize, side: usize, dtype: Dtype) -> Result<TrainMemoryPlan> {
     if batch == 0 || side == 0 {
         return Err(Error::usage(format!("memory plan: batch ({batch}) and side ({side}) must be positive")));
     }
     let table = ParamTable::new(space)?;
-    let model = (3 * table.params_len.max(1) + table.buffers_len.max(1)) as u64 * F32_BYTES;
-    let activations = activation_arena_len(space, batch, side, true)? as u64 * F32_BYTES;
+    let copy = match dtype {
+        Dtype::F32 => 0,
+        _ => (table.params_len * dtype.size()).div_ceil(4),
+    };
+    let model = (3 * table.params_len.max(1) + table.buffers_len.max(1) + copy) as u64 * F32_BYTES;
+    let activations = activation_arena_len(space, batch, side, true, dtype)? as u64 * F32_BYTES;
     let step_buffers = step_buffer_elements(batch, side, space.num_classes) as u64 * F32_BYTES;
     Ok(TrainMemoryPlan {
         batch,
         side,
-        precision: "fp32",
+        precision: precision_name(dtype),
         model_bytes: model,
         activation_bytes: activations,
         step_buffer_bytes: step_buffers,
@@ -59,8 +73,14 @@ pub fn plan(space: &Space, batch: usize, side: usize) -> Result<TrainMemoryPlan>
 
 /// The largest batch whose plan fits in `budget_bytes` at `side` (`None` when not even one image
 /// does), searched up to `max_batch`. The plan grows with the batch, so a binary search finds it.
-pub fn largest_batch(space: &Space, side: usize, budget_bytes: u64, max_batch: usize) -> Result<Option<usize>> {
-    let fits = |n: usize| -> Result<bool> { Ok(plan(space, n, side)?.total_bytes <= budget_bytes) };
+pub fn largest_batch(
+    space: &Space,
+    side: usize,
+    dtype: Dtype,
+    budget_bytes: u64,
+    max_batch: usize,
+) -> Result<Option<usize>> {
+    let fits = |n: usize| -> Result<bool> { Ok(plan(space, n, side, dtype)?.total_bytes <= budget_bytes) };
     if max_batch == 0 || !fits(1)? {
         return Ok(None);
     }
@@ -93,17 +113,33 @@ mod tests {
     #[test]
     fn plan_grows_with_the_batch_and_the_search_finds_the_edge() {
         let space = Space::builtin("tiny").unwrap();
-        let p1 = plan(&space, 1, 32).unwrap();
-        let p8 = plan(&space, 8, 32).unwrap();
+        let p1 = plan(&space, 1, 32, Dtype::F32).unwrap();
+        let p8 = plan(&space, 8, 32, Dtype::F32).unwrap();
         assert_eq!(p1.model_bytes, p8.model_bytes, "parameters do not depend on the batch");
         assert!(p8.activation_bytes > 7 * p1.activation_bytes, "{p1:?} {p8:?}");
         assert_eq!(p8.total_bytes, p8.model_bytes + p8.activation_bytes + p8.step_buffer_bytes);
         // a budget of exactly the plan at 37 fits 37 and not 38
-        let budget = plan(&space, 37, 32).unwrap().total_bytes;
-        assert_eq!(largest_batch(&space, 32, budget, 4096).unwrap(), Some(37));
-        assert_eq!(largest_batch(&space, 32, budget - 1, 4096).unwrap(), Some(36));
-        assert_eq!(largest_batch(&space, 32, budget, 20).unwrap(), Some(20), "capped at max_batch");
-        assert_eq!(largest_batch(&space, 32, p1.total_bytes - 1, 4096).unwrap(), None);
-        assert!(plan(&space, 0, 32).is_err());
+        let budget = plan(&space, 37, 32, Dtype::F32).unwrap().total_bytes;
+        assert_eq!(largest_batch(&space, 32, Dtype::F32, budget, 4096).unwrap(), Some(37));
+        assert_eq!(largest_batch(&space, 32, Dtype::F32, budget - 1, 4096).unwrap(), Some(36));
+        assert_eq!(largest_batch(&space, 32, Dtype::F32, budget, 20).unwrap(), Some(20), "capped at max_batch");
+        assert_eq!(largest_batch(&space, 32, Dtype::F32, p1.total_bytes - 1, 4096).unwrap(), None);
+        assert!(plan(&space, 0, 32, Dtype::F32).is_err());
+    }
+
+    #[test]
+    fn bf16_roughly_halves_the_activations_and_adds_the_weight_copy() {
+        let space = Space::builtin("attentivenas").unwrap();
+        let full = plan(&space, 8, 224, Dtype::F32).unwrap();
+        let half = plan(&space, 8, 224, Dtype::Bf16).unwrap();
+        let ratio = half.activation_bytes as f64 / full.activation_bytes as f64;
+        // the trunk halves; the head, BN statistics, SE and scratch stay f32
+        assert!((0.5..0.6).contains(&ratio), "bf16 / fp32 activation bytes = {ratio}");
+        let params = ParamTable::new(&space).unwrap().params_len as u64;
+        assert_eq!(half.model_bytes, full.model_bytes + (2 * params).div_ceil(4) * 4, "the bf16 copy");
+        assert_eq!((full.precision, half.precision), ("fp32", "bf16"));
+        let budget = full.total_bytes;
+        let more = largest_batch(&space, 224, Dtype::Bf16, budget, 4096).unwrap().unwrap();
+        assert!(more >= 14, "bf16 fits {more} images where fp32 fits 8");
     }
 }

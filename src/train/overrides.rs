@@ -24,6 +24,7 @@ use crate::train::config::TrainConfig;
 /// change per-image results.
 pub const RUN_ONLY_KEYS: &[&str] = &[
     "max_steps",
+    "precision",
     "data.threads",
     "data.prefetch",
     "bn_calib.eval_batch_size",

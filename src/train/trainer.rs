@@ -31,7 +31,7 @@ use super::validate::{
     calibrate_and_evaluate, calibrate_bn, count_correct, decode_batches, Accuracy, EvalBuffers, HostBatch,
 };
 use crate::backend::ops::optimizer::WarmupCosineLr;
-use crate::backend::{Arena, SupernetOps};
+use crate::backend::{Arena, Dtype, SupernetOps};
 use crate::checkpoint::{SavedCheckpoint, TensorRecord};
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::reader::PackedDataset;
@@ -227,10 +227,12 @@ fn oom_hint(e: Error, what: &str, elements: usize, batch: usize, largest: Option
 
 /// The largest training batch whose memory plan fits what the device has free plus the supernet it
 /// already holds; `None` where the device does not report its memory (the CPU, the emulator).
-fn largest_batch_here<B: SupernetOps>(b: &B, space: &Space, side: usize, below: usize) -> Option<usize> {
+fn largest_batch_here<B: SupernetOps>(b: &B, space: &Space, side: usize, dtype: Dtype, below: usize) -> Option<usize> {
     let (free, _) = b.memory_info()?;
-    let model = super::memory_plan::plan(space, 1, side).ok()?.model_bytes;
-    super::memory_plan::largest_batch(space, side, free.saturating_add(model), below.saturating_sub(1)).ok().flatten()
+    let model = super::memory_plan::plan(space, 1, side, dtype).ok()?.model_bytes;
+    super::memory_plan::largest_batch(space, side, dtype, free.saturating_add(model), below.saturating_sub(1))
+        .ok()
+        .flatten()
 }
 
 /// Runs the job on backend `b`.
@@ -286,13 +288,15 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
     let (warmup, schedule_total) = cfg.schedule_iters(steps_per_epoch);
     let lr_schedule = WarmupCosineLr::new(cfg.effective_base_lr(world), warmup, schedule_total.max(1))?;
 
-    let net = Supernet::new(b, space.clone(), cfg.seed)?;
+    let mut net = Supernet::new(b, space.clone(), cfg.seed)?;
+    let dtype = b.resolve_precision(cfg.precision);
+    net.set_precision(b, dtype)?;
     let side = cfg.data.crop as usize;
     let eval_n = cfg.bn_calib.batch_size.max(cfg.bn_calib.eval_batch_size);
-    let act_len =
-        activation_arena_len(space, cfg.batch_size, side, true)?.max(activation_arena_len(space, eval_n, side, false)?);
+    let act_len = activation_arena_len(space, cfg.batch_size, side, true, dtype)?
+        .max(activation_arena_len(space, eval_n, side, false, dtype)?);
     let mut arena = Arena::new(b, "activations", act_len).map_err(|e| {
-        let largest = largest_batch_here(b, space, side, cfg.batch_size);
+        let largest = largest_batch_here(b, space, side, dtype, cfg.batch_size);
         oom_hint(e, "activation arena", act_len, cfg.batch_size, largest)
     })?;
     let bufs = StepBuffers::new(b, cfg.batch_size, side, space.num_classes)?;

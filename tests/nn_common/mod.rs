@@ -142,7 +142,7 @@ pub fn run<B: SupernetOps>(
     opt: ForwardOptions,
     dlogits: Option<&[f32]>,
 ) -> Vec<f32> {
-    let len = activation_arena_len(&net.space, n, side, dlogits.is_some()).unwrap();
+    let len = activation_arena_len(&net.space, n, side, dlogits.is_some(), net.precision()).unwrap();
     let mut arena = Arena::new(b, "act", len).unwrap();
     let xm = upload_new(b, x).unwrap();
     let tape = net.forward(b, arch, xm.tensor(), n, side, opt, &mut arena).unwrap();

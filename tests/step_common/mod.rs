@@ -130,7 +130,9 @@ impl Fixture {
             .collect();
         let all: Vec<NamedTensor> = named.into_iter().chain(momentum).collect();
         assert!(net.load_named(&b, &all, "test weights and momentum").unwrap(), "momentum loaded");
-        let arena = Arena::new(&b, "act", activation_arena_len(&space, N, SIDE, true).unwrap()).unwrap();
+        let arena =
+            Arena::new(&b, "act", activation_arena_len(&space, N, SIDE, true, attnas::backend::Dtype::F32).unwrap())
+                .unwrap();
         let bufs = StepBuffers::new(&b, N, SIDE, space.num_classes).unwrap();
         let keywords: Vec<String> = NO_DECAY.iter().map(|s| s.to_string()).collect();
         let groups = net.param_groups(WEIGHT_DECAY, &keywords).unwrap();

@@ -141,4 +141,9 @@ pub trait KernelDevice {
     fn memory_info(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// The GPU's compute capability; `None` for the emulator.
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        None
+    }
 }

@@ -238,6 +238,10 @@ impl KernelDevice for GpuDevice {
         self.ctx.mem_get_info().ok().map(|(free, total)| (free as u64, total as u64))
     }
 
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        Some(self.compute_capability)
+    }
+
     fn device_handle(&self) -> Option<crate::backend::DeviceHandle> {
         Some(crate::backend::DeviceHandle {
             ordinal: self.ordinal,

@@ -114,4 +114,8 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
     fn memory_info(&self) -> Option<(u64, u64)> {
         self.device.memory_info()
     }
+
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        self.device.compute_capability()
+    }
 }
