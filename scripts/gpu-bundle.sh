@@ -144,11 +144,15 @@ for t in tests/*; do
   line="test $n: $s $(grep -E '^test result' "$LOGS/test-$n.log" | tail -1)"
   echo "$line" | tee -a "$LOGS/summary.txt"
 done
-echo "== attnas bench train: AttentiveNAS space, batch 64, sandwich + BestUp-3, on the GPU"
-if timeout 600 ./attnas bench train --device cuda --batch 64 --warmup 2 --steps 5 --json "$LOGS/bench-train.json" \
-    > "$LOGS/bench-train.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
-echo "bench train: $s" | tee -a "$LOGS/summary.txt"
+echo "== attnas bench train: AttentiveNAS space, batch 64, sandwich + BestUp-3, on the GPU, bf16 then fp32"
+if timeout 600 ./attnas bench train --device cuda --precision bf16 --batch 64 --warmup 2 --steps 5 \
+    --json "$LOGS/bench-train.json" > "$LOGS/bench-train.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+echo "bench train (bf16): $s" | tee -a "$LOGS/summary.txt"
 cat "$LOGS/bench-train.log"
+if timeout 600 ./attnas bench train --device cuda --precision fp32 --batch 64 --warmup 2 --steps 5 \
+    --json "$LOGS/bench-train-fp32.json" > "$LOGS/bench-train-fp32.log" 2>&1; then s=PASS; else s="FAIL($?)"; fi
+echo "bench train (fp32): $s" | tee -a "$LOGS/summary.txt"
+cat "$LOGS/bench-train-fp32.log"
 PACK="$BUNDLE/data/train.pack"
 if [ -f "$PACK" ]; then
   echo "== attnas bench train --data: the same step fed by the real input pipeline (1,000 ImageNet JPEGs)"

@@ -6,7 +6,7 @@
 //!   waits for the device only where it reads a value back.
 
 use attnas::backend::cpu::CpuBackend;
-use attnas::backend::{Arena, Backend, OpCounts, SupernetOps};
+use attnas::backend::{Arena, Backend, Dtype, OpCounts, SupernetOps};
 use attnas::nn::{activation_arena_len, Supernet};
 use attnas::space::attentive::{AttentiveSampler, Prior, Selection};
 use attnas::space::table::{generate, TableMethod};
@@ -47,13 +47,13 @@ fn steps<B: SupernetOps>(
     b: &B,
     n: u64,
     op_ranges_from: Option<u64>,
+    dtype: Dtype,
 ) -> (Vec<(StepOutcome, Vec<Event>, Option<OpCounts>)>, Option<u64>) {
     let space = Space::builtin("tiny").unwrap();
     let setup_before = b.op_counts();
-    let net = Supernet::new(b, space.clone(), 3).unwrap();
-    let mut arena =
-        Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true, attnas::backend::Dtype::F32).unwrap())
-            .unwrap();
+    let mut net = Supernet::new(b, space.clone(), 3).unwrap();
+    net.set_precision(b, dtype).unwrap();
+    let mut arena = Arena::new(b, "act", activation_arena_len(&space, N, SIDE, true, dtype).unwrap()).unwrap();
     let bufs = StepBuffers::new(b, N, SIDE, space.num_classes).unwrap();
     let setup_bytes = b.op_counts().zip(setup_before).map(|(after, before)| (after - before).allocated_bytes);
     let groups = net.param_groups(1e-5, &[".bn".into(), ".bias".into()]).unwrap();
@@ -112,7 +112,7 @@ fn is_phase(line: &str) -> bool {
 
 #[test]
 fn a_step_opens_one_range_per_phase_on_the_cpu() {
-    let (run, _) = steps(&CpuBackend::new(), 1, None);
+    let (run, _) = steps(&CpuBackend::new(), 1, None, Dtype::F32);
     let (_, events, counts) = &run[0];
     assert_eq!(timeline::tree(events), phases(4), "the CPU backend opens no per-op ranges");
     assert_eq!(*counts, None, "the CPU backend has no device counters");
@@ -131,7 +131,7 @@ fn a_step_opens_one_range_per_phase_on_the_cpu() {
 #[test]
 fn per_op_ranges_sit_inside_phases_and_a_later_step_allocates_nothing_and_waits_only_for_its_reads() {
     attnas::on_cuda_targets!("timeline per-op ranges and step device work", |b| {
-        let (run, setup_bytes) = steps(&b, 2, Some(5));
+        let (run, setup_bytes) = steps(&b, 2, Some(5), Dtype::F32);
         // the memory plan `bench train` reports is exactly what the step's setup allocated
         let plan =
             attnas::train::memory_plan::plan(&Space::builtin("tiny").unwrap(), N, SIDE, attnas::backend::Dtype::F32)
@@ -171,5 +171,24 @@ fn per_op_ranges_sit_inside_phases_and_a_later_step_allocates_nothing_and_waits_
         assert_eq!(c.downloads, 2, "{}: one draw + the losses: {c:?}", b.name());
         assert_eq!(c.synchronizations, 1, "{}: {c:?}", b.name());
         assert!(c.launches > 100 && c.gemms > 20, "{}: a step of 3 subnets + 2 candidates: {c:?}", b.name());
+    });
+}
+
+/// The same guarantees in bf16 (issue #13 item 1): the setup allocates exactly the bf16 plan (the smaller
+/// activation arena plus the bf16 weight copy), and a later step allocates nothing, uploads nothing and
+/// waits only for its reads: the weight copy is refreshed by the optimizer, not re-uploaded.
+#[test]
+fn a_bf16_step_allocates_its_plan_up_front_and_nothing_inside() {
+    attnas::on_cuda_targets!("bf16 step device work", |b| {
+        let (run, setup_bytes) = steps(&b, 2, None, Dtype::Bf16);
+        let space = Space::builtin("tiny").unwrap();
+        let plan = attnas::train::memory_plan::plan(&space, N, SIDE, Dtype::Bf16).unwrap();
+        let fp32 = attnas::train::memory_plan::plan(&space, N, SIDE, Dtype::F32).unwrap();
+        assert_eq!(setup_bytes, Some(plan.total_bytes), "{}: planned {plan:?}", b.name());
+        assert!(plan.activation_bytes < fp32.activation_bytes, "{plan:?} vs {fp32:?}");
+        let c = run[1].2.expect("the CUDA backend counts");
+        assert_eq!((c.allocations, c.uploads), (0, 0), "{}: {c:?}", b.name());
+        assert_eq!((c.downloads, c.synchronizations), (2, 1), "{}: {c:?}", b.name());
+        assert!(run.iter().all(|(o, _, _)| o.subnets.iter().all(|s| s.loss.is_finite())), "finite losses");
     });
 }
