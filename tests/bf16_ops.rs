@@ -12,10 +12,9 @@
 mod bf16_common;
 
 use attnas::backend::cpu::CpuBackend;
-use attnas::backend::ops::pool::{PoolOps, PoolShape};
-use attnas::backend::ops::regularize::{DropMask, RegularizeOps};
-use attnas::backend::ops::se::ChannelScaleOps;
-use attnas::backend::ops::stem_conv::{StemConvOps, StemShape};
+use attnas::backend::ops::pool::PoolShape;
+use attnas::backend::ops::regularize::DropMask;
+use attnas::backend::ops::stem_conv::StemShape;
 use attnas::backend::{alloc_typed, upload_new, upload_typed, Backend, DeviceMemory, Dtype, SupernetOps};
 use attnas::testing::random_vec;
 use bf16_common::{assert_within, is_bf16};
