@@ -319,3 +319,65 @@ fn export_writes_one_folder_per_arch() {
     let err = attnas_usage_error(&args);
     assert!(err.contains("would both export to") && err.contains("subnet"), "{err}");
 }
+
+/// `--precision bf16`: model.safetensors holds bf16 tensors (the weights are the fp32 export's rounded
+/// to nearest even; the BN statistics come from a calibration with bf16 activations), the metadata says
+/// so, the file is about half the size, and the ONNX graph stays fp32.
+#[test]
+fn export_in_bf16_stores_bf16_tensors() {
+    let Some(f) = fixture("export_in_bf16_stores_bf16_tensors") else { return };
+    let dir = scratch("export-bf16");
+    let arch_file = dir.join("subnet.json");
+    std::fs::write(&arch_file, ARCH).unwrap();
+    let export = |precision: &str| {
+        let out = dir.join(precision);
+        let (a, o) = (arch_file.to_str().unwrap(), out.to_str().unwrap());
+        let args = [
+            "export",
+            "--ckpt",
+            f.run(),
+            "--data",
+            f.data(),
+            "--arch",
+            a,
+            "--out",
+            o,
+            "--json",
+            "--calib-batches",
+            "2",
+            "--calib-batch-size",
+            "32",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--no-fold-bn",
+            "--precision",
+            precision,
+        ];
+        let report: serde_json::Value = serde_json::from_str(&attnas_ok(&args)).unwrap();
+        assert_eq!(report["precision"], precision);
+        out
+    };
+    let (full, half) = (export("fp32"), export("bf16"));
+    let contents =
+        |dir: &std::path::Path| attnas::checkpoint::read_safetensors_all(&dir.join("model.safetensors")).unwrap();
+    let (c32, c16) = (contents(&full), contents(&half));
+    assert_eq!(c16.metadata["precision"], "bf16");
+    assert_eq!(c32.metadata["precision"], "fp32");
+    let size = |dir: &std::path::Path| std::fs::metadata(dir.join("model.safetensors")).unwrap().len() as f64;
+    let ratio = size(&half) / size(&full);
+    assert!((0.45..0.6).contains(&ratio), "bf16 file / fp32 file = {ratio}");
+    for (t16, t32) in c16.tensors.iter().zip(&c32.tensors) {
+        assert_eq!((&t16.name, &t16.shape), (&t32.name, &t32.shape));
+        assert!(t16.data.iter().all(|v| v.to_bits() & 0xffff == 0), "{}: not bf16 values", t16.name);
+        if !t16.name.contains("running_") {
+            // weights do not depend on the calibration: exactly the fp32 export's, rounded
+            let want: Vec<u32> = t32.data.iter().map(|&v| attnas::backend::dtype::round_bf16(v).to_bits()).collect();
+            let got: Vec<u32> = t16.data.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{}", t16.name);
+        }
+    }
+    let onnx = std::fs::read(half.join("model.onnx")).unwrap();
+    let m = ModelProto::from_bytes(&onnx).unwrap();
+    assert!(m.graph.unwrap().initializer.iter().all(|t| t.data_type == 1), "ONNX initializers stay FLOAT");
+}

@@ -20,7 +20,7 @@ pub mod store;
 pub use digest::{tensor_digest, DigestCheck, DIGEST_KEY};
 pub use intact::{load, load_checked, newest_intact, set_aside, DamagedCheckpoint, IntactSearch, LoadedCheckpoint};
 pub use safetensors_io::{
-    read_safetensors, read_safetensors_all, serialize_safetensors, write_safetensors, SafetensorsContents,
-    SkippedTensor, TensorRecord,
+    read_safetensors, read_safetensors_all, serialize_safetensors, write_safetensors, write_safetensors_as,
+    SafetensorsContents, SkippedTensor, TensorRecord,
 };
 pub use store::{resolve_ckpt_arg, resolve_weights_arg, CheckpointStore, SavedCheckpoint};

@@ -77,19 +77,57 @@ impl View for F32View<'_> {
     }
 }
 
+/// A tensor stored as bf16 (rounded to nearest even): `attnas export --precision bf16`.
+struct Bf16View<'a> {
+    shape: &'a [usize],
+    bytes: Vec<u8>,
+}
+
+impl View for Bf16View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::BF16
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 /// Writes `tensors` (f32, little-endian, bit-exact) and `metadata` to `path`, atomically. Tensor names
 /// must be unique and not `__metadata__`; each tensor's data length must match its shape.
 pub fn write_safetensors(path: &Path, tensors: &[TensorRecord], metadata: &BTreeMap<String, String>) -> Result<()> {
     write_atomic_bytes(path, &serialize_safetensors(path, tensors, metadata)?)
 }
 
-/// The bytes [`write_safetensors`] writes to `path` (named in errors), for callers that need their size
-/// before writing.
-pub fn serialize_safetensors(
+/// [`write_safetensors`] with every tensor stored as `dtype` (bf16: rounded to nearest even; readers
+/// such as PyTorch's `safetensors.torch.load_file` get `torch.bfloat16` tensors).
+pub fn write_safetensors_as(
     path: &Path,
     tensors: &[TensorRecord],
     metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
+    dtype: crate::backend::Dtype,
+) -> Result<()> {
+    if dtype == crate::backend::Dtype::F32 {
+        return write_safetensors(path, tensors, metadata);
+    }
+    check_records(path, tensors)?;
+    let views = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), Bf16View { shape: &t.shape, bytes: crate::backend::dtype::encode(&t.data, dtype) }));
+    let info: Option<HashMap<String, String>> =
+        (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let bytes = safetensors::serialize(views, info)
+        .map_err(|e| Error::Other(format!("{}: cannot serialize tensors: {e}", path.display())))?;
+    write_atomic_bytes(path, &bytes)
+}
+
+/// Unique names other than `__metadata__`, and data lengths that match the shapes.
+fn check_records(path: &Path, tensors: &[TensorRecord]) -> Result<()> {
     let mut seen = HashSet::new();
     for t in tensors {
         if t.name == "__metadata__" {
@@ -103,6 +141,17 @@ pub fn serialize_safetensors(
             return Err(Error::shape(what, format!("{} values for shape {:?}", t.numel(), t.shape), t.data.len()));
         }
     }
+    Ok(())
+}
+
+/// The bytes [`write_safetensors`] writes to `path` (named in errors), for callers that need their size
+/// before writing.
+pub fn serialize_safetensors(
+    path: &Path,
+    tensors: &[TensorRecord],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    check_records(path, tensors)?;
     let views = tensors.iter().map(|t| (t.name.as_str(), F32View { shape: &t.shape, data: &t.data }));
     let info: Option<HashMap<String, String>> =
         (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());

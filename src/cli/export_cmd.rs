@@ -53,6 +53,12 @@ pub struct ExportArgs {
     /// of folding them into the convs.
     #[arg(long)]
     pub no_fold_bn: bool,
+    /// Storage of the BN-calibration forward's activations and of model.safetensors' tensors: fp32 (the
+    /// default: an exported model is fp32 unless asked), bf16 (tensors rounded to nearest even, the BN
+    /// statistics calibrated with bf16 activations), or auto (bf16 on a GPU of compute capability >= 8.0).
+    /// model.onnx stays fp32 (onnxruntime's CPU kernels have no bf16 convolutions).
+    #[arg(long, default_value = "fp32", value_parser = crate::backend::Precision::parse)]
+    pub precision: crate::backend::Precision,
 }
 
 struct Job(ExportJob);
@@ -111,6 +117,7 @@ pub fn run(a: &ExportArgs) -> Result<()> {
             calib: a.calib.settings(),
             progress: !a.quiet,
             fold_bn: !a.no_fold_bn,
+            precision: a.precision,
         };
         let r = run_on(a.device, Job(job)).map_err(|e| match e {
             Error::Usage(m) if n > 1 => Error::usage(format!("--arch item {} of {n} ('{item}'): {m}", i + 1)),

@@ -20,7 +20,7 @@ use super::data::{calibration_batches, data_config_of, CalibSettings, DataPaths}
 use super::evaluate::{batch_bar, Evaluator};
 use super::{load_supernet, onnx, static_subnet};
 use crate::backend::SupernetOps;
-use crate::checkpoint::write_safetensors;
+use crate::checkpoint::write_safetensors_as;
 use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::deploy::fold::{fold_bn, FOLDED_FORMAT};
 use crate::error::{Error, Result};
@@ -41,6 +41,9 @@ pub struct ExportJob {
     pub progress: bool,
     /// Fold BN into the convs (default); false: `--no-fold-bn`.
     pub fold_bn: bool,
+    /// `--precision`: the storage of the calibration forward's activations and of model.safetensors'
+    /// tensors (the ONNX graph stays fp32: onnxruntime's CPU kernels have no bf16 convolutions).
+    pub precision: crate::backend::Precision,
 }
 
 /// What was written.
@@ -57,6 +60,8 @@ pub struct ExportReport {
     pub onnx: PathBuf,
     pub device: String,
     pub bn_folded: bool,
+    /// Storage of model.safetensors' tensors: `fp32` or `bf16`.
+    pub precision: &'static str,
 }
 
 /// `arch.json`: the arch's own keys (so `--arch` reads it), then its cost.
@@ -94,7 +99,9 @@ fn layout_note(folded: bool) -> &'static str {
 
 /// Runs `attnas export` on backend `b`.
 pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport> {
-    let loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
+    let mut loaded = load_supernet(b, &job.ckpt, job.config.as_deref())?;
+    let dtype = b.resolve_precision(job.precision);
+    loaded.net.set_precision(b, dtype)?;
     let space = &loaded.net.space;
     let arch = resolve_arch(space, &job.arch)?;
     let data_cfg = data_config_of(loaded.state.as_ref(), job.data.crop)?;
@@ -139,11 +146,12 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
         ("input".into(), input_note(r, data_cfg.crop, data_cfg.eval_crop_fraction)),
         ("bn_calibration".into(), calib_note.to_string()),
         ("checkpoint".into(), loaded.weights.display().to_string()),
+        ("precision".into(), crate::train::memory_plan::precision_name(dtype).into()),
     ];
 
     let weights = job.out.join("model.safetensors");
     let meta_map: BTreeMap<String, String> = meta.iter().cloned().collect();
-    write_safetensors(&weights, &tensors, &meta_map)?;
+    write_safetensors_as(&weights, &tensors, &meta_map, dtype)?;
 
     let arch_json = job.out.join("arch.json");
     let file = ArchFile {
@@ -174,5 +182,6 @@ pub fn run_export<B: SupernetOps>(b: &B, job: &ExportJob) -> Result<ExportReport
         onnx: onnx_path,
         device: b.name(),
         bn_folded: job.fold_bn,
+        precision: crate::train::memory_plan::precision_name(dtype),
     })
 }
