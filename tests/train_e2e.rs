@@ -7,6 +7,12 @@
 //! We require >= 45 % for both (4.5x chance, with margin for changes of seed or schedule) and the max
 //! subnet (1.94 MFLOPs) above the min subnet (0.24 MFLOPs), as the sandwich rule's premise predicts.
 //! The run is deterministic for its seed (fixed-order reductions on the CPU), so the test is not flaky.
+//!
+//! bf16 (issue #13 item 1): the same run with `precision=bf16` (the CPU bf16 mode: activations, their
+//! gradients and the 1x1 convs' weight copies stored as bf16, rounded where the kernels round) must learn
+//! as well, within 3 points of the fp32 run for both subnets. Measured on this recipe (seeds 0 and 1):
+//! bf16 is 1.0 and 1.6-1.9 points below fp32 after 300 steps; the issue's goal is 1 point, not met yet
+//! (docs/precision.md). A broken bf16 path (a wrong storage type, a stale weight copy) stays near chance.
 
 mod train_common;
 
@@ -46,4 +52,25 @@ fn tiny_supernet_learns_fashion_mnist_on_the_cpu() {
     assert!(late < first - 0.5, "max-subnet loss {first:.3} -> {late:.3}");
     // The README's output names both subnets and a checkpoint.
     assert!(stdout.contains("max") && stdout.contains("min") && stdout.contains("checkpoint:"), "{stdout}");
+
+    // The same run in bf16.
+    let out16 = fresh_dir("e2e-tiny-bf16");
+    let o = train(&data, &out16, &["max_steps=300", "schedule_steps=300", "precision=bf16"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log16 = read_log(&out16.join("metrics.jsonl")).unwrap();
+    let epoch16 = log16
+        .iter()
+        .rev()
+        .find_map(|l| match l {
+            LogLine::Epoch(e) => Some(e.clone()),
+            _ => None,
+        })
+        .expect("a bf16 validation record");
+    let acc16 = |role: &str| epoch16.subnets.iter().find(|s| s.role.name() == role).expect(role).top1;
+    let (max16, min16) = (acc16("max"), acc16("min"));
+    println!("top-1 fp32 max {max:.2} % min {min:.2} %; bf16 max {max16:.2} % min {min16:.2} %");
+    assert!(
+        (max - max16).abs() <= 3.0 && (min - min16).abs() <= 3.0,
+        "bf16 top-1 max {max16:.2} % min {min16:.2} % against fp32 {max:.2} % {min:.2} %"
+    );
 }
