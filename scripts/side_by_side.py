@@ -316,7 +316,9 @@ def attnas_side(a, bin_path, device, budget):
     say(f"attnas: {bin_path} ({version})")
     dev = "cpu" if device.startswith("cpu") else device
     say("attnas fp32:")
-    res["fp32"] = run_attnas_bench(bin_path, a, dev, [], budget)
+    # builds with --precision default to bf16 on sm_80+ ("auto"): ask for fp32 explicitly
+    fp32_flags = ["--precision", "fp32"] if "--precision" in help_text else []
+    res["fp32"] = run_attnas_bench(bin_path, a, dev, fp32_flags, budget)
     report_attnas("fp32", res["fp32"])
     if "--precision" not in help_text:
         res["bf16"] = {"unavailable": "no --precision in `attnas bench train --help`"}
