@@ -119,12 +119,26 @@ fn mutations_never_panic_or_escape_the_buffer() {
                 b[i..i + 8].copy_from_slice(&v.to_le_bytes());
             }
         }
-        if let Ok(layout) = format::parse(&b) {
-            for e in &layout.entries {
-                let end = layout.header.payload.offset + e.offset + e.len as u64;
-                assert!(end <= layout.header.payload.offset + layout.header.payload.len && end as usize <= b.len());
-                assert!((e.label as usize) < layout.class_names.len());
-            }
+        if let Some(v) = format::layout_violation(&b) {
+            panic!("round {round}: the reader accepted a layout that breaks its promise: {v}");
         }
     }
+}
+
+/// The fuzz target's seed corpus (fuzz/corpus/packed_header), replayed through the check the target
+/// asserts: CI runs this instead of building the libFuzzer binary in release. The valid seed must parse.
+#[test]
+fn fuzz_seed_corpus_replays_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/packed_header");
+    let mut seen = 0;
+    let mut accepted = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/packed_header") {
+        let path = entry.expect("corpus entry").path();
+        let bytes = std::fs::read(&path).expect("corpus file");
+        assert_eq!(format::layout_violation(&bytes), None, "{}", path.display());
+        accepted += format::parse(&bytes).is_ok() as usize;
+        seen += 1;
+    }
+    assert!(seen >= 3, "expected the 3 seeds in {}, found {seen}", dir.display());
+    assert!(accepted >= 1, "the valid seed (valid-raw-2) no longer parses");
 }

@@ -137,7 +137,8 @@ fn run_alpha<B: LossOps>(
 /// The alpha-divergence kernels against the f64 reference: AlphaNet's defaults (alpha -1 / 1, clip 5), the
 /// reverse-KL end (alpha 0), two general alphas, a tight clip (1.5, active on most classes); teachers far
 /// from the student (random) and near it (student + 0.1 noise: both alphas compete), every shape of
-/// `SHAPES` (k = 1000, k = 1, k not a multiple of 32), an offset that overflows exp without the max shift.
+/// `SHAPES` (k = 1000 with every setting, the others with one each, in turn; k = 1, k not a multiple of
+/// 32), an offset that overflows exp without the max shift.
 /// Tolerances: rows and mean abs 1e-5 + rel 1e-4; gradients abs 1e-5 / n + rel 1e-4. The kernel works in f32
 /// on weights q rho up to clip / |alpha| (5 here) where the reference uses f64, so its error is a few ulp
 /// of 5 on sums over at most 1000 classes; the rows choose alpha by comparing the two divergences, whose
@@ -154,6 +155,12 @@ fn alpha_divergence_kernels_match_reference() {
         for (i, &(n, classes)) in SHAPES.iter().enumerate() {
             let s = LossShape { n, classes };
             for (j, cfg) in configs.iter().enumerate() {
+                // every setting at k = 1000 (ImageNet); elsewhere one setting per shape, in turn, so each
+                // setting also meets a shape off the 4-per-thread path (each launch is a block of host
+                // threads on the emulator: the full cross product was two thirds of this file's time)
+                if classes != 1000 && j != i % configs.len() {
+                    continue;
+                }
                 // offset 1000 with the far teacher only: near teachers make the two divergences differ by
                 // ~1e-4 of their size, below what f32 log-softmax at |z| ~ 1000 resolves, and the alpha
                 // chosen at such a tie may differ (both gradients are then nearly equal)

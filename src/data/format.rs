@@ -246,6 +246,30 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
     Ok(header)
 }
 
+/// What the reader promises for any input, checked after the fact: `None` when `bytes` are refused, or
+/// accepted with every record inside the payload and the file and every label below the class count;
+/// otherwise which record breaks that promise. The fuzz target (fuzz/) and tests/data_format.rs (its
+/// seed corpus and seeded mutations) assert this is `None` for every input they try.
+pub fn layout_violation(bytes: &[u8]) -> Option<String> {
+    let layout = parse(bytes).ok()?;
+    let payload = layout.header.payload;
+    layout.entries.iter().enumerate().find_map(|(i, e)| {
+        let end = payload.offset.checked_add(e.offset).and_then(|s| s.checked_add(e.len as u64));
+        match end {
+            None => Some(format!("record {i}: offset {} + len {} overflows", e.offset, e.len)),
+            Some(end) if end > payload.offset + payload.len || end > bytes.len() as u64 => Some(format!(
+                "record {i} ends at byte {end}, past the payload (ends {}) or the file ({} bytes)",
+                payload.offset + payload.len,
+                bytes.len()
+            )),
+            Some(_) if e.label as usize >= layout.class_names.len() => {
+                Some(format!("record {i}: label {} >= {} classes", e.label, layout.class_names.len()))
+            }
+            Some(_) => None,
+        }
+    })
+}
+
 /// Parses and checks the whole layout: header, class names, and every index entry (inside the payload,
 /// label below the class count, non-zero size, raw records exactly `w * h * channels` bytes).
 pub fn parse(bytes: &[u8]) -> Result<Layout, FormatError> {

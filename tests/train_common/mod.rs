@@ -57,6 +57,12 @@ pub const SHORT_RUN: &[&str] = &[
 
 /// Runs `attnas train` with the tiny config and the given `--set` overrides into `out`.
 pub fn train(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
+    train_command(data, out, sets, extra).output().expect("run attnas train")
+}
+
+/// The `attnas train` command [`train`] runs, for a test that runs several at once (`spawn`, then
+/// `wait_with_output`, with stdout and stderr piped).
+pub fn train_command(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Command {
     let mut cmd = Command::new(attnas_bin());
     cmd.args(["train", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.yaml"), "--device", "cpu"]);
     cmd.arg("--data").arg(data).arg("--out").arg(out).arg("--quiet");
@@ -64,7 +70,8 @@ pub fn train(data: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
         cmd.args(["--set", s]);
     }
     cmd.args(extra);
-    cmd.output().expect("run attnas train")
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd
 }
 
 pub fn steps(log: &Path) -> Vec<StepRecord> {
