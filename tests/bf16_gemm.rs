@@ -115,3 +115,71 @@ fn gemm_refuses_mixed_or_unsupported_storage() {
         assert!(b.gemm(&s, a16, b32, c32).is_err());
     });
 }
+
+/// The residual's backward fan-in (issue #13 item 2, src/nn/backward.rs): the 1x1 conv's grad-input GEMM
+/// with `beta = 1` onto the other branch's gradient, against the unfused composition (GEMM into a fresh
+/// tensor, then `add_assign`), in both storage types, on every backend.
+/// - f32 on the CPU and the emulator: bit-identical (both are the single rounding of `acc + other`).
+///   A GPU's cuBLAS may add C in another order (split-K): abs 1e-5 + rel 1e-5 there.
+/// - bf16: the fused form rounds once, the composition twice (the GEMM's output, then the sum), so they
+///   differ by half an ulp of the GEMM's output plus one of the result; the fused CPU result is exactly the f32 fused result rounded once.
+#[test]
+fn fused_fan_in_matches_gemm_then_add_assign() {
+    use attnas::backend::ops::PoolOps;
+    let (pixels, ci, co, ci_stored) = (2 * 7 * 7, 40, 96, 48);
+    let unfused = GemmSpec::pointwise_bwd_input(pixels, ci, co, ci_stored);
+    let fused = GemmSpec { beta: 1.0, ..unfused };
+    let (na, nb, nc) = unfused.required_lens();
+    let (dy, w, other) = (random_vec(60, na, -1.0, 1.0), random_vec(61, nb, -1.0, 1.0), random_vec(62, nc, -1.0, 1.0));
+    fn both<B: GemmOps + PoolOps>(
+        b: &B,
+        (unfused, fused): (&GemmSpec, &GemmSpec),
+        (dy, w, other): (&[f32], &[f32], &[f32]),
+        dtype: Dtype,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (_a, a) = upload_typed(b, dy, dtype).unwrap();
+        let (_w, wt) = upload_typed(b, w, dtype).unwrap();
+        let (_f, f) = upload_typed(b, other, dtype).unwrap();
+        b.gemm(fused, a, wt, f).unwrap();
+        let (_g, g) = alloc_typed(b, other.len(), dtype).unwrap();
+        b.gemm(unfused, a, wt, g).unwrap();
+        let (_u, u) = upload_typed(b, other, dtype).unwrap();
+        b.add_assign(u, g).unwrap();
+        (b.download(f).unwrap(), b.download(u).unwrap(), b.download(g).unwrap())
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ops = (&unfused, &fused);
+    let data = (dy.as_slice(), w.as_slice(), other.as_slice());
+    let cpu = CpuBackend::new();
+    let (cpu_f32_fused, cpu_f32_unfused, _) = both(&cpu, ops, data, Dtype::F32);
+    assert_eq!(bits(&cpu_f32_fused), bits(&cpu_f32_unfused), "f32 fused == GEMM + add_assign on the CPU");
+    let (cpu_bf16_fused, cpu_bf16_unfused, cpu_bf16_gemm) = both(&cpu, ops, data, Dtype::Bf16);
+    // the fused bf16 result is the f32 fused result on the rounded inputs, rounded once
+    let r = |v: &[f32]| v.iter().copied().map(round_bf16).collect::<Vec<_>>();
+    let (rf32, _, _) = both(&cpu, ops, (&r(&dy), &r(&w), &r(&other)), Dtype::F32);
+    assert_eq!(bits(&cpu_bf16_fused), bits(&r(&rf32)), "bf16 fused rounds acc + other once");
+    // the composition's extra rounding is half an ulp of the GEMM's output (which may be far larger than
+    // the sum, when the branches cancel), and the sums' roundings half an ulp each of the result
+    for (i, ((&f, &u), &g)) in cpu_bf16_fused.iter().zip(&cpu_bf16_unfused).zip(&cpu_bf16_gemm).enumerate() {
+        let tol = 0.5 * bf16_ulp(g, g) + bf16_ulp(f, u);
+        assert!((f - u).abs() <= tol, "bf16 fused vs composition (CPU) [{i}]: {f} vs {u}, GEMM output {g}");
+    }
+    let differs = cpu_bf16_fused.iter().zip(&cpu_bf16_unfused).filter(|(a, b)| a != b).count();
+    assert!(differs > 0, "the composition rounds twice, so some of {nc} sums should differ by an ulp");
+    attnas::on_cuda_targets!("fused_fan_in_matches_gemm_then_add_assign", |b| {
+        let (f32_fused, f32_unfused, _) = both(&b, ops, data, Dtype::F32);
+        if b.name().starts_with("emu") {
+            assert_eq!(bits(&f32_fused), bits(&f32_unfused), "f32 fused == GEMM + add_assign on {}", b.name());
+        }
+        bf16_common::assert_within(&format!("f32 fused on {}", b.name()), &f32_fused, &cpu_f32_fused, 1e-5, 1e-5, 0.0);
+        let (bf16_fused, _, _) = both(&b, ops, data, Dtype::Bf16);
+        bf16_common::assert_within(
+            &format!("bf16 fused on {}", b.name()),
+            &bf16_fused,
+            &cpu_bf16_fused,
+            1e-4,
+            1e-4,
+            1.0,
+        );
+    });
+}

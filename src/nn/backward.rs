@@ -117,9 +117,11 @@ pub fn backward<B: SupernetOps>(
     for t in tape.blocks.iter().rev() {
         let d_out = act(buf.g[cur], t.pixels_out() * t.blk.c_out)?;
         let d_in = act(buf.g[1 - cur], t.pixels_in() * t.blk.c_in)?;
-        block_backward(b, tape, t, d_out, d_in, (p, gemm_weights, grads), buf)?;
+        let left_in = block_backward(b, tape, t, d_out, d_in, (p, gemm_weights, grads), buf)?;
         on_progress(BackwardProgress::Block(t.blk.global))?;
-        cur = 1 - cur;
+        if left_in == InputGradient::InOtherBuffer {
+            cur = 1 - cur;
+        }
     }
 
     let st = &tape.stem;
@@ -132,7 +134,28 @@ pub fn backward<B: SupernetOps>(
     on_progress(BackwardProgress::Stem)
 }
 
-/// One MBConv block: `d_in` (overwritten) from `d_out`; parameter gradients accumulated.
+/// Where [`block_backward`] left the gradient of the block's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InputGradient {
+    /// In `d_in` (the other ping-pong buffer).
+    InOtherBuffer,
+    /// In `d_out`'s buffer, over the output gradient: an identity shortcut whose main branch ends in the
+    /// expand conv, whose grad-input GEMM added its result to the shortcut's gradient in place.
+    InOutputBuffer,
+}
+
+/// One MBConv block: the input gradient from `d_out`, left where the result says; parameter gradients
+/// accumulated.
+///
+/// The shortcut's gradient meets the main branch's without a pass of its own where a GEMM produces one
+/// of them (issue #13 item 2, the residual's backward fan-in): the GEMM accumulates (`beta = 1`) into the
+/// other. Identity shortcut with an expand conv: the expand conv's grad-input GEMM adds into `d_out`
+/// (which nothing reads afterwards), so the block's input gradient stays in `d_out`'s buffer. 1x1-conv
+/// shortcut without pooling: its grad-input GEMM adds into `d_in`. Against writing the GEMM's result
+/// and then `add_assign` this saves a write and two reads of the input gradient per block; in f32 it is
+/// the same single rounding of `acc + other` (bit-identical on the CPU and the emulator), in bf16 one
+/// rounding instead of two. The shortcuts through the 2x2 pool, and the blocks without an expand conv
+/// (their input gradient comes from the depthwise kernel), still join with `add_assign`.
 #[allow(clippy::too_many_arguments)]
 fn block_backward<B: SupernetOps>(
     b: &B,
@@ -142,7 +165,7 @@ fn block_backward<B: SupernetOps>(
     d_in: Tensor,
     (p, gemm_weights, grads): (&NetTensors, &NetTensors, &NetTensors),
     buf: &GradBuffers,
-) -> Result<()> {
+) -> Result<InputGradient> {
     let n = tape.n;
     let blk = &t.blk;
     let (w, gw) = (&p.blocks[blk.global], &grads.blocks[blk.global]);
@@ -199,6 +222,11 @@ fn block_backward<B: SupernetOps>(
             let g = GemmSpec::pointwise_bwd_weight(p_in, blk.c_in, blk.mid, t.stored.max_c_in);
             b.gemm(&g, d_exp_pre, t.x, gwe)?;
             let g = GemmSpec::pointwise_bwd_input(p_in, blk.c_in, blk.mid, t.stored.max_c_in);
+            if blk.identity_shortcut {
+                // fan-in fused: d_out += d_exp_pre W (d_out has the input's size; nothing reads it after)
+                b.gemm(&GemmSpec { beta: 1.0, ..g }, d_exp_pre, we, d_out)?;
+                return Ok(InputGradient::InOutputBuffer);
+            }
             b.gemm(&g, d_exp_pre, we, d_in)?;
         }
         _ => b.depthwise_bwd_input(&t.dw, d_dw_pre, w.depthwise, d_in)?,
@@ -206,25 +234,38 @@ fn block_backward<B: SupernetOps>(
 
     // shortcut: identity, or 2x2 pool and/or 1x1 conv
     if blk.identity_shortcut {
-        return b.add_assign(d_in, d_out);
+        b.add_assign(d_in, d_out)?;
+        return Ok(InputGradient::InOtherBuffer);
     }
-    let d_sc_in = match t.sc_conv {
-        Some(_) => {
+    match (t.sc_conv, t.sc_pool) {
+        (Some(_), None) => {
+            // fan-in fused: d_in += d_out W_shortcut
             let g = GemmSpec::pointwise_bwd_weight(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
             b.gemm(&g, d_out, t.sc_in(), gw.shortcut)?;
-            let d = sl(t0, p_out * blk.c_in)?;
             let g = GemmSpec::pointwise_bwd_input(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
-            b.gemm(&g, d_out, cw.shortcut, d)?;
-            d
+            b.gemm(&GemmSpec { beta: 1.0, ..g }, d_out, cw.shortcut, d_in)?;
         }
-        None => d_out,
-    };
-    match t.sc_pool {
-        Some(_) => {
-            let d = sl(t1, p_in * blk.c_in)?;
-            b.avg_pool2_bwd(&PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in }, d_sc_in, d)?;
-            b.add_assign(d_in, d)
+        (sc_conv, sc_pool) => {
+            let d_sc_in = match sc_conv {
+                Some(_) => {
+                    let g = GemmSpec::pointwise_bwd_weight(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
+                    b.gemm(&g, d_out, t.sc_in(), gw.shortcut)?;
+                    let d = sl(t0, p_out * blk.c_in)?;
+                    let g = GemmSpec::pointwise_bwd_input(p_out, blk.c_in, blk.c_out, t.stored.max_c_in);
+                    b.gemm(&g, d_out, cw.shortcut, d)?;
+                    d
+                }
+                None => d_out,
+            };
+            match sc_pool {
+                Some(_) => {
+                    let d = sl(t1, p_in * blk.c_in)?;
+                    b.avg_pool2_bwd(&PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in }, d_sc_in, d)?;
+                    b.add_assign(d_in, d)?;
+                }
+                None => b.add_assign(d_in, d_sc_in)?,
+            }
         }
-        None => b.add_assign(d_in, d_sc_in),
     }
+    Ok(InputGradient::InOtherBuffer)
 }
