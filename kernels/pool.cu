@@ -20,10 +20,12 @@
 // 32 consecutive channels of one pixel (coalesced, NHWC), each thread keeps one channel of one
 // sample, and the forward reduces its 8 lanes in shared memory; one block owns a (sample, channel
 // tile), so no atomics and no second stage (hw <= 144*144 pixels per sample).
-// The 2x2 pool and the joins: 1-D grid-stride over the output elements (256 threads), one output per
-// thread; the pool's sums are in the reference's order, so CPU and GPU agree to the bit.
+// The 2x2 pool: 1-D grid-stride over the output elements (256 threads), one output per thread; the pool's
+// sums are in the reference's order, so CPU and GPU agree to the bit. The joins: 1-D grid-stride, 4
+// consecutive values per thread and access (kernels/elementwise.cuh; grid sized for n / 4 threads).
 
 #include "common.cuh"
+#include "elementwise.cuh"
 #include "storage.cuh"
 
 #define POOL_CH_TILE 32
@@ -109,11 +111,11 @@ ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void residual_add_fwd(T* __restrict__ y, const T* __restrict__ a, const T* __restrict__ b,
                                                  long long n) {
-    GRID_STRIDE_LOOP(i, n) { store(y, i, load(a, i) + load(b, i)); }
+    map2(y, a, b, n, [](float u, float v) { return u + v; });
 }
 
 ENTRY_POINTS(f32, bf16)
 template <typename T>
-__device__ __forceinline__ void add_assign(T* __restrict__ dst, const T* __restrict__ src, long long n) {
-    GRID_STRIDE_LOOP(i, n) { store(dst, i, load(dst, i) + load(src, i)); }
+__device__ __forceinline__ void add_assign(T* dst, const T* __restrict__ src, long long n) {
+    map2(dst, dst, src, n, [](float u, float v) { return u + v; });
 }

@@ -103,3 +103,71 @@ fn all_four<B: ActivationOps>(b: &B, x: &[f32], dy: &[f32]) -> [Vec<f32>; 4] {
     b.hard_sigmoid_bwd(xm.tensor(), dym.tensor(), outs[3].tensor()).unwrap();
     [0, 1, 2, 3].map(|k| b.download(outs[k].tensor()).unwrap())
 }
+
+/// The element-wise kernels move 4 values per access when every pointer is 4-element aligned
+/// (kernels/elementwise.cuh) and fall back to a scalar loop otherwise and for the tail. Both paths must
+/// give the same bits: each op runs on the same values at offsets 0 (vector path and a tail of 3) and
+/// 1, 2, 3 (scalar path; in bf16, offset 2 is 4-byte but not 8-byte aligned) of a larger tensor, in f32
+/// and bf16, and the outputs must be bit-identical; offset 0 is also held to the CPU reference (the
+/// CPU bf16 mode for bf16; tolerance as above plus one bf16 ulp, the two f32 values may straddle a
+/// rounding boundary).
+#[test]
+fn vector_and_scalar_paths_give_the_same_bits() {
+    use attnas::backend::ops::PoolOps;
+    use attnas::backend::{alloc_typed, upload_typed, Dtype, Tensor};
+    const N: usize = 1027;
+    type Op<B> = fn(&B, Tensor, Tensor, Tensor) -> attnas::error::Result<()>;
+    fn run_all<B: ActivationOps + PoolOps>(b: &B, dtype: Dtype, offset: usize) -> Vec<(&'static str, Vec<f32>)> {
+        let x = random_vec(7, N, -8.0, 8.0);
+        let dy = random_vec(8, N, -2.0, 2.0);
+        let padded = |v: &[f32]| {
+            let mut p = vec![0.5f32; offset];
+            p.extend_from_slice(v);
+            p.extend(std::iter::repeat_n(0.25, 4));
+            p
+        };
+        let (_xm, xt) = upload_typed(b, &padded(&x), dtype).unwrap();
+        let (_dm, dt) = upload_typed(b, &padded(&dy), dtype).unwrap();
+        let (xs, ds) = (xt.slice(offset, N).unwrap(), dt.slice(offset, N).unwrap());
+        let ops: [(&'static str, Op<B>); 8] = [
+            ("swish_fwd", |b, x, _, y| b.swish_fwd(x, y)),
+            ("swish_bwd", |b, x, dy, dx| b.swish_bwd(x, dy, dx)),
+            ("relu_fwd", |b, x, _, y| b.relu_fwd(x, y)),
+            ("relu_bwd", |b, x, dy, dx| b.relu_bwd(x, dy, dx)),
+            ("hard_sigmoid_fwd", |b, x, _, y| b.hard_sigmoid_fwd(x, y)),
+            ("hard_sigmoid_bwd", |b, x, dy, dx| b.hard_sigmoid_bwd(x, dy, dx)),
+            ("residual_add_fwd", |b, x, dy, y| b.residual_add_fwd(x, dy, y)),
+            ("add_assign", |b, x, _, y| b.add_assign(y, x)),
+        ];
+        ops.iter()
+            .map(|(name, op)| {
+                let (_om, ot) = alloc_typed(b, N + offset + 4, dtype).unwrap();
+                let out = ot.slice(offset, N).unwrap();
+                // add_assign accumulates onto dy's values
+                let (_im, it) = upload_typed(b, &padded(&dy), dtype).unwrap();
+                let out = if *name == "add_assign" { it.slice(offset, N).unwrap() } else { out };
+                op(b, xs, ds, out).unwrap();
+                (*name, b.download(out).unwrap())
+            })
+            .collect()
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let reference = run_all(&CpuBackend::new(), dtype, 0);
+        attnas::on_cuda_targets!("vector_and_scalar_paths_give_the_same_bits", |b| {
+            let aligned = run_all(&b, dtype, 0);
+            for ((name, got), (_, want)) in aligned.iter().zip(&reference) {
+                for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                    let ulp = if dtype == Dtype::Bf16 { (w.abs().max(g.abs()) / 128.0).max(1e-30) } else { 0.0 };
+                    let tol = 1e-5 + 1e-5 * w.abs() + ulp;
+                    assert!((g - w).abs() <= tol, "{name} {dtype} [{i}] on {}: {g} vs CPU {w}", b.name());
+                }
+            }
+            for offset in 1..4 {
+                for ((name, got), (_, want)) in run_all(&b, dtype, offset).iter().zip(&aligned) {
+                    assert_eq!(bits(got), bits(want), "{name} {dtype} at offset {offset} on {}", b.name());
+                }
+            }
+        });
+    }
+}

@@ -197,3 +197,31 @@ fn mixed_storage_types_are_refused_with_the_operand_named() {
         assert!(err.contains("bf16 tensor") && err.contains("f32"), "{err}");
     });
 }
+
+/// `Backend::copy` (device to device; the roof of benches/elementwise.rs) moves the bytes of either
+/// storage type unchanged, touches nothing outside the destination slice, and refuses a copy across
+/// types, of another length, or onto itself, naming the operand.
+#[test]
+fn device_copy_moves_bits_and_refuses_mismatches() {
+    fn check<B: Backend>(b: &B) {
+        let v = special_values();
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            let (_s, src) = upload_typed(b, &v, dtype).unwrap();
+            let (_d, dst) = upload_typed(b, &vec![7.0; v.len() + 2], dtype).unwrap();
+            b.copy(src, dst.slice(1, v.len()).unwrap()).unwrap();
+            let got = b.download(dst).unwrap();
+            assert_eq!(bits(&got[1..=v.len()]), bits(&b.download(src).unwrap()), "{dtype} on {}", b.name());
+            assert_eq!((got[0], got[v.len() + 1]), (7.0, 7.0), "{dtype} on {}: outside the slice", b.name());
+        }
+        let (_a, f32s) = alloc_typed(b, 8, Dtype::F32).unwrap();
+        let (_c, bf16s) = alloc_typed(b, 8, Dtype::Bf16).unwrap();
+        let err = b.copy(f32s, bf16s).unwrap_err().to_string();
+        assert!(err.contains("copy") && err.contains("bf16"), "{err}");
+        let (_e, short) = alloc_typed(b, 7, Dtype::F32).unwrap();
+        let err = b.copy(f32s, short).unwrap_err().to_string();
+        assert!(err.contains("copy destination"), "{err}");
+        assert!(b.copy(f32s.slice(0, 4).unwrap(), f32s.slice(2, 4).unwrap()).is_err(), "overlap on {}", b.name());
+    }
+    check(&CpuBackend::new());
+    attnas::on_cuda_targets!("device_copy_moves_bits_and_refuses_mismatches", |b| { check(&b) });
+}

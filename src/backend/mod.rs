@@ -132,6 +132,10 @@ pub trait Backend {
     /// the rest untouched: u8 data such as the loader's pixels, staged for a kernel that reads bytes
     /// (`ops::InputOps`). Synchronous with respect to `src`, like [`Backend::upload`].
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()>;
+    /// `dst = src` on the device (`cuMemcpyDtoDAsync` on the stream on a GPU): same storage type and
+    /// length, disjoint. The copy engine's bandwidth is the roof the memory-bound kernels' benches report
+    /// against (issue #13: each at 70 % of the measured device-to-device copy).
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<()>;
     /// The elements of `src` as f32 (bf16 widens exactly).
     fn download(&self, src: Tensor) -> Result<Vec<f32>>;
     fn synchronize(&self) -> Result<()>;

@@ -226,6 +226,13 @@ pub fn check_f32(op: &str, ts: &[(&str, Tensor)]) -> Result<()> {
 }
 
 /// Errors unless `dst` holds at least `bytes` bytes: the destination of a byte upload.
+/// [`Backend::copy`]'s operands: one storage type, one length, no overlap.
+pub fn check_copy(src: Tensor, dst: Tensor) -> Result<()> {
+    check_len("copy destination", dst, src.len())?;
+    check_same_dtype("copy", &[("src", src), ("dst", dst)])?;
+    check_disjoint("copy", src, dst)
+}
+
 pub fn check_byte_capacity(dst: Tensor, bytes: usize) -> Result<()> {
     if dst.bytes() < bytes {
         return Err(Error::shape(
@@ -309,6 +316,13 @@ impl Backend for CpuBackend {
         // src.len() (checked); src is a distinct Rust slice.
         let bytes = unsafe { host_bytes_mut(dst) };
         bytes[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<()> {
+        check_copy(src, dst)?;
+        // SAFETY: live host tensors of the same byte length, checked disjoint.
+        unsafe { host_bytes_mut(dst).copy_from_slice(host_bytes(src)) };
         Ok(())
     }
 

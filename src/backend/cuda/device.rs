@@ -111,6 +111,8 @@ pub trait KernelDevice {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError>;
     /// `src` into the first `src.len()` bytes of `dst` (capacity checked by the caller).
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError>;
+    /// `dst = src`, `src.bytes()` bytes device to device, in stream order (checked by the caller).
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError>;
     /// `src`'s f32 elements (the caller checks it is an f32 tensor).
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError>;
     /// The `src.bytes()` bytes of a tensor of any dtype.

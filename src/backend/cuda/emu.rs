@@ -322,6 +322,12 @@ impl KernelDevice for EmuDevice {
         Ok(())
     }
 
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError> {
+        // SAFETY: live host tensors of the same byte length, disjoint (checked by the caller).
+        unsafe { host_bytes_mut(dst).copy_from_slice(host_bytes(src)) };
+        Ok(())
+    }
+
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         // SAFETY: src is a live host tensor.
         Ok(unsafe { host_slice(src) }.to_vec())

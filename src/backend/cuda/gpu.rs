@@ -183,6 +183,14 @@ impl KernelDevice for GpuDevice {
         self.synchronize()
     }
 
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        // SAFETY: src and dst are live device tensors of src.bytes() bytes each, disjoint (checked by
+        // the caller); the copy is ordered on the stream like a kernel, no host memory involved.
+        unsafe { drv::memcpy_dtod_async(dst.addr(), src.addr(), src.bytes(), self.stream.cu_stream()) }
+            .map_err(|e| CudaError::driver("device-to-device copy", e))
+    }
+
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
         let mut out = vec![0f32; src.len()];

@@ -57,6 +57,12 @@ impl<D: KernelDevice> CudaBackend<D> {
     pub fn elementwise(n: usize) -> LaunchDims {
         LaunchDims::linear(n, ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS)
     }
+
+    /// Geometry for the vectorised element-wise kernels (kernels/elementwise.cuh): one thread per 4
+    /// elements (their scalar tail and unaligned path grid-stride over the same threads).
+    pub fn elementwise_vec4(n: usize) -> LaunchDims {
+        LaunchDims::linear(n.div_ceil(4), ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS)
+    }
 }
 
 impl<D: KernelDevice> Backend for CudaBackend<D> {
@@ -84,6 +90,11 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
         crate::backend::cpu::check_byte_capacity(dst, src.len())?;
         self.counters.note(OpEvent::Upload);
         Ok(self.device.upload_bytes(dst, src)?)
+    }
+
+    fn copy(&self, src: Tensor, dst: Tensor) -> Result<()> {
+        crate::backend::cpu::check_copy(src, dst)?;
+        Ok(self.device.copy(src, dst)?)
     }
 
     fn download(&self, src: Tensor) -> Result<Vec<f32>> {

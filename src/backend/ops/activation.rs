@@ -96,7 +96,7 @@ impl<D: KernelDevice> CudaBackend<D> {
             return Ok(());
         }
         let kernel = self.entry(kernel, x.dtype())?;
-        self.launch(kernel, Self::elementwise(x.len()), &[y.into(), x.into(), KernelArg::I64(x.len() as i64)])
+        self.launch(kernel, Self::elementwise_vec4(x.len()), &[y.into(), x.into(), KernelArg::I64(x.len() as i64)])
     }
 
     /// Launches the storage type's entry point of a backward activation template with the signature
@@ -109,7 +109,7 @@ impl<D: KernelDevice> CudaBackend<D> {
         let kernel = self.entry(kernel, x.dtype())?;
         self.launch(
             kernel,
-            Self::elementwise(x.len()),
+            Self::elementwise_vec4(x.len()),
             &[dx.into(), x.into(), dy.into(), KernelArg::I64(x.len() as i64)],
         )
     }

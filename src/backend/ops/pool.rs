@@ -259,7 +259,7 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         // SAFETY (argument order): residual_add_fwd<T>(T* y, const T* a, const T* b, long long n).
         self.launch(
             self.entry(KernelTemplate::ResidualAddFwd, a.dtype())?,
-            Self::elementwise(a.len()),
+            Self::elementwise_vec4(a.len()),
             &[y.into(), a.into(), b.into(), KernelArg::I64(a.len() as i64)],
         )
     }
@@ -272,7 +272,7 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
         // SAFETY (argument order): add_assign<T>(T* dst, const T* src, long long n).
         self.launch(
             self.entry(KernelTemplate::AddAssign, dst.dtype())?,
-            Self::elementwise(dst.len()),
+            Self::elementwise_vec4(dst.len()),
             &[dst.into(), src.into(), KernelArg::I64(dst.len() as i64)],
         )
     }
