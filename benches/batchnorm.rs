@@ -8,7 +8,7 @@
 //!
 //! BN is memory-bound; bytes moved (E = pixels * channels elements, S bytes each: 4 in f32, 2 in bf16):
 //!   train fwd  = S * 3E  (read x for the statistics, read x again and write y)
-//!   train fwd + residual = S * 4E
+//!   train fwd + residual = S * 4E (also with the fused drop-connect)
 //!   train bwd  = S * 5E  (read x, dy for the sums; read x, dy again and write dx)
 //!   eval fwd   = S * 2E  (read x, write y)
 //! The GPU runs every layer with f32 and with bf16 activations (issue #13: bf16 figures beside the
@@ -20,7 +20,10 @@
 //! 3 warm-ups and 20 timed repeats (time with `synchronize()`).
 
 use attnas::backend::cpu::CpuBackend;
-use attnas::backend::ops::batchnorm::{BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork};
+use attnas::backend::ops::batchnorm::{
+    BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork, DropConnect,
+};
+use attnas::backend::ops::regularize::DropMask;
 use attnas::backend::{alloc_typed, Backend, DeviceMemory, Dtype};
 use std::time::Instant;
 
@@ -119,6 +122,10 @@ fn bench_subnet<B: BatchNormOps>(
         // the projection BN with the block's shortcut join fused (dy stands in for the shortcut)
         let t = time(b, warmup, repeats, || b.batchnorm_train_fwd(&s, x, y, p, w, Some(dy)).unwrap());
         report("train fwd + residual", &label, t, 4.0 * 4.0 * e, roof);
+        // ... with the block's drop-connect in the same pass (the max subnet's identity blocks): same bytes
+        let drop = DropConnect { mask: DropMask { seed: 3, rate: 0.2 }, per_sample: side * side * c };
+        let t = time(b, warmup, repeats, || b.batchnorm_train_fwd_dropped_join(&s, x, y, p, w, dy, &drop).unwrap());
+        report("train fwd + drop-connect + residual", &label, t, 4.0 * 4.0 * e, roof);
         let t = time(b, warmup, repeats, || b.batchnorm_train_bwd(&s, x, dy, dx, p, g, w).unwrap());
         report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
         let t = time(b, warmup, repeats, || {

@@ -10,6 +10,8 @@
 //               when one is given (the MBConv block's projection BN and its shortcut join in one pass:
 //               the unfused pair wrote the BN output and read it back, 2 of the 5 passes over [P, c];
 //               the sum is the same f32 addition the separate join did, so the result is bit-identical)
+//               (training, blocks with drop-connect: y = drop_connect(z or swish(z)) + residual[i], the
+//               sample's factor 0 or 1/keep applied in the same pass; `batchnorm_train_fwd_dropped_join`)
 //   eval fwd:   the same with the running mean/var
 //   train bwd:  xhat = (x - mean) * invstd; dz = dy (* swish'(z), z recomputed);
 //               dbeta += sum dz;  dgamma += sum dz * xhat;
@@ -36,6 +38,7 @@
 // is negligible.
 
 #include "common.cuh"
+#include "mask.cuh"
 #include "storage.cuh"
 
 #define BN_CH_TILE 32
@@ -128,15 +131,22 @@ __device__ __forceinline__ void batchnorm_stats_finalize(float* __restrict__ sav
     }
 }
 
-// y = act(gamma * (x - mean) * rsqrt(var + eps) + beta) [+ residual]; mean/var are the batch (saved) or
-// running stats. residual is [P, c] like y and read only when has_residual (else any valid pointer).
+// y = act(gamma * (x - mean) * rsqrt(var + eps) + beta) [* drop-connect factor] [+ residual]; mean/var
+// are the batch (saved) or running stats. residual is [P, c] like y and read only when has_residual (else
+// any valid pointer). With has_drop (training, the projection BN of a block with drop-connect), the
+// activation is multiplied by its sample's factor before the join: factor = drop_scale if
+// mask_uniform(drop_seed, r / rows_per_sample) < drop_keep else 0 (kernels/mask.cuh, drop_connect_fwd's
+// draw), the same f32 multiply the separate drop-connect kernel did, so in f32 the fused result is
+// bit-identical to BN, drop-connect, join; in bf16 it is rounded once instead of three times.
 ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void batchnorm_apply_fwd(T* __restrict__ y, const T* __restrict__ x,
                                                    const float* __restrict__ gamma, const float* __restrict__ beta,
                                                    const float* __restrict__ mean, const float* __restrict__ var,
                                                    const T* __restrict__ residual, long long pixels, int c,
-                                                   int rows_per_chunk, int swish, int has_residual) {
+                                                   int rows_per_chunk, int swish, int has_residual, int has_drop,
+                                                   long long rows_per_sample, unsigned long long drop_seed,
+                                                   float drop_keep, float drop_scale) {
     int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
     if (ch >= c) return;
     float scale = gamma[ch] * rsqrtf(var[ch] + BN_EPS);
@@ -147,6 +157,12 @@ __device__ __forceinline__ void batchnorm_apply_fwd(T* __restrict__ y, const T* 
     for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
         long long i = r * c + ch;
         float v = bn_activate(fmaf(load(x, i), scale, shift), swish);
+        if (has_drop) {
+            // __fmul_rn: never contracted with the join's add into an FMA, so the product is rounded
+            // exactly where drop_connect_fwd rounded it
+            const float f = mask_uniform(drop_seed, (unsigned long long)(r / rows_per_sample)) < drop_keep ? drop_scale : 0.0f;
+            v = __fmul_rn(v, f);
+        }
         store(y, i, has_residual ? v + load(residual, i) : v);
     }
 }

@@ -1,6 +1,6 @@
 // Dropout and per-sample drop-connect (spec 3.4); storage f32 or bf16 (T, entry points generated from
 // ENTRY_POINTS; the factor is 0 or 1/keep, applied in f32 and rounded once at the store). The CPU reference is
-// src/backend/cpu/regularize.rs; the mask hash below must stay bit-identical to `mask_hash` there.
+// src/backend/cpu/regularize.rs; the mask hash (kernels/mask.cuh) must stay bit-identical to `mask_hash` there.
 //
 //   factor(k) = scale if u(seed, k) < keep else 0,  u = (splitmix64_mix(seed + (k + 1) * golden) >> 40) / 2^24
 //   dropout:       y[i] = x[i] * factor(i)
@@ -11,15 +11,8 @@
 // Launch: 1-D grid-stride over n elements, 256 threads per block.
 
 #include "common.cuh"
+#include "mask.cuh"
 #include "storage.cuh"
-
-__device__ __forceinline__ float mask_uniform(unsigned long long seed, unsigned long long index) {
-    unsigned long long z = seed + (index + 1ull) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f);
-}
 
 ENTRY_POINTS(f32, bf16)
 template <typename T>

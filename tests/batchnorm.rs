@@ -205,3 +205,83 @@ fn batchnorm_rejects_bad_shapes() {
     assert!(err.contains("residual") && err.contains("overlaps"), "{err}");
     cpu.batchnorm_train_fwd(&s, x.tensor(), y.tensor(), p, work, Some(x.tensor())).unwrap();
 }
+
+/// The projection BN with drop-connect and the shortcut join in one pass (issue #13 item 2) against the
+/// composition it replaces: `batchnorm_train_fwd`, `drop_connect_fwd`, `residual_add_fwd`, on every
+/// backend. f32: the same f32 operations (the kernel's product is `__fmul_rn`, never contracted into the
+/// join's add), so bit for bit. bf16: the composition rounds three times (the BN output, the product, the
+/// sum) and the fused op once, so they may differ by about an ulp of the BN output times the drop scale
+/// (2) plus one of the sum. The drop rate 0.5 over 12 samples must drop some samples and keep others:
+/// a dropped sample's output is exactly its residual.
+#[test]
+fn dropped_join_equals_bn_then_drop_connect_then_join() {
+    use attnas::backend::ops::batchnorm::DropConnect;
+    use attnas::backend::ops::regularize::{DropMask, RegularizeOps};
+    use attnas::backend::ops::PoolOps;
+    use attnas::backend::{alloc_typed, upload_typed, Dtype};
+    let (n, hw, c, c_stored) = (12, 5 * 5, 40, 48);
+    let s = BatchNormSpec { pixels: n * hw, c_active: c, c_stored, activation: BnActivation::Swish };
+    let drop = DropConnect { mask: DropMask { seed: 21, rate: 0.5 }, per_sample: hw * c };
+    let x = random_vec(31, s.elements(), -3.0, 5.0);
+    let residual = random_vec(32, s.elements(), -2.0, 2.0);
+    /// (fused, unfused, BN output) on one backend.
+    fn both<B: BatchNormOps + RegularizeOps + PoolOps>(
+        b: &B,
+        s: &BatchNormSpec,
+        drop: &DropConnect,
+        (x, residual): (&[f32], &[f32]),
+        dtype: Dtype,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (_x, xt) = upload_typed(b, x, dtype).unwrap();
+        let (_r, rt) = upload_typed(b, residual, dtype).unwrap();
+        let gamma = upload_new(b, &random_vec(33, s.c_stored, 0.5, 1.5)).unwrap();
+        let beta = upload_new(b, &random_vec(34, s.c_stored, -0.5, 0.5)).unwrap();
+        let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+        let saved = b.alloc(2 * s.c_active).unwrap();
+        let scratch = b.alloc(s.scratch_len().max(1)).unwrap();
+        let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+        let (_f, fused) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.batchnorm_train_fwd_dropped_join(s, xt, fused, p, w, rt, drop).unwrap();
+        let (_y, bn_out) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.batchnorm_train_fwd(s, xt, bn_out, p, w, None).unwrap();
+        let (_d, dropped) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.drop_connect_fwd(&drop.mask, drop.per_sample, bn_out, dropped).unwrap();
+        let (_u, unfused) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.residual_add_fwd(dropped, rt, unfused).unwrap();
+        (b.download(fused).unwrap(), b.download(unfused).unwrap(), b.download(bn_out).unwrap())
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let check = |tag: &str, (fused, unfused, bn): &(Vec<f32>, Vec<f32>, Vec<f32>), dtype: Dtype| {
+        if dtype == Dtype::F32 {
+            assert_eq!(bits(fused), bits(unfused), "{tag}: fused differs from BN, drop-connect, join");
+        } else {
+            let ulp = |v: f32| (v.abs() / 128.0).max(1e-30);
+            for (i, ((&f, &u), &z)) in fused.iter().zip(unfused).zip(bn).enumerate() {
+                let tol = 2.0 * ulp(z) + ulp(f.abs().max(u.abs()));
+                assert!((f - u).abs() <= tol, "{tag}[{i}]: fused {f} vs composition {u} (BN output {z})");
+            }
+        }
+    };
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let cpu = both(&CpuBackend::new(), &s, &drop, (&x, &residual), dtype);
+        check(&format!("cpu {dtype}"), &cpu, dtype);
+        // some samples dropped (output = residual, as stored), some kept
+        let stored_residual: Vec<f32> = {
+            let (_r, rt) = upload_typed(&CpuBackend::new(), &residual, dtype).unwrap();
+            CpuBackend::new().download(rt).unwrap()
+        };
+        let per = drop.per_sample;
+        let dropped =
+            (0..n).filter(|k| bits(&cpu.0[k * per..][..per]) == bits(&stored_residual[k * per..][..per])).count();
+        assert!(dropped > 0 && dropped < n, "{dtype}: {dropped} of {n} samples dropped at rate 0.5");
+        attnas::on_cuda_targets!("dropped_join_equals_bn_then_drop_connect_then_join", |b| {
+            let got = both(&b, &s, &drop, (&x, &residual), dtype);
+            check(&format!("{} {dtype}", b.name()), &got, dtype);
+            // and the fused op against the CPU's fused op: the BN tolerance of this file, plus an ulp in bf16
+            for (i, (&g, &w)) in got.0.iter().zip(&cpu.0).enumerate() {
+                let tol = 1e-4 + 2e-5 * w.abs() + if dtype == Dtype::Bf16 { w.abs() / 64.0 } else { 0.0 };
+                assert!((g - w).abs() <= tol, "{} {dtype} [{i}]: {g} vs cpu {w}", b.name());
+            }
+        });
+    }
+}

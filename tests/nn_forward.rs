@@ -152,7 +152,7 @@ fn planned_drop_connect(space: &Space, a: &Arch, n: usize, opt: ForwardOptions) 
     let mut arena = Arena::measuring("plan");
     let x = arena.alloc(n * 32 * 32 * 3).unwrap();
     let tape = Tape::allocate(space, a, n, x, 32, opt, attnas::backend::Dtype::F32, &mut arena).unwrap();
-    tape.blocks.iter().filter_map(|t| t.drop.map(|(_, m)| (t.blk.global, m.rate))).collect()
+    tape.blocks.iter().filter_map(|t| t.drop.map(|m| (t.blk.global, m.rate))).collect()
 }
 
 #[test]

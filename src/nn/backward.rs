@@ -179,7 +179,7 @@ fn block_backward<B: SupernetOps>(
 
     // main branch: drop-connect, project BN and conv
     let d_main = match t.drop {
-        Some((_, mask)) => {
+        Some(mask) => {
             let d = sl(t0, p_out * blk.c_out)?;
             b.drop_connect_bwd(&mask, p_out / n * blk.c_out, d_out, d)?;
             d

@@ -10,12 +10,12 @@
 
 use super::handles::{Bn, NetStats, NetTensors, RunningStats};
 use super::tape::{BnMode, Tape};
-use crate::backend::ops::batchnorm::{BatchNormSpec, BnWork};
+use crate::backend::ops::batchnorm::{BatchNormSpec, BnWork, DropConnect};
 use crate::backend::ops::linear::LinearShape;
 use crate::backend::ops::pool::PoolShape;
 use crate::backend::ops::resize::ResizeShape;
 use crate::backend::{GemmSpec, SupernetOps, Tensor};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One BN layer of the forward in the tape's mode.
 #[allow(clippy::too_many_arguments)]
@@ -30,10 +30,11 @@ pub(crate) fn bn_forward<B: SupernetOps>(
     saved: Tensor,
     scratch: Tensor,
 ) -> Result<()> {
-    bn_forward_add(b, mode, spec, x, y, p, stats, (saved, scratch), None)
+    bn_forward_add(b, mode, spec, x, y, p, stats, (saved, scratch), None, None)
 }
 
-/// [`bn_forward`] with the residual join fused: `y = bn(x) + residual`.
+/// [`bn_forward`] with the residual join fused: `y = bn(x) + residual`, and with `drop`, the block's
+/// drop-connect between the two (`y = drop_connect(bn(x)) + residual`; training modes only).
 #[allow(clippy::too_many_arguments)]
 fn bn_forward_add<B: SupernetOps>(
     b: &B,
@@ -45,13 +46,22 @@ fn bn_forward_add<B: SupernetOps>(
     stats: RunningStats,
     (saved, scratch): (Tensor, Tensor),
     residual: Option<Tensor>,
+    drop: Option<DropConnect>,
 ) -> Result<()> {
     let work = BnWork { saved, scratch };
+    let train = || match (residual, drop) {
+        (residual, None) => b.batchnorm_train_fwd(spec, x, y, p.params(), work, residual),
+        (Some(r), Some(d)) => b.batchnorm_train_fwd_dropped_join(spec, x, y, p.params(), work, r, &d),
+        (None, Some(_)) => Err(Error::Other("tape: drop-connect without its shortcut join".into())),
+    };
     match mode {
-        BnMode::Train => b.batchnorm_train_fwd(spec, x, y, p.params(), work, residual),
+        BnMode::Train => train(),
+        BnMode::Eval if drop.is_some() => {
+            Err(Error::Other("tape: drop-connect in an eval-mode forward (it is training-only)".into()))
+        }
         BnMode::Eval => b.batchnorm_eval_fwd(spec, x, y, p.params(), stats.mean, stats.var, residual),
         BnMode::Calibrate { batch } => {
-            b.batchnorm_train_fwd(spec, x, y, p.params(), work, residual)?;
+            train()?;
             b.batchnorm_calibrate(spec, saved, stats.mean, stats.var, batch)
         }
     }
@@ -122,20 +132,9 @@ pub fn forward<B: SupernetOps>(
         }
         let shortcut = t.sc_conv.unwrap_or(t.sc_in());
         let pl_work = (t.pl_saved, scratch_for(&t.pl_bn)?);
-        match t.drop {
-            // drop-connect sits between the BN and the join: three passes
-            Some((out, mask)) => {
-                let pl_out =
-                    t.pl_out.ok_or_else(|| crate::error::Error::Other("tape: drop-connect without pl_out".into()))?;
-                bn_forward_add(b, mode, &t.pl_bn, t.pl_pre, pl_out, w.project_bn, s.project, pl_work, None)?;
-                b.drop_connect_fwd(&mask, p_out / n * blk.c_out, pl_out, out)?;
-                b.residual_add_fwd(out, shortcut, t.out)?;
-            }
-            // BN + join in one pass
-            None => {
-                bn_forward_add(b, mode, &t.pl_bn, t.pl_pre, t.out, w.project_bn, s.project, pl_work, Some(shortcut))?
-            }
-        }
+        // BN, drop-connect (where the block has it) and the join in one pass
+        let drop = t.drop.map(|mask| DropConnect { mask, per_sample: p_out / n * blk.c_out });
+        bn_forward_add(b, mode, &t.pl_bn, t.pl_pre, t.out, w.project_bn, s.project, pl_work, Some(shortcut), drop)?;
     }
 
     let h = &tape.head;

@@ -111,14 +111,13 @@ pub struct BlockTape {
     pub dw_bn: BatchNormSpec,
     /// SE shape, output and saved intermediates.
     pub se: Option<(SeShape, Tensor, Tensor)>,
+    /// The projection BN's input. Its output is never stored: the BN applies drop-connect (where the
+    /// block has it) and adds the shortcut in its own pass, writing `out` directly.
     pub pl_pre: Tensor,
-    /// The projection BN's output, only where drop-connect follows it; otherwise the BN adds the
-    /// shortcut in its own pass and writes `out` directly (no tensor in between).
-    pub pl_out: Option<Tensor>,
     pub pl_saved: Tensor,
     pub pl_bn: BatchNormSpec,
-    /// Drop-connect output and mask (identity-shortcut blocks with a positive rate only).
-    pub drop: Option<(Tensor, DropMask)>,
+    /// Drop-connect mask (identity-shortcut blocks with a positive rate only).
+    pub drop: Option<DropMask>,
     /// 2x2 average pool of the input (stride-2 blocks).
     pub sc_pool: Option<Tensor>,
     /// 1x1 shortcut conv output (channel-changing blocks).
@@ -343,16 +342,9 @@ impl Tape {
             let in_scope = !options.drop_connect_only_last_two_stages || blk.global >= last_two_start;
             let rate = options.drop_connect * blk.global as f32 / total_blocks as f32;
             let drop = if blk.identity_shortcut && in_scope && rate > 0.0 {
-                Some((
-                    act(arena, p_out * blk.c_out)?,
-                    DropMask { seed: layer_seed(options.seed, blk.global as u64), rate },
-                ))
+                Some(DropMask { seed: layer_seed(options.seed, blk.global as u64), rate })
             } else {
                 None
-            };
-            let pl_out = match drop {
-                Some(_) => Some(act(arena, p_out * blk.c_out)?),
-                None => None,
             };
             let sc_pool =
                 if !blk.identity_shortcut && blk.stride == 2 { Some(act(arena, p_out * blk.c_in)?) } else { None };
@@ -371,7 +363,6 @@ impl Tape {
                 dw_bn,
                 se,
                 pl_pre,
-                pl_out,
                 pl_saved,
                 pl_bn,
                 drop,

@@ -12,7 +12,10 @@
 //! Residual: both forwards take an optional `residual` (`[pixels, c_active]`, disjoint from `y`) added
 //! to the output in the same pass (`y = act(bn(x)) + residual`): the MBConv block's projection BN and
 //! its shortcut join, fused (one write of `y` instead of a write, a read and a write); the sum is the
-//! same f32 addition the separate join does, so fused and unfused agree bit for bit.
+//! same f32 addition the separate join does, so fused and unfused agree bit for bit. Where drop-connect
+//! sits between that BN and the join (training, blocks with a positive rate),
+//! `batchnorm_train_fwd_dropped_join` applies the sample's drop factor in the same pass
+//! (`y = drop_connect(act(bn(x))) + residual`): one pass where BN, drop-connect and join took three.
 //!
 //! Storage: the activations (`x`, `y`, `residual`, `dy`, `dx`) are all f32 or all bf16; everything else
 //! is f32. Arithmetic is f32 on widened values (the statistics fold in f64 as in f32 mode), and a bf16
@@ -28,6 +31,7 @@ use crate::backend::cpu::{
     host_values, write_values, CpuBackend,
 };
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
+use crate::backend::ops::regularize::DropMask;
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
@@ -79,7 +83,7 @@ impl BatchNormSpec {
         2 * self.c_active * chunks + 2 * self.c_active
     }
 
-    fn elements(&self) -> usize {
+    pub fn elements(&self) -> usize {
         self.pixels * self.c_active
     }
 }
@@ -105,6 +109,14 @@ pub struct BnWork {
     pub scratch: Tensor,
 }
 
+/// The drop-connect of a fused projection join: `mask` as `RegularizeOps::drop_connect_fwd` takes it, one
+/// draw per sample of `per_sample` contiguous elements (`H * W * c_active`).
+#[derive(Clone, Copy, Debug)]
+pub struct DropConnect {
+    pub mask: DropMask,
+    pub per_sample: usize,
+}
+
 pub trait BatchNormOps: Backend {
     /// Training mode: batch statistics into `work.saved`, `y = act(gamma * xhat + beta) [+ residual]`.
     fn batchnorm_train_fwd(
@@ -115,6 +127,21 @@ pub trait BatchNormOps: Backend {
         p: BnParams,
         work: BnWork,
         residual: Option<Tensor>,
+    ) -> Result<()>;
+    /// Training mode with drop-connect and the shortcut join in one pass:
+    /// `y = drop_connect(act(gamma * xhat + beta)) + residual`, the composition of
+    /// [`Self::batchnorm_train_fwd`], `RegularizeOps::drop_connect_fwd` and `PoolOps::residual_add_fwd`
+    /// (the same f32 operations, so bit for bit in f32; rounded once in bf16).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_train_fwd_dropped_join(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        work: BnWork,
+        residual: Tensor,
+        drop: &DropConnect,
     ) -> Result<()>;
     /// Training-mode backward: `dx` overwritten; `dgamma`, `dbeta` accumulated (active slice only).
     #[allow(clippy::too_many_arguments)]
@@ -176,6 +203,20 @@ fn check_residual(s: &BatchNormSpec, y: Tensor, residual: Option<Tensor>) -> Res
         }
         None => Ok(()),
     }
+}
+
+/// The fused drop-connect: whole samples of whole pixels; returns (keep, scale, pixels per sample).
+fn check_drop(s: &BatchNormSpec, drop: &DropConnect) -> Result<(f32, f32, usize)> {
+    let per = drop.per_sample;
+    if per == 0 || per % s.c_active != 0 || s.elements() % per != 0 {
+        return Err(Error::shape(
+            "batchnorm drop-connect per_sample (elements per sample)",
+            format!("a non-zero multiple of c_active {} dividing {} elements", s.c_active, s.elements()),
+            per,
+        ));
+    }
+    let (keep, scale) = drop.mask.keep_scale()?;
+    Ok((keep, scale, per / s.c_active))
 }
 
 fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
@@ -309,6 +350,40 @@ impl BatchNormOps for CpuBackend {
         }
     }
 
+    fn batchnorm_train_fwd_dropped_join(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        residual: Tensor,
+        drop: &DropConnect,
+    ) -> Result<()> {
+        check_train_fwd(s, x, y, p, w)?;
+        check_residual(s, y, Some(residual))?;
+        let (keep, scale, _) = check_drop(s, drop)?;
+        let c = s.c_active;
+        // SAFETY: live host tensors; outputs (y, saved) checked disjoint from each other and the inputs.
+        unsafe {
+            let x = host_values(x);
+            write_values(y, |y| {
+                reference::train_fwd(
+                    &x,
+                    c,
+                    &host_slice(p.gamma)[..c],
+                    &host_slice(p.beta)[..c],
+                    s.activation.is_swish(),
+                    y,
+                    &mut host_slice_mut(w.saved)[..2 * c],
+                );
+                let bn_out = y.to_vec();
+                crate::backend::cpu::regularize::drop_connect(drop.mask.seed, keep, scale, drop.per_sample, &bn_out, y);
+                add_residual_cpu(y, Some(residual));
+            })
+        }
+    }
+
     fn batchnorm_train_bwd(
         &self,
         s: &BatchNormSpec,
@@ -428,11 +503,17 @@ impl<D: KernelDevice> CudaBackend<D> {
         p: BnParams,
         (mean, var): (Tensor, Tensor),
         residual: Option<Tensor>,
+        drop: Option<&DropConnect>,
     ) -> Result<()> {
+        let (keep, scale, rows_per_sample) = match drop {
+            Some(d) => check_drop(s, d)?,
+            None => (1.0, 1.0, s.pixels),
+        };
         // SAFETY (argument order): batchnorm_apply_fwd<T>(T* y, const T* x, const float* gamma,
         // const float* beta, const float* mean, const float* var, const T* residual, long long pixels,
-        // int c, int rows_per_chunk, int swish, int has_residual); without a residual x stands in for the
-        // pointer, never read.
+        // int c, int rows_per_chunk, int swish, int has_residual, int has_drop, long long rows_per_sample,
+        // unsigned long long drop_seed, float drop_keep, float drop_scale); without a residual x stands in
+        // for the pointer, never read.
         self.launch(
             self.entry(KernelTemplate::BatchnormApplyFwd, x.dtype())?,
             g.per_pixel,
@@ -449,8 +530,33 @@ impl<D: KernelDevice> CudaBackend<D> {
                 KernelArg::I32(g.rows_per_chunk),
                 KernelArg::I32(s.activation.is_swish() as i32),
                 KernelArg::I32(residual.is_some() as i32),
+                KernelArg::I32(drop.is_some() as i32),
+                KernelArg::I64(rows_per_sample as i64),
+                KernelArg::U64(drop.map_or(0, |d| d.mask.seed)),
+                KernelArg::F32(keep),
+                KernelArg::F32(scale),
             ],
         )
+    }
+
+    /// The training forward's statistics (two stages) into `w.saved`; returns its (mean, var) halves.
+    fn batchnorm_train_stats(&self, s: &BatchNormSpec, g: &Geometry, x: Tensor, w: BnWork) -> Result<(Tensor, Tensor)> {
+        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
+        // SAFETY (argument order): batchnorm_stats_partial<T>(float* partial, const T* x, long long pixels,
+        // int c, int rows_per_chunk).
+        self.launch(
+            self.entry(KernelTemplate::BatchnormStatsPartial, x.dtype())?,
+            g.per_pixel,
+            &[w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.rows_per_chunk)],
+        )?;
+        // SAFETY (argument order): batchnorm_stats_finalize<T>(float* saved, const float* partial,
+        // const T* x, long long pixels, int c, int chunks).
+        self.launch(
+            self.entry(KernelTemplate::BatchnormStatsFinalize, x.dtype())?,
+            g.finalize,
+            &[w.saved.into(), w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.chunks)],
+        )?;
+        Ok((w.saved.slice(0, s.c_active)?, w.saved.slice(s.c_active, s.c_active)?))
     }
 }
 
@@ -467,24 +573,26 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         check_train_fwd(s, x, y, p, w)?;
         check_residual(s, y, residual)?;
         let g = geometry(s)?;
-        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
-        // SAFETY (argument order): batchnorm_stats_partial<T>(float* partial, const T* x, long long pixels,
-        // int c, int rows_per_chunk).
-        self.launch(
-            self.entry(KernelTemplate::BatchnormStatsPartial, x.dtype())?,
-            g.per_pixel,
-            &[w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.rows_per_chunk)],
-        )?;
-        // SAFETY (argument order): batchnorm_stats_finalize<T>(float* saved, const float* partial,
-        // const T* x, long long pixels, int c, int chunks).
-        self.launch(
-            self.entry(KernelTemplate::BatchnormStatsFinalize, x.dtype())?,
-            g.finalize,
-            &[w.saved.into(), w.scratch.into(), x.into(), pixels, c, KernelArg::I32(g.chunks)],
-        )?;
-        let mean = w.saved.slice(0, s.c_active)?;
-        let var = w.saved.slice(s.c_active, s.c_active)?;
-        self.batchnorm_apply(s, &g, x, y, p, (mean, var), residual)
+        let stats = self.batchnorm_train_stats(s, &g, x, w)?;
+        self.batchnorm_apply(s, &g, x, y, p, stats, residual, None)
+    }
+
+    fn batchnorm_train_fwd_dropped_join(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        residual: Tensor,
+        drop: &DropConnect,
+    ) -> Result<()> {
+        check_train_fwd(s, x, y, p, w)?;
+        check_residual(s, y, Some(residual))?;
+        check_drop(s, drop)?;
+        let g = geometry(s)?;
+        let stats = self.batchnorm_train_stats(s, &g, x, w)?;
+        self.batchnorm_apply(s, &g, x, y, p, stats, Some(residual), Some(drop))
     }
 
     fn batchnorm_train_bwd(
@@ -564,7 +672,7 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         check_eval(s, x, y, p, running_mean, running_var)?;
         check_residual(s, y, residual)?;
         let g = geometry(s)?;
-        self.batchnorm_apply(s, &g, x, y, p, (running_mean, running_var), residual)
+        self.batchnorm_apply(s, &g, x, y, p, (running_mean, running_var), residual, None)
     }
 
     fn batchnorm_calibrate(&self, s: &BatchNormSpec, saved: Tensor, rm: Tensor, rv: Tensor, batch: u32) -> Result<()> {

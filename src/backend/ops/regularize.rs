@@ -23,7 +23,7 @@ pub struct DropMask {
 
 impl DropMask {
     /// (keep, scale) as both backends use them; an error names a rate outside [0, 1).
-    fn keep_scale(&self) -> Result<(f32, f32)> {
+    pub(crate) fn keep_scale(&self) -> Result<(f32, f32)> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(Error::shape("drop rate", "in [0, 1)", self.rate));
         }
