@@ -9,6 +9,7 @@
 //! BN is memory-bound; bytes moved (E = pixels * channels elements, S bytes each: 4 in f32, 2 in bf16):
 //!   train fwd  = S * 3E  (read x for the statistics, read x again and write y)
 //!   train fwd + residual = S * 4E (also with the fused drop-connect)
+//!   train fwd + SE squeeze = S * 3E (the pool of y fused: apply + pool moved S * 4E)
 //!   train bwd  = S * 5E  (read x, dy for the sums; read x, dy again and write dx)
 //!   eval fwd   = S * 2E  (read x, write y)
 //! The GPU runs every layer with f32 and with bf16 activations (issue #13: bf16 figures beside the
@@ -23,6 +24,7 @@ use attnas::backend::cpu::CpuBackend;
 use attnas::backend::ops::batchnorm::{
     BatchNormOps, BatchNormSpec, BnActivation, BnGrads, BnParams, BnWork, DropConnect,
 };
+use attnas::backend::ops::pool::PoolShape;
 use attnas::backend::ops::regularize::DropMask;
 use attnas::backend::{alloc_typed, Backend, DeviceMemory, Dtype};
 use std::time::Instant;
@@ -126,6 +128,16 @@ fn bench_subnet<B: BatchNormOps>(
         let drop = DropConnect { mask: DropMask { seed: 3, rate: 0.2 }, per_sample: side * side * c };
         let t = time(b, warmup, repeats, || b.batchnorm_train_fwd_dropped_join(&s, x, y, p, w, dy, &drop).unwrap());
         report("train fwd + drop-connect + residual", &label, t, 4.0 * 4.0 * e, roof);
+        if label.contains("expand") {
+            // the depthwise BN of an SE block (same shape as the expand BN of a stride-1 block) with the
+            // squeeze fused: train fwd's bytes, where apply + pool moved one more pass
+            let pool = PoolShape { n: batch, h: side, w: side, c };
+            let pooled = alloc(pool.pooled_len());
+            let t = time(b, warmup, repeats, || {
+                b.batchnorm_train_fwd_pooled(&s, x, y, p, w, &pool, pooled.tensor()).unwrap()
+            });
+            report("train fwd + SE squeeze", &label, t, 4.0 * 3.0 * e, roof);
+        }
         let t = time(b, warmup, repeats, || b.batchnorm_train_bwd(&s, x, dy, dx, p, g, w).unwrap());
         report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
         let t = time(b, warmup, repeats, || {

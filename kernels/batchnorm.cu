@@ -167,6 +167,41 @@ __device__ __forceinline__ void batchnorm_apply_fwd(T* __restrict__ y, const T* 
     }
 }
 
+// batchnorm_apply_fwd (no residual, no drop-connect) fused with the squeeze of the SE block that consumes
+// y: pooled[b, ch] = sum over the sample's hw pixels of the stored y / hw (f32). Launched like
+// global_avg_pool_fwd (grid (ceil(c / 32), n), block 32 channels x 8 pixel lanes, lane ty summing pixels
+// ty, ty + 8, ...; the lanes folded in order through shared memory), so the pooled values are bit-
+// identical to apply-then-pool on the same device; the sums use __fadd_rn so the swish product is never
+// contracted into them. Saves the pool's read of y (1 of the 3 passes over [P, c] of apply + pool).
+ENTRY_POINTS(f32, bf16)
+template <typename T>
+__device__ __forceinline__ void batchnorm_apply_pool_fwd(T* __restrict__ y, float* __restrict__ pooled,
+                                                        const T* __restrict__ x, const float* __restrict__ gamma,
+                                                        const float* __restrict__ beta,
+                                                        const float* __restrict__ mean,
+                                                        const float* __restrict__ var, int hw, int c, int swish) {
+    __shared__ float partial[BN_ROW_LANES][BN_CH_TILE];
+    int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
+    long long base = (long long)blockIdx.y * hw;
+    float sum = 0.0f;
+    if (ch < c) {
+        float scale = gamma[ch] * rsqrtf(var[ch] + BN_EPS);
+        float shift = beta[ch] - mean[ch] * scale;
+        for (int p = threadIdx.y; p < hw; p += BN_ROW_LANES) {
+            long long i = (base + p) * c + ch;
+            float v = bn_activate(fmaf(load(x, i), scale, shift), swish);
+            store(y, i, v);
+            sum = __fadd_rn(sum, as_stored(y, v));
+        }
+    }
+    partial[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+        for (int k = 1; k < BN_ROW_LANES; ++k) sum += partial[k][threadIdx.x];
+        pooled[(long long)blockIdx.y * c + ch] = sum / (float)hw;
+    }
+}
+
 // Stage 1 of the backward: per (chunk, channel) sums of dz and dz * xhat into partial [2][chunks][c].
 ENTRY_POINTS(f32, bf16)
 template <typename T>

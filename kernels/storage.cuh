@@ -41,3 +41,7 @@ __device__ __forceinline__ float load(const float* p, long long i) { return p[i]
 __device__ __forceinline__ float load(const bf16* p, long long i) { return bf16_bits_to_f32(p[i].bits); }
 __device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
 __device__ __forceinline__ void store(bf16* p, long long i, float v) { p[i].bits = f32_to_bf16_bits(v); }
+// The value `store(p, i, v)` leaves, as a later `load` reads it back (v itself in f32, v rounded in bf16):
+// for a kernel that goes on using what it stored (a fused consumer reads what the unfused one would).
+__device__ __forceinline__ float as_stored(const float*, float v) { return v; }
+__device__ __forceinline__ float as_stored(const bf16*, float v) { return bf16_bits_to_f32(f32_to_bf16_bits(v)); }

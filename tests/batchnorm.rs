@@ -285,3 +285,80 @@ fn dropped_join_equals_bn_then_drop_connect_then_join() {
         });
     }
 }
+
+/// The depthwise BN fused with the SE squeeze (issue #13 item 2): `batchnorm_{train,eval}_fwd_pooled`
+/// against the BN forward followed by `global_avg_pool_fwd` of its output, on every backend, in f32 and
+/// bf16. The fused kernel has the pool kernel's geometry and summation order and pools the value as
+/// stored, so on each backend y and the pooled means are bit-identical to the composition; across
+/// backends the pooled means agree to the pool's tolerance (abs 1e-5 + rel 1e-5, the order of an f32 sum
+/// of <= 49 values, plus an ulp of y's storage type for values pooled from a rounded y).
+#[test]
+fn pooled_forwards_equal_bn_then_global_pool() {
+    use attnas::backend::ops::pool::PoolShape;
+    use attnas::backend::ops::PoolOps;
+    use attnas::backend::{alloc_typed, upload_typed, Dtype};
+    // 3 samples of 7x7 (odd: the 8 pixel lanes end unevenly), 40 of 48 channels (a partial channel tile)
+    let pool = PoolShape { n: 3, h: 7, w: 7, c: 40 };
+    let s = BatchNormSpec { pixels: 3 * 49, c_active: 40, c_stored: 48, activation: BnActivation::Swish };
+    let x = random_vec(41, s.elements(), -2.0, 6.0);
+    /// (fused y, fused pooled, unfused y, unfused pooled) for training and for eval mode.
+    type Four = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    fn both<B: BatchNormOps + PoolOps>(
+        b: &B,
+        s: &BatchNormSpec,
+        pool: &PoolShape,
+        x: &[f32],
+        dtype: Dtype,
+    ) -> [Four; 2] {
+        let (_x, xt) = upload_typed(b, x, dtype).unwrap();
+        let gamma = upload_new(b, &random_vec(42, s.c_stored, 0.5, 1.5)).unwrap();
+        let beta = upload_new(b, &random_vec(43, s.c_stored, -0.5, 0.5)).unwrap();
+        let rm = upload_new(b, &random_vec(44, s.c_stored, 0.0, 2.0)).unwrap();
+        let rv = upload_new(b, &random_vec(45, s.c_stored, 0.5, 3.0)).unwrap();
+        let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+        let saved = b.alloc(2 * s.c_active).unwrap();
+        let scratch = b.alloc(s.scratch_len().max(1)).unwrap();
+        let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+        let running = (rm.tensor(), rv.tensor());
+        let mut out = Vec::new();
+        for train in [true, false] {
+            let (_y1, y1) = alloc_typed(b, s.elements(), dtype).unwrap();
+            let pooled1 = b.alloc(pool.pooled_len()).unwrap();
+            let (_y0, y0) = alloc_typed(b, s.elements(), dtype).unwrap();
+            let pooled0 = b.alloc(pool.pooled_len()).unwrap();
+            if train {
+                b.batchnorm_train_fwd_pooled(s, xt, y1, p, w, pool, pooled1.tensor()).unwrap();
+                b.batchnorm_train_fwd(s, xt, y0, p, w, None).unwrap();
+            } else {
+                b.batchnorm_eval_fwd_pooled(s, xt, y1, p, running, pool, pooled1.tensor()).unwrap();
+                b.batchnorm_eval_fwd(s, xt, y0, p, running.0, running.1, None).unwrap();
+            }
+            b.global_avg_pool_fwd(pool, y0, pooled0.tensor()).unwrap();
+            let d = |t| b.download(t).unwrap();
+            out.push((d(y1), d(pooled1.tensor()), d(y0), d(pooled0.tensor())));
+        }
+        [out.remove(0), out.remove(0)]
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let same = |tag: &str, r: &[Four; 2]| {
+        for (mode, (y1, p1, y0, p0)) in ["train", "eval"].iter().zip(r) {
+            assert_eq!(bits(y1), bits(y0), "{tag} {mode}: fused y differs from the BN forward's");
+            assert_eq!(bits(p1), bits(p0), "{tag} {mode}: fused squeeze differs from the global pool of y");
+        }
+    };
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let cpu = both(&CpuBackend::new(), &s, &pool, &x, dtype);
+        same(&format!("cpu {dtype}"), &cpu);
+        attnas::on_cuda_targets!("pooled_forwards_equal_bn_then_global_pool", |b| {
+            let got = both(&b, &s, &pool, &x, dtype);
+            same(&format!("{} {dtype}", b.name()), &got);
+            for (mode, (g, w)) in ["train", "eval"].iter().zip(got.iter().zip(&cpu)) {
+                let ulp = if dtype == Dtype::Bf16 { 1.0 / 128.0 } else { 0.0 };
+                for (i, (&a, &c)) in g.1.iter().zip(&w.1).enumerate() {
+                    let tol = 1e-4 + (2e-5 + ulp) * c.abs();
+                    assert!((a - c).abs() <= tol, "{} {dtype} {mode} pooled[{i}]: {a} vs cpu {c}", b.name());
+                }
+            }
+        });
+    }
+}

@@ -33,6 +33,30 @@ pub(crate) fn bn_forward<B: SupernetOps>(
     bn_forward_add(b, mode, spec, x, y, p, stats, (saved, scratch), None, None)
 }
 
+/// [`bn_forward`] fused with the squeeze of the SE block that consumes `y`: `pooled` = the global average
+/// pool of `y` over `pool` (`[n, h, w, c]`), as `se_fwd` would compute it.
+#[allow(clippy::too_many_arguments)]
+fn bn_forward_pooled<B: SupernetOps>(
+    b: &B,
+    mode: BnMode,
+    spec: &BatchNormSpec,
+    (x, y): (Tensor, Tensor),
+    p: Bn,
+    stats: RunningStats,
+    (saved, scratch): (Tensor, Tensor),
+    (pool, pooled): (PoolShape, Tensor),
+) -> Result<()> {
+    let work = BnWork { saved, scratch };
+    match mode {
+        BnMode::Train => b.batchnorm_train_fwd_pooled(spec, x, y, p.params(), work, &pool, pooled),
+        BnMode::Eval => b.batchnorm_eval_fwd_pooled(spec, x, y, p.params(), (stats.mean, stats.var), &pool, pooled),
+        BnMode::Calibrate { batch } => {
+            b.batchnorm_train_fwd_pooled(spec, x, y, p.params(), work, &pool, pooled)?;
+            b.batchnorm_calibrate(spec, saved, stats.mean, stats.var, batch)
+        }
+    }
+}
+
 /// [`bn_forward`] with the residual join fused: `y = bn(x) + residual`, and with `drop`, the block's
 /// drop-connect between the two (`y = drop_connect(bn(x)) + residual`; training modes only).
 #[allow(clippy::too_many_arguments)]
@@ -105,19 +129,16 @@ pub fn forward<B: SupernetOps>(
             bn_forward(b, mode, &e.bn, e.pre, e.out, bn, rs, e.bn_saved, scratch_for(&e.bn)?)?;
         }
         b.depthwise_fwd(&t.dw, t.dw_in(), w.depthwise, t.dw_pre)?;
-        bn_forward(
-            b,
-            mode,
-            &t.dw_bn,
-            t.dw_pre,
-            t.dw_out,
-            w.depthwise_bn,
-            s.depthwise,
-            t.dw_saved,
-            scratch_for(&t.dw_bn)?,
-        )?;
-        if let (Some((shape, out, saved)), Some(se)) = (t.se, w.se.as_ref()) {
-            b.se_fwd(&shape, t.dw_out, se, out, saved)?;
+        let dw_work = (t.dw_saved, scratch_for(&t.dw_bn)?);
+        match (t.se, w.se.as_ref()) {
+            // the depthwise BN writes the SE squeeze (the pool of its output) in its own pass
+            (Some((shape, out, saved)), Some(se)) => {
+                let squeeze = (shape.pool(), shape.pooled(saved)?);
+                let (x, y) = (t.dw_pre, t.dw_out);
+                bn_forward_pooled(b, mode, &t.dw_bn, (x, y), w.depthwise_bn, s.depthwise, dw_work, squeeze)?;
+                b.se_fwd_pooled(&shape, t.dw_out, se, out, saved)?;
+            }
+            _ => bn_forward(b, mode, &t.dw_bn, t.dw_pre, t.dw_out, w.depthwise_bn, s.depthwise, dw_work.0, dw_work.1)?,
         }
         let g = GemmSpec::pointwise_fwd(p_out, blk.mid, blk.c_out, t.stored.max_mid);
         b.gemm(&g, t.pl_in(), gw.project, t.pl_pre)?;

@@ -31,6 +31,7 @@ use crate::backend::cpu::{
     host_values, write_values, CpuBackend,
 };
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
+use crate::backend::ops::pool::{PoolOps, PoolShape};
 use crate::backend::ops::regularize::DropMask;
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
@@ -117,7 +118,7 @@ pub struct DropConnect {
     pub per_sample: usize,
 }
 
-pub trait BatchNormOps: Backend {
+pub trait BatchNormOps: Backend + PoolOps {
     /// Training mode: batch statistics into `work.saved`, `y = act(gamma * xhat + beta) [+ residual]`.
     fn batchnorm_train_fwd(
         &self,
@@ -142,6 +143,33 @@ pub trait BatchNormOps: Backend {
         work: BnWork,
         residual: Tensor,
         drop: &DropConnect,
+    ) -> Result<()>;
+    /// [`Self::batchnorm_train_fwd`] (no residual) fused with the squeeze of the SE block that consumes
+    /// `y`: `pooled` (`[n, c]`, f32) = the mean over each sample's pixels of `y` as stored, what
+    /// `PoolOps::global_avg_pool_fwd` of `y` gives (bit for bit on the same backend), without reading
+    /// `y` back. `pool` is `y`'s `[n, h, w, c_active]`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_train_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        work: BnWork,
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()>;
+    /// The eval-mode forward with the same fused squeeze.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_eval_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        running: (Tensor, Tensor),
+        pool: &PoolShape,
+        pooled: Tensor,
     ) -> Result<()>;
     /// Training-mode backward: `dx` overwritten; `dgamma`, `dbeta` accumulated (active slice only).
     #[allow(clippy::too_many_arguments)]
@@ -217,6 +245,21 @@ fn check_drop(s: &BatchNormSpec, drop: &DropConnect) -> Result<(f32, f32, usize)
     }
     let (keep, scale) = drop.mask.keep_scale()?;
     Ok((keep, scale, per / s.c_active))
+}
+
+/// The fused squeeze: `pool` is y's `[n, h, w, c_active]`, `pooled` an f32 `[n, c_active]` apart from y.
+fn check_pooled(s: &BatchNormSpec, y: Tensor, pool: &PoolShape, pooled: Tensor) -> Result<()> {
+    if pool.n * pool.h * pool.w != s.pixels || pool.c != s.c_active || pool.n == 0 {
+        return Err(Error::shape(
+            "batchnorm pooled: the pool shape [n, h, w, c]",
+            format!("n * h * w = {} pixels and c = {} (n > 0)", s.pixels, s.c_active),
+            format!("{pool:?}"),
+        ));
+    }
+    pool.check_kernel_ints("batchnorm pooled")?;
+    check_len("batchnorm pooled [n, c]", pooled, pool.pooled_len())?;
+    check_f32("batchnorm pooled", &[("pooled", pooled)])?;
+    check_disjoint("batchnorm pooled (pooled vs y)", y, pooled)
 }
 
 fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
@@ -382,6 +425,37 @@ impl BatchNormOps for CpuBackend {
                 add_residual_cpu(y, Some(residual));
             })
         }
+    }
+
+    fn batchnorm_train_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()> {
+        check_pooled(s, y, pool, pooled)?;
+        // the composition is the reference: the pool reads y as stored (rounded, in bf16)
+        self.batchnorm_train_fwd(s, x, y, p, w, None)?;
+        self.global_avg_pool_fwd(pool, y, pooled)
+    }
+
+    fn batchnorm_eval_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        (running_mean, running_var): (Tensor, Tensor),
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()> {
+        check_pooled(s, y, pool, pooled)?;
+        self.batchnorm_eval_fwd(s, x, y, p, running_mean, running_var, None)?;
+        self.global_avg_pool_fwd(pool, y, pooled)
     }
 
     fn batchnorm_train_bwd(
@@ -558,6 +632,39 @@ impl<D: KernelDevice> CudaBackend<D> {
         )?;
         Ok((w.saved.slice(0, s.c_active)?, w.saved.slice(s.c_active, s.c_active)?))
     }
+
+    /// The apply pass fused with the SE squeeze (`batchnorm_apply_pool_fwd`), geometry of the global pool.
+    fn batchnorm_apply_pool(
+        &self,
+        s: &BatchNormSpec,
+        (x, y): (Tensor, Tensor),
+        p: BnParams,
+        (mean, var): (Tensor, Tensor),
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()> {
+        let dims =
+            LaunchDims { grid: (s.c_active.div_ceil(32) as u32, pool.n as u32, 1), block: (32, 8, 1), shared_bytes: 0 };
+        // SAFETY (argument order): batchnorm_apply_pool_fwd<T>(T* y, float* pooled, const T* x,
+        // const float* gamma, const float* beta, const float* mean, const float* var, int hw, int c,
+        // int swish); lengths and disjointness checked by check_train_fwd / check_eval / check_pooled.
+        self.launch(
+            self.entry(KernelTemplate::BatchnormApplyPoolFwd, x.dtype())?,
+            dims,
+            &[
+                y.into(),
+                pooled.into(),
+                x.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                mean.into(),
+                var.into(),
+                KernelArg::I32((pool.h * pool.w) as i32),
+                KernelArg::I32(s.c_active as i32),
+                KernelArg::I32(s.activation.is_swish() as i32),
+            ],
+        )
+    }
 }
 
 impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
@@ -575,6 +682,38 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         let g = geometry(s)?;
         let stats = self.batchnorm_train_stats(s, &g, x, w)?;
         self.batchnorm_apply(s, &g, x, y, p, stats, residual, None)
+    }
+
+    fn batchnorm_train_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        w: BnWork,
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()> {
+        check_train_fwd(s, x, y, p, w)?;
+        check_pooled(s, y, pool, pooled)?;
+        let g = geometry(s)?;
+        let stats = self.batchnorm_train_stats(s, &g, x, w)?;
+        self.batchnorm_apply_pool(s, (x, y), p, stats, pool, pooled)
+    }
+
+    fn batchnorm_eval_fwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        y: Tensor,
+        p: BnParams,
+        running: (Tensor, Tensor),
+        pool: &PoolShape,
+        pooled: Tensor,
+    ) -> Result<()> {
+        check_eval(s, x, y, p, running.0, running.1)?;
+        check_pooled(s, y, pool, pooled)?;
+        self.batchnorm_apply_pool(s, (x, y), p, running, pool, pooled)
     }
 
     fn batchnorm_train_fwd_dropped_join(

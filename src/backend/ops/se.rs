@@ -165,8 +165,16 @@ pub struct SeShape {
 }
 
 impl SeShape {
-    fn pool(&self) -> PoolShape {
+    /// The squeeze: the global average pool over the block's `[n, h, w, c]` input.
+    pub fn pool(&self) -> PoolShape {
         PoolShape { n: self.n, h: self.h, w: self.w, c: self.c }
+    }
+
+    /// The `pooled` piece of `saved` (`[n, c]`, f32): where the squeeze's result goes, whether `se_fwd`
+    /// pools or the producer of the SE input did (`BatchNormOps::batchnorm_*_fwd_pooled`).
+    pub fn pooled(&self, saved: Tensor) -> Result<Tensor> {
+        saved.require("se saved", self.saved_len())?;
+        Ok(self.pieces(saved)?[0])
     }
 
     /// `saved`: pooled [n, c], reduce pre-activation [n, se], reduce output [n, se], expand
@@ -225,9 +233,16 @@ pub trait SqueezeExciteOps: GemmOps + PoolOps + BiasOps + ChannelScaleOps {
     /// y = x * hsig(W_e relu(W_r mean_hw(x) + b_r) + b_e); intermediates into `saved`.
     fn se_fwd(&self, s: &SeShape, x: Tensor, p: &SeParams, y: Tensor, saved: Tensor) -> Result<()> {
         s.check(p)?;
+        self.global_avg_pool_fwd(&s.pool(), x, s.pooled(saved)?)?;
+        self.se_fwd_pooled(s, x, p, y, saved)
+    }
+
+    /// [`Self::se_fwd`] after the squeeze: `saved`'s pooled piece ([`SeShape::pooled`]) already holds
+    /// `mean_hw(x)`, written by the producer of `x` in its own pass.
+    fn se_fwd_pooled(&self, s: &SeShape, x: Tensor, p: &SeParams, y: Tensor, saved: Tensor) -> Result<()> {
+        s.check(p)?;
         saved.require("se saved", s.saved_len())?;
         let [pooled, r_pre, r_act, e_pre, scale] = s.pieces(saved)?;
-        self.global_avg_pool_fwd(&s.pool(), x, pooled)?;
         // r_pre[n, se] = pooled[n, c] . w_reduce[:se, :c]^T
         let mut g = SeShape::gemm(s.n, s.se, s.c);
         g.trans_b = Transpose::Yes;
