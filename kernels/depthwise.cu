@@ -8,6 +8,8 @@
 // stride s in {1, 2}; out = floor((H + 2p - k) / s) + 1.
 //   y [n,oh,ow,c]  = sum_{i,j} x[n, oh*s-p+i, ow*s-p+j, c] * w[off+i, off+j, c]
 //   dx[n,ih,iw,c]  = sum over (oh,ow,i,j) with oh*s-p+i = ih, ow*s-p+j = iw of dy[n,oh,ow,c] * w[off+i,off+j,c]
+//                   (overwritten, or with accumulate added to dx's values in f32: the residual's backward
+//                   fan-in of an identity block without an expand conv, one pass where add_assign took one more)
 //   dw[off+i,off+j,c] += sum_{n,oh,ow} x[n, oh*s-p+i, ow*s-p+j, c] * dy[n,oh,ow,c]     (c < c_active only)
 //
 // Layout: activations NHWC with exactly c (= c_active) channels; weight and its gradient [5][5][c_stored]
@@ -151,7 +153,7 @@ template <int V, int K, int S, typename T>
 __device__ __forceinline__ void depthwise_bwd_input_block(T* __restrict__ dx, const T* __restrict__ dy,
                                                           const float* __restrict__ w, int h, int wd, int c,
                                                           int c_stored, int oh_n, int ow_n, int chunks,
-                                                          float* smem) {
+                                                          int accumulate, float* smem) {
     constexpr int R = DW_BWD_STRIP;
     constexpr int P = K / 2;
     // First dy row/col touching a tile whose origin t0 is a multiple of S: t0/S + LO.
@@ -201,7 +203,15 @@ __device__ __forceinline__ void depthwise_bwd_input_block(T* __restrict__ dx, co
     T* dxrow = dx + (((long long)img * h + ih) * wd) * c + ch;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-        if (iw0 + r < wd) ConvIo<V>::store(dxrow + (long long)(iw0 + r) * c, acc[r]);
+        if (iw0 + r < wd) {
+            if (accumulate) {  // dx += (the residual's backward fan-in): the f32 sum add_assign did
+                float old[V];
+                ConvIo<V>::load(old, dxrow + (long long)(iw0 + r) * c);
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[r][e] = __fadd_rn(acc[r][e], old[e]);
+            }
+            ConvIo<V>::store(dxrow + (long long)(iw0 + r) * c, acc[r]);
+        }
     }
 }
 
@@ -322,10 +332,10 @@ template <typename T>
 __device__ __forceinline__ void depthwise_bwd_input(T* __restrict__ dx, const T* __restrict__ dy,
                                                     const float* __restrict__ w, int h, int w_in, int c,
                                                     int c_stored, int kernel, int stride, int out_h, int out_w,
-                                                    int chunks, int vec) {
+                                                    int chunks, int vec, int accumulate) {
     extern __shared__ ConvFloat4 dw_smem_bwd_input[];
     float* smem = reinterpret_cast<float*>(dw_smem_bwd_input);
-    DW_DISPATCH(depthwise_bwd_input_block, dx, dy, w, h, w_in, c, c_stored, out_h, out_w, chunks, smem);
+    DW_DISPATCH(depthwise_bwd_input_block, dx, dy, w, h, w_in, c, c_stored, out_h, out_w, chunks, accumulate, smem);
 }
 
 ENTRY_POINTS(f32, bf16)

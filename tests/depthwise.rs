@@ -160,3 +160,43 @@ fn short_workspace_and_bad_lengths_are_shape_errors() {
     let err = cpu.depthwise_fwd(&s, x.tensor(), w.tensor(), y.tensor()).unwrap_err();
     assert!(err.to_string().contains("depthwise_fwd y"), "{err}");
 }
+
+/// The grad-input accumulating into dx (the residual's backward fan-in of an identity block without an
+/// expand conv, src/nn/backward.rs) against the grad-input followed by `add_assign`, on every backend and
+/// every case (float4 and scalar paths, both strides), in f32 and bf16: bit for bit in f32 (the same f32
+/// sum); in bf16 the composition rounds twice, so within half an ulp of the grad-input plus one of the sum.
+#[test]
+fn grad_input_accumulate_equals_grad_input_then_add_assign() {
+    use attnas::backend::ops::PoolOps;
+    use attnas::backend::{alloc_typed, upload_typed, Dtype};
+    fn both<B: DepthwiseOps + PoolOps>(b: &B, s: &DepthwiseShape, inp: &Inputs, dtype: Dtype) -> [Vec<f32>; 3] {
+        let (_dy, dy) = upload_typed(b, &inp.dy, dtype).unwrap();
+        let w = upload_new(b, &inp.w).unwrap();
+        let other = random_vec(77, s.input_len(), -1.0, 1.0);
+        let (_f, fused) = upload_typed(b, &other, dtype).unwrap();
+        b.depthwise_bwd_input_accumulate(s, dy, w.tensor(), fused).unwrap();
+        let (_g, grad) = alloc_typed(b, s.input_len(), dtype).unwrap();
+        b.depthwise_bwd_input(s, dy, w.tensor(), grad).unwrap();
+        let (_u, unfused) = upload_typed(b, &other, dtype).unwrap();
+        b.add_assign(unfused, grad).unwrap();
+        [b.download(fused).unwrap(), b.download(unfused).unwrap(), b.download(grad).unwrap()]
+    }
+    let check = |tag: &str, [fused, unfused, grad]: &[Vec<f32>; 3], dtype: Dtype| {
+        for (i, ((&f, &u), &g)) in fused.iter().zip(unfused).zip(grad).enumerate() {
+            let tol = match dtype {
+                Dtype::F32 => 0.0,
+                Dtype::Bf16 => (g.abs() / 256.0) + (f.abs().max(u.abs()) / 128.0),
+            };
+            assert!((f - u).abs() <= tol, "{tag}[{i}]: accumulated {f} vs grad-input + add_assign {u}");
+        }
+    };
+    for (k, s) in cases().iter().enumerate() {
+        let inp = inputs(s, 300 + k as u64);
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            check(&format!("cpu {s:?} {dtype}"), &both(&CpuBackend::new(), s, &inp, dtype), dtype);
+            attnas::on_cuda_targets!("grad_input_accumulate_equals_grad_input_then_add_assign", |b| {
+                check(&format!("{} {s:?} {dtype}", b.name()), &both(&b, s, &inp, dtype), dtype);
+            });
+        }
+    }
+}

@@ -139,8 +139,9 @@ pub fn backward<B: SupernetOps>(
 enum InputGradient {
     /// In `d_in` (the other ping-pong buffer).
     InOtherBuffer,
-    /// In `d_out`'s buffer, over the output gradient: an identity shortcut whose main branch ends in the
-    /// expand conv, whose grad-input GEMM added its result to the shortcut's gradient in place.
+    /// In `d_out`'s buffer, over the output gradient: an identity shortcut, whose main branch's first op
+    /// (the expand conv's grad-input GEMM, or the depthwise grad-input where there is no expand conv)
+    /// added its result to the shortcut's gradient in place.
     InOutputBuffer,
 }
 
@@ -149,13 +150,13 @@ enum InputGradient {
 ///
 /// The shortcut's gradient meets the main branch's without a pass of its own where a GEMM produces one
 /// of them (issue #13 item 2, the residual's backward fan-in): the GEMM accumulates (`beta = 1`) into the
-/// other. Identity shortcut with an expand conv: the expand conv's grad-input GEMM adds into `d_out`
-/// (which nothing reads afterwards), so the block's input gradient stays in `d_out`'s buffer. 1x1-conv
-/// shortcut without pooling: its grad-input GEMM adds into `d_in`. Against writing the GEMM's result
-/// and then `add_assign` this saves a write and two reads of the input gradient per block; in f32 it is
-/// the same single rounding of `acc + other` (bit-identical on the CPU and the emulator), in bf16 one
-/// rounding instead of two. The shortcuts through the 2x2 pool, and the blocks without an expand conv
-/// (their input gradient comes from the depthwise kernel), still join with `add_assign`.
+/// other. Identity shortcut: the expand conv's grad-input GEMM (or, without an expand conv, the
+/// depthwise grad-input kernel) adds into `d_out` (which nothing reads afterwards), so the block's input
+/// gradient stays in `d_out`'s buffer. 1x1-conv shortcut without pooling: its grad-input GEMM adds into
+/// `d_in`. Against writing the result and then `add_assign` this saves a write and a read of the input
+/// gradient per block; in f32 it is the same single rounding of `acc + other` (bit-identical on the CPU and
+/// the emulator), in bf16 one rounding instead of two. The shortcuts through the 2x2 pool still join with
+/// `add_assign`.
 #[allow(clippy::too_many_arguments)]
 fn block_backward<B: SupernetOps>(
     b: &B,
@@ -228,6 +229,11 @@ fn block_backward<B: SupernetOps>(
                 return Ok(InputGradient::InOutputBuffer);
             }
             b.gemm(&g, d_exp_pre, we, d_in)?;
+        }
+        _ if blk.identity_shortcut => {
+            // fan-in fused: d_out += the depthwise grad-input (d_out has the input's size)
+            b.depthwise_bwd_input_accumulate(&t.dw, d_dw_pre, w.depthwise, d_out)?;
+            return Ok(InputGradient::InOutputBuffer);
         }
         _ => b.depthwise_bwd_input(&t.dw, d_dw_pre, w.depthwise, d_in)?,
     }

@@ -19,7 +19,7 @@
 
 use crate::backend::cpu::{
     check_disjoint, check_f32, check_len, check_same_dtype, check_wgrad_operands, depthwise as reference, host_slice,
-    host_slice_mut, host_values, write_values, CpuBackend,
+    host_slice_mut, host_values, update_values, write_values, CpuBackend,
 };
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
 use crate::backend::{Backend, Tensor};
@@ -113,6 +113,10 @@ pub trait DepthwiseOps: Backend {
     fn depthwise_fwd(&self, s: &DepthwiseShape, x: Tensor, w: Tensor, y: Tensor) -> Result<()>;
     /// `dx = d(sum y*dy)/dx`; `dx` overwritten.
     fn depthwise_bwd_input(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()>;
+    /// `dx += ` the grad-input: [`Self::depthwise_bwd_input`] then `add_assign` in one pass (the
+    /// residual's backward fan-in where the block has no expand conv); the same f32 sum, so bit for bit
+    /// in f32, rounded once in bf16.
+    fn depthwise_bwd_input_accumulate(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()>;
     /// `dw[centre k x k, :c_active] += d(sum y*dy)/dw`; the rest of `dw` untouched. `workspace` holds at
     /// least [`DepthwiseShape::wgrad_workspace_len`] elements (contents on return unspecified).
     fn depthwise_bwd_weight(
@@ -179,6 +183,18 @@ impl DepthwiseOps for CpuBackend {
         }
     }
 
+    fn depthwise_bwd_input_accumulate(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()> {
+        check_bwd_input(s, dy, w, dx)?;
+        // SAFETY: live host tensors, output checked disjoint from the inputs.
+        unsafe {
+            let dy = host_values(dy);
+            let mut grad = vec![0.0f32; dx.len()];
+            reference::depthwise_bwd_input(s, &dy, host_slice(w), &mut grad);
+            // the f32 grad-input plus dx's values, rounded once at the store (as the kernel does)
+            update_values(dx, |dx| dx.iter_mut().zip(&grad).for_each(|(d, g)| *d += g))
+        }
+    }
+
     fn depthwise_bwd_weight(
         &self,
         s: &DepthwiseShape,
@@ -191,6 +207,59 @@ impl DepthwiseOps for CpuBackend {
         // SAFETY: live host tensors, output checked disjoint from the inputs.
         unsafe { reference::depthwise_bwd_weight(s, &host_values(x), &host_values(dy), host_slice_mut(dw)) };
         Ok(())
+    }
+}
+
+impl<D: KernelDevice> CudaBackend<D> {
+    /// The grad-input launch; with `accumulate`, `dx +=` instead of `dx =`.
+    fn launch_depthwise_bwd_input(
+        &self,
+        s: &DepthwiseShape,
+        dy: Tensor,
+        w: Tensor,
+        dx: Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        check_bwd_input(s, dy, w, dx)?;
+        let vec = if vec4_ok(s, &[dy, w, dx]) { 4 } else { 1 };
+        let (chunks, lanes) = geometry::channel_split(s.c_active, vec);
+        // a multiple of the stride, so the tile origin's parity is static
+        let tile_rows = geometry::BWD_INPUT_TILE_ROWS.min(s.h.next_multiple_of(s.stride));
+        let (rows, cols) = geometry::bwd_input_tile(s, tile_rows);
+        let shared = (rows * cols + s.kernel * s.kernel) * lanes * vec * 4;
+        let dims = LaunchDims {
+            grid: (
+                s.w.div_ceil(geometry::BWD_INPUT_STRIP) as u32,
+                s.h.div_ceil(tile_rows) as u32,
+                (s.n * chunks) as u32,
+            ),
+            block: (lanes as u32, tile_rows as u32, 1),
+            shared_bytes: shared as u32,
+        };
+        check_grid("depthwise_bwd_input", dims)?;
+        // SAFETY (argument order): depthwise_bwd_input<T>(T* dx, const T* dy, const float* w,
+        // int h, int w_in, int c, int c_stored, int kernel, int stride, int out_h, int out_w, int chunks,
+        // int vec, int accumulate).
+        self.launch(
+            self.entry(KernelTemplate::DepthwiseBwdInput, dy.dtype())?,
+            dims,
+            &[
+                dx.into(),
+                dy.into(),
+                w.into(),
+                int(s.h),
+                int(s.w),
+                int(s.c_active),
+                int(s.c_stored),
+                int(s.kernel),
+                int(s.stride),
+                int(s.out_h()),
+                int(s.out_w()),
+                int(chunks),
+                int(vec),
+                KernelArg::I32(accumulate as i32),
+            ],
+        )
     }
 }
 
@@ -326,45 +395,11 @@ impl<D: KernelDevice> DepthwiseOps for CudaBackend<D> {
     }
 
     fn depthwise_bwd_input(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()> {
-        check_bwd_input(s, dy, w, dx)?;
-        let vec = if vec4_ok(s, &[dy, w, dx]) { 4 } else { 1 };
-        let (chunks, lanes) = geometry::channel_split(s.c_active, vec);
-        // a multiple of the stride, so the tile origin's parity is static
-        let tile_rows = geometry::BWD_INPUT_TILE_ROWS.min(s.h.next_multiple_of(s.stride));
-        let (rows, cols) = geometry::bwd_input_tile(s, tile_rows);
-        let shared = (rows * cols + s.kernel * s.kernel) * lanes * vec * 4;
-        let dims = LaunchDims {
-            grid: (
-                s.w.div_ceil(geometry::BWD_INPUT_STRIP) as u32,
-                s.h.div_ceil(tile_rows) as u32,
-                (s.n * chunks) as u32,
-            ),
-            block: (lanes as u32, tile_rows as u32, 1),
-            shared_bytes: shared as u32,
-        };
-        check_grid("depthwise_bwd_input", dims)?;
-        // SAFETY (argument order): depthwise_bwd_input<T>(T* dx, const T* dy, const float* w,
-        // int h, int w_in, int c, int c_stored, int kernel, int stride, int out_h, int out_w, int chunks,
-        // int vec).
-        self.launch(
-            self.entry(KernelTemplate::DepthwiseBwdInput, dy.dtype())?,
-            dims,
-            &[
-                dx.into(),
-                dy.into(),
-                w.into(),
-                int(s.h),
-                int(s.w),
-                int(s.c_active),
-                int(s.c_stored),
-                int(s.kernel),
-                int(s.stride),
-                int(s.out_h()),
-                int(s.out_w()),
-                int(chunks),
-                int(vec),
-            ],
-        )
+        self.launch_depthwise_bwd_input(s, dy, w, dx, false)
+    }
+
+    fn depthwise_bwd_input_accumulate(&self, s: &DepthwiseShape, dy: Tensor, w: Tensor, dx: Tensor) -> Result<()> {
+        self.launch_depthwise_bwd_input(s, dy, w, dx, true)
     }
 
     fn depthwise_bwd_weight(
