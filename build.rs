@@ -35,18 +35,14 @@ fn run() -> Result<(), String> {
     let kdir = root.join("kernels");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build");
-    for var in [
-        "NVCC",
-        "CUDA_HOME",
-        "CUDA_PATH",
-        "KERNEL_ARCHS",
-        "KERNELS_NO_NVCC",
-        "KERNELS_REQUIRE_NVCC",
-        "PATH",
-        "EMU_SANITIZE",
-    ] {
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "KERNEL_ARCHS", "KERNELS_NO_NVCC", "KERNELS_REQUIRE_NVCC", "PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+
+    // the optimisation level of this build (`attnas info` prints them: a benchmark of
+    // an unoptimised binary is a common mistake; the long CLI tests check that their binary is optimised)
+    let opt = std::env::var("OPT_LEVEL").unwrap_or_else(|_| "?".into());
+    println!("cargo:rustc-env=ATTNAS_BUILD_OPT_LEVEL={opt}");
 
     let srcs = sources::load_all(&kdir)?;
     for s in &srcs {

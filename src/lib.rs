@@ -5,6 +5,7 @@
 //! (search space, FLOPs, samplers) and `data`. See DESIGN.md in the shared folder.
 
 pub mod backend;
+pub mod build_info;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -9,6 +9,16 @@ fn info_exits_zero_and_reports_kernels_and_gpu_state() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "attnas info failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("kernels:"), "{text}");
+    // the first line says how the binary was built: the library this test links has the same profile
+    let first = text.lines().next().unwrap_or("");
+    let expect = format!(
+        "(opt-level {}, debug assertions {})",
+        attnas::build_info::BUILD_OPT_LEVEL,
+        attnas::build_info::BUILD_DEBUG_ASSERTIONS
+    );
+    if std::env::var("ATTNAS_BIN").is_err() {
+        assert!(first.starts_with("attnas ") && first.ends_with(&expect), "{first:?} should end with {expect:?}");
+    }
     assert!(text.contains("cpu threads:"), "{text}");
     let has_gpu = attnas::backend::cuda::probe::device_count().map(|n| n > 0).unwrap_or(false);
     if has_gpu {

@@ -9,7 +9,7 @@
 //!   are one-line errors with exit code 2, within seconds;
 //! - `--ranks 2 --rank-processes` prefixes the workers' output and exits with a failing rank's code.
 //!
-//! Time: about 1-2 minutes on 2 busy cores (release binary).
+//! Time: about 1-2 minutes on 2 busy cores (test-profile binary).
 
 mod train_common;
 

@@ -1,4 +1,4 @@
-//! Runs that survive clusters, on the release binary (`ATTNAS_BIN`) with real signals: SIGTERM and SIGINT
+//! Runs that survive clusters, on the binary under test (`ATTNAS_BIN`, else cargo's) with real signals: SIGTERM and SIGINT
 //! stop after the step in progress with a checkpoint at that step and exit 0, and the resumed run is
 //! bit-identical to an uninterrupted one; a second signal exits at once with 128 + its number; the run
 //! lock refuses a second process and takes over a dead one's; `--resume` skips a truncated and a

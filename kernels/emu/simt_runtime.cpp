@@ -416,27 +416,8 @@ long long clock64() {
         .count();
 }
 
-// Sanitizer defaults, compiled in so `EMU_SANITIZE=... cargo test` needs no environment (the
-// ASAN_OPTIONS / TSAN_OPTIONS variables still override them).
-#if defined(__SANITIZE_ADDRESS__)
-// Leaks: the Rust test harness and the process-lived worker pool are not kernel bugs.
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
-#endif
-#if defined(__SANITIZE_THREAD__)
-// The Rust code is not instrumented: its own synchronisation (futexes, atomics) is invisible to TSan,
-// so the memcpy/calloc/free calls it makes (intercepted) look racy between Rust threads. A race in a
-// kernel has no Rust frame (worker threads run only C++), so suppress reports with a Rust (v0-mangled,
-// `_R...`) frame, and reports inside rayon / crossbeam (the CPU references' thread pool, whose frames
-// are symbolised demangled from debug info, e.g. `execute<rayon_core::latch::LatchRef<...>>`). Demangled
-// frames of Rust's standard library and of crates carry their source paths (`/rustc/<hash>/library/...`,
-// `.../deps/<crate>/src/...`, `.cargo/registry/...`), which the file patterns below match (a `memcmp` in
-// a HashMap lookup behind a OnceLock once slipped through the name patterns).
-extern "C" const char* __tsan_default_suppressions() {
-    return "race:^_R\nrace:rayon_core\nrace:crossbeam\nrace:/rustc/\nrace:/rust/deps/\nrace:/.cargo/registry/\n";
-}
-#endif
-
-// The sanitizer this library was built with (EMU_SANITIZE), for tests that assert its reports.
+// The sanitizer this library was built with (build-sanitized.sh; none for the copy linked into the crate),
+// for tests that assert its reports.
 extern "C" const char* simt_sanitizer() {
 #if defined(__SANITIZE_ADDRESS__)
     return "address";
@@ -447,11 +428,22 @@ extern "C" const char* simt_sanitizer() {
 #endif
 }
 
+namespace {
+std::atomic<bool> g_published{false};
+}  // namespace
+
+// Called once by the Rust side after it has loaded this library, in the loading thread. simt_launch
+// acquires it: ThreadSanitizer then sees this library's static initialisers (run by dlopen in that
+// thread) happen before any launch from another thread, which the Rust side's uninstrumented OnceLock
+// guarantees but cannot show it.
+extern "C" void simt_publish() { g_published.store(true, std::memory_order_release); }
+
 // Runs `kernel` over the grid. Returns 0, or 1 with a message in `err`. Dimensions are validated by the
 // caller (emu.rs); this only refuses what would break the runtime itself.
 extern "C" int simt_launch(const simt::KernelEntry* kernel, const unsigned grid[3], const unsigned block[3],
                            size_t shared_bytes, void** args, char* err, size_t err_cap) {
     using namespace simt;
+    (void)g_published.load(std::memory_order_acquire);
     static std::mutex launch_mu;
     std::lock_guard<std::mutex> launch_lock(launch_mu);
     auto fail = [&](const std::string& m) {

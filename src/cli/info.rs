@@ -12,7 +12,12 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    println!("attnas {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "attnas {} (opt-level {}, debug assertions {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::build_info::BUILD_OPT_LEVEL,
+        crate::build_info::BUILD_DEBUG_ASSERTIONS
+    );
     println!("kernels: {}", cuda::build_summary());
     let modules: Vec<&str> = cuda::kernels::MODULES.iter().map(|m| m.name).collect();
     println!("kernel modules ({}): {}; entry points: {}", modules.len(), modules.join(", "), cuda::KernelFn::ALL.len());

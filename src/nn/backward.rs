@@ -238,11 +238,7 @@ fn block_backward<B: SupernetOps>(
         _ => b.depthwise_bwd_input(&t.dw, d_dw_pre, w.depthwise, d_in)?,
     }
 
-    // shortcut: identity, or 2x2 pool and/or 1x1 conv
-    if blk.identity_shortcut {
-        b.add_assign(d_in, d_out)?;
-        return Ok(InputGradient::InOtherBuffer);
-    }
+    // shortcut (the identity shortcut's fan-in was fused above): 2x2 pool and/or 1x1 conv
     match (t.sc_conv, t.sc_pool) {
         (Some(_), None) => {
             // fan-in fused: d_in += d_out W_shortcut

@@ -9,14 +9,16 @@ use std::sync::OnceLock;
 
 use attnas::train::metrics::{read_log, LogLine, StepRecord};
 
-/// The release binary from `ATTNAS_BIN` (scripts/test.sh builds and sets it), else this profile's binary.
+/// The binary under test: `ATTNAS_BIN` (e.g. a release build, or the GPU bundle's), else the one cargo
+/// built for these tests (same profile as this test crate).
 pub fn attnas_bin() -> String {
     std::env::var("ATTNAS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attnas").to_string())
 }
 
-/// Whether `attnas_bin()` is an optimised build (the multi-minute training tests need one).
-pub fn have_release_bin() -> bool {
-    std::env::var("ATTNAS_BIN").is_ok() || !env!("CARGO_BIN_EXE_attnas").contains("/debug/")
+/// Whether `attnas_bin()` is an optimised build (the multi-minute training tests need one): `ATTNAS_BIN`
+/// is taken to be, and cargo's binary is when the profile optimises (the test profile does: opt-level 1).
+pub fn have_optimised_bin() -> bool {
+    std::env::var("ATTNAS_BIN").is_ok() || attnas::build_info::build_is_optimised()
 }
 
 /// Fashion-MNIST packed into `train.pack` / `val.pack` under the target's temp dir (once per run of the

@@ -36,10 +36,24 @@ struct KernelEntry {
     flags: c_uint,
 }
 
+type TableFn = unsafe extern "C" fn(*mut usize) -> *const *const KernelEntry;
+type SanitizerFn = unsafe extern "C" fn() -> *const c_char;
+type PublishFn = unsafe extern "C" fn();
+type LaunchFn = unsafe extern "C" fn(
+    kernel: *const KernelEntry,
+    grid: *const c_uint,
+    block: *const c_uint,
+    shared_bytes: usize,
+    args: *mut *mut c_void,
+    err: *mut c_char,
+    err_cap: usize,
+) -> c_int;
+
 extern "C" {
     fn simt_kernel_table(n: *mut usize) -> *const *const KernelEntry;
     fn simt_test_table(n: *mut usize) -> *const *const KernelEntry;
     fn simt_sanitizer() -> *const c_char;
+    fn simt_publish();
     fn simt_launch(
         kernel: *const KernelEntry,
         grid: *const c_uint,
@@ -49,6 +63,81 @@ extern "C" {
         err: *mut c_char,
         err_cap: usize,
     ) -> c_int;
+}
+
+/// Names the shared library of sanitized kernels to run instead of the built-in ones (scripts/emu-sanitize.sh
+/// builds it with `$OUT_DIR/emu/build-sanitized.sh` and preloads the sanitizer's runtime).
+pub const LIBRARY_ENV: &str = "ATTNAS_EMU_LIBRARY";
+
+/// The emulator's C API (kernels/emu/simt_runtime.cpp and the generated tables): the copy linked into
+/// this binary, or the sanitized copy `ATTNAS_EMU_LIBRARY` names, built from the same sources.
+struct EmuLibrary {
+    kernel_table: TableFn,
+    test_table: TableFn,
+    sanitizer: SanitizerFn,
+    publish: PublishFn,
+    launch: LaunchFn,
+    /// Keeps a loaded library mapped for the life of the process (the tables point into it).
+    _loaded: Option<libloading::Library>,
+}
+
+fn library() -> Result<&'static EmuLibrary, CudaError> {
+    static L: OnceLock<Result<EmuLibrary, String>> = OnceLock::new();
+    let lib = L.get_or_init(|| match std::env::var_os(LIBRARY_ENV) {
+        None => Ok(EmuLibrary {
+            kernel_table: simt_kernel_table,
+            test_table: simt_test_table,
+            sanitizer: simt_sanitizer,
+            publish: simt_publish,
+            launch: simt_launch,
+            _loaded: None,
+        }),
+        Some(path) => load_library(std::path::Path::new(&path)),
+    });
+    lib.as_ref().map_err(|detail| CudaError::Driver { what: LIBRARY_ENV.to_string(), detail: detail.clone() })
+}
+
+fn load_library(path: &std::path::Path) -> Result<EmuLibrary, String> {
+    let fix = "build it from this build's sources with scripts/emu-sanitize.sh, or unset ATTNAS_EMU_LIBRARY";
+    // SAFETY: the library is the emulator compiled from this crate's generated sources (its table is
+    // checked against the built-in one below before any kernel runs); its initialisers only register
+    // sanitizer metadata.
+    let loaded = unsafe { libloading::Library::new(path) }.map_err(|e| format!("{}: {e} ({fix})", path.display()))?;
+    // SAFETY: the symbols have these C signatures in kernels/emu/simt_runtime.cpp and the generated
+    // tables.cpp; the fn pointers stay valid because the library is kept loaded (`_loaded`).
+    let lib = unsafe {
+        let sym = |name: &[u8]| -> Result<*const c_void, String> {
+            loaded.get::<*const c_void>(name).map(|s| *s).map_err(|e| format!("{}: {e} ({fix})", path.display()))
+        };
+        EmuLibrary {
+            kernel_table: std::mem::transmute::<*const c_void, TableFn>(sym(b"simt_kernel_table")?),
+            test_table: std::mem::transmute::<*const c_void, TableFn>(sym(b"simt_test_table")?),
+            sanitizer: std::mem::transmute::<*const c_void, SanitizerFn>(sym(b"simt_sanitizer")?),
+            publish: std::mem::transmute::<*const c_void, PublishFn>(sym(b"simt_publish")?),
+            launch: std::mem::transmute::<*const c_void, LaunchFn>(sym(b"simt_launch")?),
+            _loaded: Some(loaded),
+        }
+    };
+    // The launch glue reads arguments by the table's order and kinds: a library from other sources
+    // would run the wrong kernel.
+    let (theirs, ours) = (read_table(lib.kernel_table), read_table(simt_kernel_table));
+    let same = |a: &[Entry], b: &[Entry]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name && x.kinds == y.kinds)
+    };
+    if !same(&theirs, &ours) || !same(&read_table(lib.test_table), &read_table(simt_test_table)) {
+        let first = theirs.iter().zip(&ours).position(|(x, y)| x.name != y.name || x.kinds != y.kinds);
+        let at = match first {
+            Some(i) => format!(
+                "kernel {i} is {} ({}), this build's is {} ({})",
+                theirs[i].name, theirs[i].kinds, ours[i].name, ours[i].kinds
+            ),
+            None => format!("{} kernels against this build's {}", theirs.len(), ours.len()),
+        };
+        return Err(format!("{}: built from other kernel sources: {at} ({fix})", path.display()));
+    }
+    // SAFETY: takes no arguments; stores to an atomic in the library.
+    unsafe { (lib.publish)() };
+    Ok(lib)
 }
 
 /// One kernel the emulator can run: its C name, parameter kinds and table entry.
@@ -63,7 +152,7 @@ struct Entry {
 unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
-fn read_table(table: unsafe extern "C" fn(*mut usize) -> *const *const KernelEntry) -> Vec<Entry> {
+fn read_table(table: TableFn) -> Vec<Entry> {
     let mut n = 0usize;
     // SAFETY: the generated function returns a static array of `n` valid entry pointers whose strings
     // are static, NUL-terminated literals.
@@ -82,27 +171,32 @@ fn read_table(table: unsafe extern "C" fn(*mut usize) -> *const *const KernelEnt
     }
 }
 
-fn production() -> &'static [Entry] {
+fn production() -> Result<&'static [Entry], CudaError> {
     static T: OnceLock<Vec<Entry>> = OnceLock::new();
-    T.get_or_init(|| read_table(simt_kernel_table))
+    let lib = library()?;
+    Ok(T.get_or_init(|| read_table(lib.kernel_table)))
 }
 
-fn test_kernels() -> &'static [Entry] {
+fn test_kernels() -> Result<&'static [Entry], CudaError> {
     static T: OnceLock<Vec<Entry>> = OnceLock::new();
-    T.get_or_init(|| read_table(simt_test_table))
+    let lib = library()?;
+    Ok(T.get_or_init(|| read_table(lib.test_table)))
 }
 
-/// The sanitizer the emulated kernels were built with (`EMU_SANITIZE`): "address", "thread" or "none".
-pub fn sanitizer() -> &'static str {
+/// The sanitizer the emulated kernels were built with: "address", "thread" or "none" (the built-in
+/// copy; a sanitized one comes from `ATTNAS_EMU_LIBRARY`). An error when that library cannot be used.
+pub fn sanitizer() -> Result<&'static str, CudaError> {
+    let lib = library()?;
     // SAFETY: returns a static NUL-terminated literal.
-    unsafe { CStr::from_ptr(simt_sanitizer()) }.to_str().unwrap_or("none")
+    Ok(unsafe { CStr::from_ptr((lib.sanitizer)()) }.to_str().unwrap_or("none"))
 }
 
 /// Whether the emulator runs `kernel` (a production or test kernel name) with one host thread per CUDA
 /// thread (`Some(true)`: it uses shared memory, barriers or warp intrinsics) or its threads one after
 /// another (`Some(false)`); `None` for an unknown name.
 pub fn runs_cooperatively(kernel: &str) -> Option<bool> {
-    production().iter().chain(test_kernels()).find(|e| e.name == kernel).map(|e| {
+    let (prod, test) = (production().ok()?, test_kernels().ok()?);
+    prod.iter().chain(test).find(|e| e.name == kernel).map(|e| {
         // SAFETY: e.ptr points into the static generated table.
         unsafe { (*e.ptr).flags & INDEPENDENT_THREADS == 0 }
     })
@@ -194,13 +288,13 @@ impl EmuDevice {
 
     /// Names of the test-only kernels: the emulator's self-tests (kernels/emu/selftest/*.cu) and the
     /// planted bugs (kernels/emu/planted/*.cu). They exist only in the emulator, never on a GPU.
-    pub fn test_kernels() -> Vec<&'static str> {
-        test_kernels().iter().map(|e| e.name).collect()
+    pub fn test_kernels() -> Result<Vec<&'static str>, CudaError> {
+        Ok(test_kernels()?.iter().map(|e| e.name).collect())
     }
 
     /// Launches a test-only kernel by name, its arguments checked against its `.cu` signature.
     pub fn launch_test_kernel(&self, name: &str, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
-        let entry = test_kernels().iter().find(|e| e.name == name).ok_or_else(|| CudaError::Launch {
+        let entry = test_kernels()?.iter().find(|e| e.name == name).ok_or_else(|| CudaError::Launch {
             kernel: name.to_string(),
             detail: "no such test kernel in kernels/emu/selftest/ or kernels/emu/planted/".into(),
         })?;
@@ -260,8 +354,9 @@ impl EmuDevice {
         // kernel's signature, so the glue reads each `params[i]` as the type it points at; `values`
         // outlives the call; pointer arguments are host tensors the caller keeps alive; the launch is
         // synchronous.
+        let launch = library()?.launch;
         let rc = unsafe {
-            simt_launch(
+            launch(
                 entry.ptr,
                 grid.as_ptr(),
                 block.as_ptr(),
@@ -345,7 +440,7 @@ impl KernelDevice for EmuDevice {
     fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
         let index = KernelFn::ALL.iter().position(|k| *k == kernel).unwrap_or(usize::MAX);
         let entry =
-            production().get(index).copied().filter(|e| e.name == kernel.name()).ok_or_else(|| CudaError::Launch {
+            production()?.get(index).copied().filter(|e| e.name == kernel.name()).ok_or_else(|| CudaError::Launch {
                 kernel: kernel.name().to_string(),
                 detail: "not in the emulator's kernel table (build/emu.rs out of sync with KernelFn)".into(),
             })?;
@@ -383,7 +478,7 @@ mod tests {
 
     #[test]
     fn every_kernel_fn_is_in_the_emulator_table_in_order() {
-        let table = production();
+        let table = production().unwrap();
         assert_eq!(table.len(), KernelFn::ALL.len());
         for (k, e) in KernelFn::ALL.iter().zip(table) {
             assert_eq!(k.name(), e.name);

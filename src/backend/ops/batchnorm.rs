@@ -643,8 +643,9 @@ impl<D: KernelDevice> CudaBackend<D> {
         pool: &PoolShape,
         pooled: Tensor,
     ) -> Result<()> {
-        let dims =
-            LaunchDims { grid: (s.c_active.div_ceil(32) as u32, pool.n as u32, 1), block: (32, 8, 1), shared_bytes: 0 };
+        // the global pool's own geometry (pool.c == s.c_active, checked): the same per-thread partial sums
+        // in the same order, so the pooled values equal BN then pool bit for bit
+        let dims = pool.per_sample_channel_dims();
         // SAFETY (argument order): batchnorm_apply_pool_fwd<T>(T* y, float* pooled, const T* x,
         // const float* gamma, const float* beta, const float* mean, const float* var, int hw, int c,
         // int swish); lengths and disjointness checked by check_train_fwd / check_eval / check_pooled.
