@@ -11,6 +11,8 @@
 //!   train fwd + residual = S * 4E (also with the fused drop-connect)
 //!   train fwd + SE squeeze = S * 3E (the pool of y fused: apply + pool moved S * 4E)
 //!   train bwd  = S * 5E  (read x, dy for the sums; read x, dy again and write dx)
+//!   train bwd + SE squeeze grad = S * 5E (the pool's backward added to dy as it is read: pool bwd +
+//!              train bwd moved S * 7E)
 //!   eval fwd   = S * 2E  (read x, write y)
 //! The GPU runs every layer with f32 and with bf16 activations (issue #13: bf16 figures beside the
 //! roof); the CPU runs f32 only (its bf16 mode is a reference, not a fast path).
@@ -140,6 +142,15 @@ fn bench_subnet<B: BatchNormOps>(
         }
         let t = time(b, warmup, repeats, || b.batchnorm_train_bwd(&s, x, dy, dx, p, g, w).unwrap());
         report("train bwd", &label, t, 4.0 * 5.0 * e, roof);
+        if label.contains("expand") {
+            // the same SE block's backward: the squeeze's gradient joins dy inside the BN backward
+            let pool = PoolShape { n: batch, h: side, w: side, c };
+            let d_pooled = alloc(pool.pooled_len());
+            let t = time(b, warmup, repeats, || {
+                b.batchnorm_train_bwd_pooled(&s, x, dy, dx, p, g, w, &pool, d_pooled.tensor()).unwrap()
+            });
+            report("train bwd + SE squeeze grad", &label, t, 4.0 * 5.0 * e, roof);
+        }
         let t = time(b, warmup, repeats, || {
             b.batchnorm_eval_fwd(&s, x, y, p, gamma.tensor(), beta.tensor(), None).unwrap()
         });

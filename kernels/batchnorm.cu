@@ -14,6 +14,10 @@
 //               sample's factor 0 or 1/keep applied in the same pass; `batchnorm_train_fwd_dropped_join`)
 //   eval fwd:   the same with the running mean/var
 //   train bwd:  xhat = (x - mean) * invstd; dz = dy (* swish'(z), z recomputed);
+//               (SE blocks, `has_dpool`: dy + dpool[b, ch] / rows_per_sample in place of dy, the gradient
+//               of the squeeze that pooled this BN's output, which global_avg_pool_bwd added to dy in a
+//               read + write pass of its own over [P, c]: the same f32 division and addition, so
+//               bit-identical in f32; in bf16 the sum is used unrounded)
 //               dbeta += sum dz;  dgamma += sum dz * xhat;
 //               dx = gamma * invstd / P * (P * dz - sum dz - xhat * sum(dz * xhat))
 //   calibrate:  running += (batch - running) / k, with the unbiased batch variance var * P / (P - 1)
@@ -202,13 +206,44 @@ __device__ __forceinline__ void batchnorm_apply_pool_fwd(T* __restrict__ y, floa
     }
 }
 
+// The squeeze's gradient for one thread's rows (ascending, any stride): dpool[b, ch] / rows_per_sample
+// for the sample b holding row r, computed at the thread's first row and again only when r crosses into
+// another sample (no division per element). The division and its operands are global_avg_pool_bwd's,
+// so the value is the same bits. Nothing is read until `at` is called.
+struct BnPoolGrad {
+    const float* dpool;
+    long long rows_per_sample, sample = -1, next_sample_row = -1;
+    int c, ch;
+    float g = 0.0f;
+    __device__ __forceinline__ BnPoolGrad(const float* dp, long long per, int c_, int ch_)
+        : dpool(dp), rows_per_sample(per), c(c_), ch(ch_) {}
+    __device__ __forceinline__ float at(long long r) {
+        if (r >= next_sample_row) {
+            sample = r / rows_per_sample;
+            next_sample_row = (sample + 1) * rows_per_sample;
+            g = dpool[sample * c + ch] / (float)rows_per_sample;
+        }
+        return g;
+    }
+};
+
+// dy as the backward reads it: plus the squeeze's gradient in SE blocks.
+template <typename T>
+__device__ __forceinline__ float bn_dy(const T* __restrict__ dy, long long i, long long r, BnPoolGrad* pg) {
+    float v = load(dy, i);
+    if (pg) v += pg->at(r);
+    return v;
+}
+
 // Stage 1 of the backward: per (chunk, channel) sums of dz and dz * xhat into partial [2][chunks][c].
 ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void batchnorm_grad_partial(float* __restrict__ partial, const T* __restrict__ x,
                                                       const T* __restrict__ dy, const float* __restrict__ gamma,
                                                       const float* __restrict__ beta, const float* __restrict__ saved,
-                                                      long long pixels, int c, int rows_per_chunk, int swish) {
+                                                      const float* __restrict__ dpool, long long pixels, int c,
+                                                      int rows_per_chunk, int swish, int has_dpool,
+                                                      long long rows_per_sample) {
     __shared__ float sa[BN_ROW_LANES * BN_CH_TILE];
     __shared__ float sb[BN_ROW_LANES * BN_CH_TILE];
     int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
@@ -219,11 +254,13 @@ __device__ __forceinline__ void batchnorm_grad_partial(float* __restrict__ parti
         float mean = saved[ch];
         float invstd = rsqrtf(saved[c + ch] + BN_EPS);
         float g = gamma[ch], b = beta[ch];
+        BnPoolGrad pool_grad(dpool, rows_per_sample, c, ch);
+        BnPoolGrad* pg = has_dpool ? &pool_grad : nullptr;
 #pragma unroll 4
         for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
             long long i = r * c + ch;
             float xhat = (load(x, i) - mean) * invstd;
-            float dz = load(dy, i) * bn_activate_grad(fmaf(g, xhat, b), swish);
+            float dz = bn_dy(dy, i, r, pg) * bn_activate_grad(fmaf(g, xhat, b), swish);
             sdz += dz;
             sdzx += dz * xhat;
         }
@@ -273,8 +310,9 @@ template <typename T>
 __device__ __forceinline__ void batchnorm_grad_input(T* __restrict__ dx, const T* __restrict__ x,
                                                     const T* __restrict__ dy, const float* __restrict__ gamma,
                                                     const float* __restrict__ beta, const float* __restrict__ saved,
-                                                    const float* __restrict__ sums, long long pixels, int c,
-                                                    int rows_per_chunk, int swish) {
+                                                    const float* __restrict__ sums, const float* __restrict__ dpool,
+                                                    long long pixels, int c, int rows_per_chunk, int swish,
+                                                    int has_dpool, long long rows_per_sample) {
     int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
     if (ch >= c) return;
     float mean = saved[ch];
@@ -286,11 +324,13 @@ __device__ __forceinline__ void batchnorm_grad_input(T* __restrict__ dx, const T
     float k = g * invstd;
     long long row0 = (long long)blockIdx.y * rows_per_chunk;
     long long row1 = min(row0 + rows_per_chunk, pixels);
+    BnPoolGrad pool_grad(dpool, rows_per_sample, c, ch);
+    BnPoolGrad* pg = has_dpool ? &pool_grad : nullptr;
 #pragma unroll 4
     for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
         long long i = r * c + ch;
         float xhat = (load(x, i) - mean) * invstd;
-        float dz = load(dy, i) * bn_activate_grad(fmaf(g, xhat, b), swish);
+        float dz = bn_dy(dy, i, r, pg) * bn_activate_grad(fmaf(g, xhat, b), swish);
         store(dx, i, k * (dz - mean_dz - xhat * mean_dzx));
     }
 }

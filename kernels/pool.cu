@@ -89,11 +89,13 @@ __device__ __forceinline__ void avg_pool2_fwd(T* __restrict__ y, const T* __rest
     }
 }
 
-// One thread per input element [n, h, w, c].
+// One thread per input element [n, h, w, c]. `accumulate`: dx += the gradient (the pooled shortcut's
+// fan-in into the block input's gradient: one read-modify-write where a write of its own and an
+// add_assign took two passes; 0.25 * dy is exact, so the sum is the same bits as add_assign's).
 ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void avg_pool2_bwd(T* __restrict__ dx, const T* __restrict__ dy, long long total_in, int h,
-                                              int w, int c) {
+                                              int w, int c, int accumulate) {
     const int ph = h % 2, pw = w % 2;
     const int ho = (h + ph) / 2, wo = (w + pw) / 2;
     GRID_STRIDE_LOOP(i, total_in) {
@@ -103,7 +105,8 @@ __device__ __forceinline__ void avg_pool2_bwd(T* __restrict__ dx, const T* __res
         long long t = pix / w;
         int r = (int)(t % h);
         long long b = t / h;
-        store(dx, i, 0.25f * load(dy, ((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch));
+        float g = 0.25f * load(dy, ((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch);
+        store(dx, i, accumulate ? load(dx, i) + g : g);
     }
 }
 

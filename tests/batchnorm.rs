@@ -362,3 +362,91 @@ fn pooled_forwards_equal_bn_then_global_pool() {
         });
     }
 }
+
+/// The backward of a BN whose output an SE block squeezed (`batchnorm_train_bwd_pooled`) against the
+/// composition it replaces: the pool's backward adding the squeeze's gradient to dy in a pass of its own
+/// (`global_avg_pool_bwd`, accumulate), then the plain backward. The fused kernels add
+/// d_pooled[b, ch] / hw to dy as they read it, with the pool backward's f32 division and addition, so in
+/// f32 dx, dgamma and dbeta are bit-identical to the composition on each backend. In bf16 the
+/// composition rounds dy + d_pooled / hw to storage and the fused op does not, so there each backend is
+/// held to the CPU's fused reference (the same rounding points): the BN backward's cross-backend
+/// tolerances (dx abs 1e-4 + rel 1e-4, dgamma/dbeta abs 1e-3 + rel 1e-4) plus one bf16 step of dx
+/// (rel 2^-8, a value on a rounding boundary may round either way after f32 sums in another order).
+/// Shapes: 3 samples of 7x7 (sample boundaries inside the 8 row lanes' strides and inside chunks),
+/// 4 samples of 12x12 (several chunks of 64 rows, boundaries mid-chunk); partial channel tiles.
+#[test]
+fn squeezed_backward_equals_pool_backward_then_bn_backward() {
+    use attnas::backend::ops::pool::PoolShape;
+    use attnas::backend::ops::PoolOps;
+    use attnas::backend::{alloc_typed, upload_typed, Dtype};
+    /// (fused dx, dgamma, dbeta, unfused dx, dgamma, dbeta)
+    type Six = [Vec<f32>; 6];
+    fn both<B: BatchNormOps + PoolOps>(b: &B, s: &BatchNormSpec, pool: &PoolShape, dtype: Dtype) -> Six {
+        let x = random_vec(61, s.elements(), -2.0, 3.0);
+        let dy = random_vec(62, s.elements(), -1.0, 1.0);
+        let (_x, xt) = upload_typed(b, &x, dtype).unwrap();
+        let (_dy1, dy1) = upload_typed(b, &dy, dtype).unwrap();
+        let (_dy0, dy0) = upload_typed(b, &dy, dtype).unwrap();
+        // the squeeze's gradient is of the size SE produces: [-0.5, 0.5] per sample and channel
+        let d_pooled = upload_new(b, &random_vec(63, pool.pooled_len(), -0.5, 0.5)).unwrap();
+        let gamma = upload_new(b, &random_vec(64, s.c_stored, 0.5, 1.5)).unwrap();
+        let beta = upload_new(b, &random_vec(65, s.c_stored, -0.5, 0.5)).unwrap();
+        let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+        let saved = b.alloc(2 * s.c_active).unwrap();
+        let scratch = b.alloc(s.scratch_len().max(1)).unwrap();
+        let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+        let (_y, y) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.batchnorm_train_fwd(s, xt, y, p, w, None).unwrap();
+        let grads = |seed| {
+            let dg = upload_new(b, &random_vec(seed, s.c_stored, -1.0, 1.0)).unwrap();
+            let db = upload_new(b, &random_vec(seed + 1, s.c_stored, -1.0, 1.0)).unwrap();
+            (BnGrads { dgamma: dg.tensor(), dbeta: db.tensor() }, dg, db)
+        };
+        let ((g1, _dg1, _db1), (g0, _dg0, _db0)) = (grads(66), grads(66));
+        let (_dx1, dx1) = alloc_typed(b, s.elements(), dtype).unwrap();
+        let (_dx0, dx0) = alloc_typed(b, s.elements(), dtype).unwrap();
+        b.batchnorm_train_bwd_pooled(s, xt, dy1, dx1, p, g1, w, pool, d_pooled.tensor()).unwrap();
+        b.global_avg_pool_bwd(pool, d_pooled.tensor(), dy0, true).unwrap();
+        b.batchnorm_train_bwd(s, xt, dy0, dx0, p, g0, w).unwrap();
+        let d = |t| b.download(t).unwrap();
+        let c = s.c_active;
+        [
+            d(dx1),
+            d(g1.dgamma)[..c].to_vec(),
+            d(g1.dbeta)[..c].to_vec(),
+            d(dx0),
+            d(g0.dgamma)[..c].to_vec(),
+            d(g0.dbeta)[..c].to_vec(),
+        ]
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let same = |tag: &str, r: &Six| {
+        for (k, what) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
+            assert_eq!(bits(&r[k]), bits(&r[k + 3]), "{tag}: fused {what} differs from pool backward + BN backward");
+        }
+    };
+    let shapes = [
+        (PoolShape { n: 3, h: 7, w: 7, c: 40 }, 48, BnActivation::Swish),
+        (PoolShape { n: 4, h: 12, w: 12, c: 33 }, 40, BnActivation::Identity),
+    ];
+    for (pool, c_stored, activation) in shapes {
+        let s = BatchNormSpec { pixels: pool.n * pool.h * pool.w, c_active: pool.c, c_stored, activation };
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            let cpu = both(&CpuBackend::new(), &s, &pool, dtype);
+            if dtype == Dtype::F32 {
+                same(&format!("cpu {dtype} {pool:?}"), &cpu);
+            }
+            attnas::on_cuda_targets!("squeezed_backward_equals_pool_backward_then_bn_backward", |b| {
+                let got = both(&b, &s, &pool, dtype);
+                let tag = format!("{} {dtype} {pool:?}", b.name());
+                if dtype == Dtype::F32 {
+                    same(&tag, &got);
+                }
+                let step = if dtype == Dtype::Bf16 { 1.0 / 256.0 } else { 0.0 };
+                assert_close(&format!("{tag} dx"), &got[0], &cpu[0], 1e-4, 1e-4 + step);
+                assert_close(&format!("{tag} dgamma"), &got[1], &cpu[1], 1e-3, 1e-4);
+                assert_close(&format!("{tag} dbeta"), &got[2], &cpu[2], 1e-3, 1e-4);
+            });
+        }
+    }
+}

@@ -45,6 +45,9 @@ fn outputs<B: SupernetOps>(b: &B) -> Vec<(&'static str, Vec<f32>)> {
     let (_g2, g2) = alloc_typed(b, n_in, BF16).unwrap();
     b.avg_pool2_bwd(&s, p2, g2).unwrap();
     out.push(("avg_pool2_bwd", b.download(g2).unwrap()));
+    let (_ga, ga) = upload_typed(b, &random_vec(8, n_in, -2.0, 2.0), BF16).unwrap();
+    b.avg_pool2_bwd_accumulate(&s, p2, ga).unwrap();
+    out.push(("avg_pool2_bwd (accumulate)", b.download(ga).unwrap()));
     // joins
     let (_y, y) = alloc_typed(b, n_in, BF16).unwrap();
     b.residual_add_fwd(x, x2, y).unwrap();

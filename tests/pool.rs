@@ -19,7 +19,8 @@ fn shape(n: usize, h: usize, w: usize, c: usize) -> PoolShape {
     PoolShape { n, h, w, c }
 }
 
-/// (global fwd, global bwd overwrite, global bwd accumulate, pool2 fwd, pool2 bwd, add, add_assign).
+/// (global fwd, global bwd overwrite, global bwd accumulate, pool2 fwd, pool2 bwd, add, add_assign,
+/// pool2 bwd accumulate, pool2 bwd then add_assign onto the same start).
 fn run<B: PoolOps>(b: &B, s: &PoolShape, seed: u64) -> Vec<Vec<f32>> {
     let x = upload_new(b, &random_vec(seed, s.input_len(), -1.0, 1.0)).unwrap();
     let x2 = upload_new(b, &random_vec(seed + 1, s.input_len(), -1.0, 1.0)).unwrap();
@@ -39,10 +40,16 @@ fn run<B: PoolOps>(b: &B, s: &PoolShape, seed: u64) -> Vec<Vec<f32>> {
     b.avg_pool2_bwd(s, gh.tensor(), dx_half.tensor()).unwrap();
     b.residual_add_fwd(x.tensor(), x2.tensor(), sum.tensor()).unwrap();
     b.add_assign(acc.tensor(), x2.tensor()).unwrap();
-    [&pooled, &dx_over, &dx_acc, &half, &dx_half, &sum, &acc].map(|m| b.download(m.tensor()).unwrap()).to_vec()
+    let fused = upload_new(b, &random_vec(seed + 6, s.input_len(), -1.0, 1.0)).unwrap();
+    let composed = upload_new(b, &random_vec(seed + 6, s.input_len(), -1.0, 1.0)).unwrap();
+    b.avg_pool2_bwd_accumulate(s, gh.tensor(), fused.tensor()).unwrap();
+    b.add_assign(composed.tensor(), dx_half.tensor()).unwrap();
+    [&pooled, &dx_over, &dx_acc, &half, &dx_half, &sum, &acc, &fused, &composed]
+        .map(|m| b.download(m.tensor()).unwrap())
+        .to_vec()
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 9] = [
     "global_avg_pool_fwd",
     "global_avg_pool_bwd",
     "global_avg_pool_bwd (+=)",
@@ -50,6 +57,8 @@ const NAMES: [&str; 7] = [
     "avg_pool2_bwd",
     "residual_add",
     "add_assign",
+    "avg_pool2_bwd (+=)",
+    "avg_pool2_bwd then add_assign",
 ];
 
 #[test]
@@ -64,10 +73,14 @@ fn pools_and_joins_match_cpu_reference() {
         shape(2, 5, 3, 7),
         shape(1, 1, 1, 4),
     ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (i, s) in cases.iter().enumerate() {
         let want = run(&cpu, s, 10 * i as u64);
+        // the fused fan-in is the composition it replaces, bit for bit (0.25 * dy is exact)
+        assert_eq!(bits(&want[7]), bits(&want[8]), "cpu {s:?}: avg_pool2_bwd (+=) vs bwd then add_assign");
         attnas::on_cuda_targets!("pools_and_joins_match_cpu_reference", |b| {
             let got = run(&b, s, 10 * i as u64);
+            assert_eq!(bits(&got[7]), bits(&got[8]), "{} {s:?}: avg_pool2_bwd (+=) vs bwd then add_assign", b.name());
             for (k, name) in NAMES.iter().enumerate() {
                 let tol = if k == 0 { 1e-5 } else { 0.0 };
                 assert_close(&format!("{name} {s:?} on {}", b.name()), &got[k], &want[k], tol, tol);

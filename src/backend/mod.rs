@@ -163,6 +163,16 @@ pub trait Backend {
         None
     }
 
+    /// Starts (or stops) measuring the time the GPU sat idle while the host waited for it or prepared
+    /// its next work (`backend::cuda::idle`; `bench train`). Ignored where it cannot be measured.
+    fn set_idle_probe(&self, _on: bool) {}
+
+    /// The GPU's idle gaps since the probe was turned on or last read: (milliseconds, count); `None`
+    /// where it is not measured (the CPU backend; the emulator, which has no queue).
+    fn take_gpu_idle(&self) -> Result<Option<(f64, u64)>> {
+        Ok(None)
+    }
+
     /// The GPU's compute capability (major, minor); `None` for the CPU backend and the emulator. Picks
     /// the `auto` precision ([`Precision::resolve`]).
     fn compute_capability(&self) -> Option<(i32, i32)> {

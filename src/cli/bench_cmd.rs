@@ -126,10 +126,23 @@ pub struct BenchTrainResult {
     pub device_work: Option<OpCounts>,
     /// Device memory allocated by the whole run (bytes; `None` on the CPU backend).
     pub device_memory_bytes: Option<u64>,
+    /// The time the GPU had nothing queued during the measured steps (`backend::cuda::idle`); `None`
+    /// where it is not measured (the CPU backend, the emulator).
+    pub gpu_idle: Option<GpuIdle>,
     /// The step's planned memory and the largest batch that fits.
     pub memory: MemoryReport,
     /// With `--data`: the input pipeline's share of each measured step.
     pub input: Option<InputPipelineTimes>,
+}
+
+/// GPU idle time per measured step: the gaps between a host wait on the stream (a candidate read, a
+/// loss read back, the upload's synchronisation) and the host's next launch.
+#[derive(Debug, serde::Serialize)]
+pub struct GpuIdle {
+    pub ms_per_step: f64,
+    pub gaps_per_step: f64,
+    /// Of the step's wall time.
+    pub fraction: f64,
 }
 
 /// Device memory of the step (`crate::train::memory_plan`): the plan at the run's batch (equal to what
@@ -442,6 +455,10 @@ impl BackendJob for Job<'_> {
                 groups: &groups,
                 sampler: Some(&mut sampler),
             };
+            if step == a.warmup {
+                // the measured steps only; read once after them (reading waits for the GPU)
+                b.set_idle_probe(true);
+            }
             let t = std::time::Instant::now();
             let counts_before = b.op_counts();
             let out = match sync.as_mut() {
@@ -473,6 +490,12 @@ impl BackendJob for Job<'_> {
             }
         }
         let n = a.steps.max(1) as f64;
+        let gpu_idle = b.take_gpu_idle()?.map(|(ms, gaps)| GpuIdle {
+            ms_per_step: ms / n,
+            gaps_per_step: gaps as f64 / n,
+            fraction: ms / 1e3 / wall.max(1e-9),
+        });
+        b.set_idle_probe(false);
         let device = b.name();
         let memory = memory_report(b, a, &space)?;
         let images_per_sec = a.batch as f64 * n / wall.max(1e-9);
@@ -505,6 +528,7 @@ impl BackendJob for Job<'_> {
             achieved_tmacs: macs / wall.max(1e-9) / 1e12,
             device_work,
             device_memory_bytes: b.op_counts().map(|c| c.allocated_bytes),
+            gpu_idle,
             memory,
             input,
         })
@@ -596,6 +620,18 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
                     w.downloads as f64 / n,
                     w.synchronizations as f64 / n
                 );
+            }
+            match &r.gpu_idle {
+                Some(i) => println!(
+                    "  GPU idle: {:.2} ms per step ({:.1}% of the step) in {:.1} gaps (host waits until the next launch)",
+                    i.ms_per_step,
+                    100.0 * i.fraction,
+                    i.gaps_per_step
+                ),
+                None if r.device_work.is_some() => {
+                    println!("  GPU idle: not measured on this device (launches run synchronously: no queue)")
+                }
+                None => {}
             }
             print_memory(&r.memory, r.device_memory_bytes);
             if let Some(p) = &t.json {

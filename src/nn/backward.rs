@@ -30,16 +30,30 @@ fn bn_backward<B: SupernetOps>(
     saved: Tensor,
     scratch: Tensor,
 ) -> Result<()> {
+    bn_backward_squeezed(b, spec, (x, dy, dx), p, g, saved, scratch, None)
+}
+
+/// [`bn_backward`] of a BN whose output an SE block also squeezed: `squeeze` = (the pool's shape, the
+/// gradient of the pooled means), added to `dy` as the backward reads it.
+#[allow(clippy::too_many_arguments)]
+fn bn_backward_squeezed<B: SupernetOps>(
+    b: &B,
+    spec: &BatchNormSpec,
+    (x, dy, dx): (Tensor, Tensor, Tensor),
+    p: Bn,
+    g: Bn,
+    saved: Tensor,
+    scratch: Tensor,
+    squeeze: Option<(PoolShape, Tensor)>,
+) -> Result<()> {
     let grads = BnGrads { dgamma: g.gamma, dbeta: g.beta };
-    b.batchnorm_train_bwd(
-        spec,
-        x,
-        dy,
-        dx,
-        p.params(),
-        grads,
-        BnWork { saved, scratch: scratch.slice(0, spec.scratch_len())? },
-    )
+    let work = BnWork { saved, scratch: scratch.slice(0, spec.scratch_len())? };
+    match squeeze {
+        None => b.batchnorm_train_bwd(spec, x, dy, dx, p.params(), grads, work),
+        Some((pool, d_pooled)) => {
+            b.batchnorm_train_bwd_pooled(spec, x, dy, dx, p.params(), grads, work, &pool, d_pooled)
+        }
+    }
 }
 
 /// How far a backward has come: after it, the gradients of that part are final for this backward (the
@@ -198,18 +212,20 @@ fn block_backward<B: SupernetOps>(
     let d_pl_in = sl(t2, p_out * blk.mid)?;
     b.gemm(&GemmSpec::pointwise_bwd_input(p_out, blk.mid, blk.c_out, t.stored.max_mid), d_pl_pre, cw.project, d_pl_in)?;
 
-    // SE, depthwise BN and conv
-    let d_dw_out = match (t.se, w.se.as_ref(), gw.se.as_ref()) {
+    // SE, depthwise BN and conv: the squeeze's gradient is added by the BN backward as it reads d_dw_out
+    let (d_dw_out, squeeze) = match (t.se, w.se.as_ref(), gw.se.as_ref()) {
         (Some((shape, _, saved)), Some(se), Some(gse)) => {
             let d = sl(t0, p_out * blk.mid)?;
             let se_scratch = scratch_slice(tape.scratch.se, shape.scratch_len())?;
-            b.se_bwd(&shape, t.dw_out, se, saved, d_pl_in, d, gse, se_scratch)?;
-            d
+            let d_pooled = b.se_bwd_unsqueezed(&shape, t.dw_out, se, saved, d_pl_in, d, gse, se_scratch)?;
+            (d, Some((shape.pool(), d_pooled)))
         }
-        _ => d_pl_in,
+        _ => (d_pl_in, None),
     };
     let d_dw_pre = sl(t1, p_out * blk.mid)?;
-    bn_backward(b, &t.dw_bn, t.dw_pre, d_dw_out, d_dw_pre, w.depthwise_bn, gw.depthwise_bn, t.dw_saved, scratch)?;
+    let (dw_bn, dw_gbn) = (w.depthwise_bn, gw.depthwise_bn);
+    let io = (t.dw_pre, d_dw_out, d_dw_pre);
+    bn_backward_squeezed(b, &t.dw_bn, io, dw_bn, dw_gbn, t.dw_saved, scratch, squeeze)?;
     let ws = scratch_slice(tape.scratch.dw_workspace, t.dw.wgrad_workspace_len())?;
     b.depthwise_bwd_weight(&t.dw, t.dw_in(), d_dw_pre, gw.depthwise, ws)?;
 
@@ -260,11 +276,12 @@ fn block_backward<B: SupernetOps>(
                 None => d_out,
             };
             match sc_pool {
-                Some(_) => {
-                    let d = sl(t1, p_in * blk.c_in)?;
-                    b.avg_pool2_bwd(&PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in }, d_sc_in, d)?;
-                    b.add_assign(d_in, d)?;
-                }
+                // fan-in fused: d_in += the pool's backward
+                Some(_) => b.avg_pool2_bwd_accumulate(
+                    &PoolShape { n, h: blk.size_in, w: blk.size_in, c: blk.c_in },
+                    d_sc_in,
+                    d_in,
+                )?,
                 None => b.add_assign(d_in, d_sc_in)?,
             }
         }

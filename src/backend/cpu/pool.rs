@@ -66,14 +66,20 @@ pub fn avg_pool2_fwd(x: &[f32], n: usize, h: usize, w: usize, c: usize, y: &mut 
 
 /// dx[b, r, s, ch] = dy[b, (r + ph) / 2, (s + pw) / 2, ch] / 4 (every input pixel is in exactly one window).
 pub fn avg_pool2_bwd(dy: &[f32], n: usize, h: usize, w: usize, c: usize, dx: &mut [f32]) {
+    avg_pool2_bwd_into(dy, n, h, w, c, false, dx)
+}
+
+/// [`avg_pool2_bwd`], added to `dx` when `accumulate` (the pooled shortcut's fan-in).
+pub fn avg_pool2_bwd_into(dy: &[f32], n: usize, h: usize, w: usize, c: usize, accumulate: bool, dx: &mut [f32]) {
     let (ph, pw) = (pool2_pad(h), pool2_pad(w));
     let (ho, wo) = (pool2_out(h), pool2_out(w));
     for b in 0..n {
         for r in 0..h {
             for s in 0..w {
                 for ch in 0..c {
-                    let g = dy[((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch];
-                    dx[((b * h + r) * w + s) * c + ch] = 0.25 * g;
+                    let g = 0.25 * dy[((b * ho + (r + ph) / 2) * wo + (s + pw) / 2) * c + ch];
+                    let out = &mut dx[((b * h + r) * w + s) * c + ch];
+                    *out = if accumulate { *out + g } else { g };
                 }
             }
         }

@@ -118,6 +118,14 @@ pub trait KernelDevice {
     /// The `src.bytes()` bytes of a tensor of any dtype.
     fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError>;
     fn synchronize(&self) -> Result<(), CudaError>;
+    /// Starts (or stops) measuring the time the device sat idle while the host waited for it or
+    /// prepared the next work (`backend::cuda::idle`); a device that cannot measure it ignores this.
+    fn set_idle_probe(&self, _on: bool) {}
+    /// The idle gaps since the last call or [`Self::set_idle_probe`]: (milliseconds, count); `None`
+    /// where it is not measured (the emulator runs launches synchronously: it has no queue to drain).
+    fn take_idle(&self) -> Result<Option<(f64, u64)>, CudaError> {
+        Ok(None)
+    }
     /// Launches `kernel`; `args` are in `.cu` signature order (checked by the caller via `check_args`).
     fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError>;
     /// Column-major SGEMM with cuBLAS's contract on device addresses (operands already mapped, see

@@ -4,6 +4,7 @@
 
 use super::device::{KernelArg, KernelDevice, LaunchDims};
 use super::error::{guard, CudaError};
+use super::idle::IdleProbe;
 use super::probe;
 use super::registry::Registry;
 use super::KernelFn;
@@ -31,6 +32,8 @@ pub struct GpuDevice {
     stream: Arc<CudaStream>,
     registry: Registry,
     blas: CudaBlas,
+    /// Idle gaps of the stream, when a bench asks (`bench train`).
+    idle: IdleProbe,
     pub ordinal: usize,
     pub name: String,
     pub compute_capability: (i32, i32),
@@ -58,7 +61,16 @@ impl GpuDevice {
                 CudaBlas::new(stream.clone())
                     .map_err(|e| CudaError::Cublas { what: "cublasCreate".into(), detail: format!("{e:?}") })
             })?;
-            Ok(GpuDevice { ctx, stream, registry, blas, ordinal, name, compute_capability: cc })
+            Ok(GpuDevice {
+                ctx,
+                stream,
+                registry,
+                blas,
+                idle: IdleProbe::default(),
+                ordinal,
+                name,
+                compute_capability: cc,
+            })
         })
     }
 
@@ -167,6 +179,7 @@ impl KernelDevice for GpuDevice {
 
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
         // SAFETY: dst is a live device tensor of src.len() elements (checked by the caller); the
         // copy is synchronous with respect to the host buffer because we synchronise right after.
         unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
@@ -176,6 +189,7 @@ impl KernelDevice for GpuDevice {
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
         // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller); the
         // copy is synchronous with respect to the host buffer because we synchronise right after.
         unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
@@ -185,6 +199,7 @@ impl KernelDevice for GpuDevice {
 
     fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
         // SAFETY: src and dst are live device tensors of src.bytes() bytes each, disjoint (checked by
         // the caller); the copy is ordered on the stream like a kernel, no host memory involved.
         unsafe { drv::memcpy_dtod_async(dst.addr(), src.addr(), src.bytes(), self.stream.cu_stream()) }
@@ -193,6 +208,7 @@ impl KernelDevice for GpuDevice {
 
     fn download(&self, src: Tensor) -> Result<Vec<f32>, CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
         let mut out = vec![0f32; src.len()];
         // SAFETY: src is a live device tensor; out has its length; synchronised before returning.
         unsafe { drv::memcpy_dtoh_async(&mut out, src.addr(), self.stream.cu_stream()) }
@@ -203,6 +219,7 @@ impl KernelDevice for GpuDevice {
 
     fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
         let mut out = vec![0u8; src.bytes()];
         // SAFETY: src is a live device tensor of src.bytes() bytes; out has that length; synchronised
         // before returning.
@@ -213,10 +230,20 @@ impl KernelDevice for GpuDevice {
     }
 
     fn synchronize(&self) -> Result<(), CudaError> {
+        self.idle.open_gap(&self.stream)?;
         self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
     }
 
+    fn set_idle_probe(&self, on: bool) {
+        self.idle.set(on);
+    }
+
+    fn take_idle(&self) -> Result<Option<(f64, u64)>, CudaError> {
+        self.idle.take().map(Some)
+    }
+
     fn launch(&self, kernel: KernelFn, dims: LaunchDims, args: &[KernelArg]) -> Result<(), CudaError> {
+        self.idle.close_gap(&self.stream)?;
         let mut values: Vec<KernelArg> = args.to_vec();
         let mut params: Vec<*mut std::ffi::c_void> = values.iter_mut().map(KernelArg::as_param_ptr).collect();
         let f = self.registry.function(kernel).cu_function();
@@ -266,6 +293,7 @@ impl KernelDevice for GpuDevice {
         };
         let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
         let (lda, ldb, ldc) = (int(g.lda.max(1), "lda")?, int(g.ldb.max(1), "ldb")?, int(g.ldc.max(1), "ldc")?);
+        self.idle.close_gap(&self.stream)?;
         let handle = *self.blas.handle();
         if g.ab_dtype != Dtype::F32 || g.c_dtype != Dtype::F32 {
             return gemm_ex_bf16(handle, g, (m, n, k), (lda, ldb, ldc), (a, b, c));

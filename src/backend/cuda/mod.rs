@@ -9,6 +9,7 @@ pub mod device;
 pub mod emu;
 pub mod error;
 pub mod gpu;
+pub mod idle;
 pub mod nvrtc;
 pub mod ops;
 pub mod probe;

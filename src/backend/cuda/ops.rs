@@ -122,6 +122,14 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
         Some(self.counters.snapshot())
     }
 
+    fn set_idle_probe(&self, on: bool) {
+        self.device.set_idle_probe(on)
+    }
+
+    fn take_gpu_idle(&self) -> Result<Option<(f64, u64)>> {
+        Ok(self.device.take_idle()?)
+    }
+
     fn memory_info(&self) -> Option<(u64, u64)> {
         self.device.memory_info()
     }

@@ -28,7 +28,7 @@
 
 use crate::backend::cpu::{
     batchnorm as reference, check_disjoint, check_f32, check_len, check_same_dtype, host_slice, host_slice_mut,
-    host_values, write_values, CpuBackend,
+    host_values, pool as pool_reference, write_values, CpuBackend,
 };
 use crate::backend::cuda::{CudaBackend, KernelArg, KernelDevice, KernelFn, KernelTemplate, LaunchDims};
 use crate::backend::ops::pool::{PoolOps, PoolShape};
@@ -183,6 +183,24 @@ pub trait BatchNormOps: Backend + PoolOps {
         g: BnGrads,
         work: BnWork,
     ) -> Result<()>;
+    /// [`Self::batchnorm_train_bwd`] of a BN whose output also fed a global pool (the squeeze of an SE
+    /// block): the gradient reaching that output is `dy` plus the pool's backward of `d_pooled` (`[n, c]`,
+    /// f32), which `PoolOps::global_avg_pool_bwd(pool, d_pooled, dy, accumulate)` would add to `dy` in a
+    /// pass of its own; here the two kernels of the backward add it as they read `dy` (bit for bit in
+    /// f32; in bf16 the sum is not rounded to storage first). `pool` is `[n, h, w, c_active]`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_train_bwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        g: BnGrads,
+        work: BnWork,
+        pool: &PoolShape,
+        d_pooled: Tensor,
+    ) -> Result<()>;
     /// Eval mode with the running statistics (`[+ residual]` as in training).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_eval_fwd(
@@ -260,6 +278,22 @@ fn check_pooled(s: &BatchNormSpec, y: Tensor, pool: &PoolShape, pooled: Tensor) 
     check_len("batchnorm pooled [n, c]", pooled, pool.pooled_len())?;
     check_f32("batchnorm pooled", &[("pooled", pooled)])?;
     check_disjoint("batchnorm pooled (pooled vs y)", y, pooled)
+}
+
+/// The squeeze gradient of [`BatchNormOps::batchnorm_train_bwd_pooled`]: the pool covers the BN's pixels
+/// and channels, `d_pooled` is `[n, c]` f32 and is not written.
+fn check_pooled_bwd(s: &BatchNormSpec, dx: Tensor, pool: &PoolShape, d_pooled: Tensor) -> Result<()> {
+    if pool.n * pool.h * pool.w != s.pixels || pool.c != s.c_active || pool.n == 0 {
+        return Err(Error::shape(
+            "batchnorm backward with a pool gradient: the pool shape [n, h, w, c]",
+            format!("n * h * w = {} pixels and c = {} (n > 0)", s.pixels, s.c_active),
+            format!("{pool:?}"),
+        ));
+    }
+    pool.check_kernel_ints("batchnorm backward with a pool gradient")?;
+    check_len("batchnorm d_pooled [n, c]", d_pooled, pool.pooled_len())?;
+    check_f32("batchnorm backward with a pool gradient", &[("d_pooled", d_pooled)])?;
+    check_disjoint("batchnorm_train_bwd_pooled (dx vs d_pooled)", dx, d_pooled)
 }
 
 fn check_train_fwd(s: &BatchNormSpec, x: Tensor, y: Tensor, p: BnParams, w: BnWork) -> Result<()> {
@@ -360,6 +394,39 @@ unsafe fn add_residual_cpu(out: &mut [f32], residual: Option<Tensor>) {
     if let Some(r) = residual {
         crate::backend::cpu::pool::add_assign(out, &host_values(r));
     }
+}
+
+/// The CPU backward on `dy` as f32 values (widened from its storage type, plus a pool gradient when
+/// fused); `dx` rounded at its store.
+///
+/// # Safety
+/// Live host tensors; `dx`, `dgamma` and `dbeta` disjoint from each other and the inputs (checked by
+/// the callers).
+unsafe fn cpu_train_bwd(
+    s: &BatchNormSpec,
+    x: Tensor,
+    dy: &[f32],
+    dx: Tensor,
+    p: BnParams,
+    g: BnGrads,
+    w: BnWork,
+) -> Result<()> {
+    let c = s.c_active;
+    let x = host_values(x);
+    write_values(dx, |dx| {
+        reference::train_bwd(
+            &x,
+            dy,
+            c,
+            &host_slice(p.gamma)[..c],
+            &host_slice(p.beta)[..c],
+            &host_slice(w.saved)[..2 * c],
+            s.activation.is_swish(),
+            dx,
+            &mut host_slice_mut(g.dgamma)[..c],
+            &mut host_slice_mut(g.dbeta)[..c],
+        )
+    })
 }
 
 impl BatchNormOps for CpuBackend {
@@ -469,24 +536,30 @@ impl BatchNormOps for CpuBackend {
         w: BnWork,
     ) -> Result<()> {
         check_train_bwd(s, x, dy, dx, p, g, w)?;
-        let c = s.c_active;
+        // SAFETY: live host tensors; dx, dgamma, dbeta checked disjoint from each other and the inputs.
+        unsafe { cpu_train_bwd(s, x, &host_values(dy), dx, p, g, w) }
+    }
+
+    fn batchnorm_train_bwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        g: BnGrads,
+        w: BnWork,
+        pool: &PoolShape,
+        d_pooled: Tensor,
+    ) -> Result<()> {
+        check_train_bwd(s, x, dy, dx, p, g, w)?;
+        check_pooled_bwd(s, dx, pool, d_pooled)?;
         // SAFETY: live host tensors; dx, dgamma, dbeta checked disjoint from each other and the inputs.
         unsafe {
-            let (x, dy) = (host_values(x), host_values(dy));
-            write_values(dx, |dx| {
-                reference::train_bwd(
-                    &x,
-                    &dy,
-                    c,
-                    &host_slice(p.gamma)[..c],
-                    &host_slice(p.beta)[..c],
-                    &host_slice(w.saved)[..2 * c],
-                    s.activation.is_swish(),
-                    dx,
-                    &mut host_slice_mut(g.dgamma)[..c],
-                    &mut host_slice_mut(g.dbeta)[..c],
-                )
-            })
+            // dy widened to f32 plus the pool's gradient, added as the pool backward adds it, unrounded
+            let mut dy = host_values(dy).into_owned();
+            pool_reference::global_avg_pool_bwd(&host_values(d_pooled), pool.n, pool.h * pool.w, pool.c, true, &mut dy);
+            cpu_train_bwd(s, x, &dy, dx, p, g, w)
         }
     }
 
@@ -633,6 +706,80 @@ impl<D: KernelDevice> CudaBackend<D> {
         Ok((w.saved.slice(0, s.c_active)?, w.saved.slice(s.c_active, s.c_active)?))
     }
 
+    /// The training backward's three launches (partial sums, finalize, dx), with the squeeze's gradient
+    /// added to dy as it is read when `pool` is given (`batchnorm_train_bwd_pooled`).
+    fn batchnorm_bwd(
+        &self,
+        s: &BatchNormSpec,
+        (x, dy, dx): (Tensor, Tensor, Tensor),
+        p: BnParams,
+        gr: BnGrads,
+        w: BnWork,
+        pool: Option<(&PoolShape, Tensor)>,
+    ) -> Result<()> {
+        let g = geometry(s)?;
+        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
+        let swish = KernelArg::I32(s.activation.is_swish() as i32);
+        // without a pool gradient gamma stands in for the pointer, never read
+        let dpool = KernelArg::from(pool.map_or(p.gamma, |(_, d)| d));
+        let has_dpool = KernelArg::I32(pool.is_some() as i32);
+        let rows_per_sample = KernelArg::I64(pool.map_or(s.pixels, |(sh, _)| sh.h * sh.w) as i64);
+        let partial_len = 2 * s.c_active * g.chunks as usize;
+        let sums = w.scratch.slice(partial_len, 2 * s.c_active)?;
+        // SAFETY (argument order): batchnorm_grad_partial<T>(float* partial, const T* x, const T* dy,
+        // const float* gamma, const float* beta, const float* saved, const float* dpool, long long pixels,
+        // int c, int rows_per_chunk, int swish, int has_dpool, long long rows_per_sample).
+        self.launch(
+            self.entry(KernelTemplate::BatchnormGradPartial, x.dtype())?,
+            g.per_pixel,
+            &[
+                w.scratch.into(),
+                x.into(),
+                dy.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                w.saved.into(),
+                dpool,
+                pixels,
+                c,
+                KernelArg::I32(g.rows_per_chunk),
+                swish,
+                has_dpool,
+                rows_per_sample,
+            ],
+        )?;
+        // SAFETY (argument order): batchnorm_grad_finalize_f32(float* sums, float* dgamma, float* dbeta,
+        // const float* partial, int c, int chunks).
+        self.launch(
+            KernelFn::BatchnormGradFinalizeF32,
+            g.finalize,
+            &[sums.into(), gr.dgamma.into(), gr.dbeta.into(), w.scratch.into(), c, KernelArg::I32(g.chunks)],
+        )?;
+        // SAFETY (argument order): batchnorm_grad_input<T>(T* dx, const T* x, const T* dy,
+        // const float* gamma, const float* beta, const float* saved, const float* sums, const float* dpool,
+        // long long pixels, int c, int rows_per_chunk, int swish, int has_dpool, long long rows_per_sample).
+        self.launch(
+            self.entry(KernelTemplate::BatchnormGradInput, x.dtype())?,
+            g.per_pixel,
+            &[
+                dx.into(),
+                x.into(),
+                dy.into(),
+                p.gamma.into(),
+                p.beta.into(),
+                w.saved.into(),
+                sums.into(),
+                dpool,
+                pixels,
+                c,
+                KernelArg::I32(g.rows_per_chunk),
+                swish,
+                has_dpool,
+                rows_per_sample,
+            ],
+        )
+    }
+
     /// The apply pass fused with the SE squeeze (`batchnorm_apply_pool_fwd`), geometry of the global pool.
     fn batchnorm_apply_pool(
         &self,
@@ -746,57 +893,24 @@ impl<D: KernelDevice> BatchNormOps for CudaBackend<D> {
         w: BnWork,
     ) -> Result<()> {
         check_train_bwd(s, x, dy, dx, p, gr, w)?;
-        let g = geometry(s)?;
-        let (pixels, c) = (KernelArg::I64(s.pixels as i64), KernelArg::I32(s.c_active as i32));
-        let swish = KernelArg::I32(s.activation.is_swish() as i32);
-        let partial_len = 2 * s.c_active * g.chunks as usize;
-        let sums = w.scratch.slice(partial_len, 2 * s.c_active)?;
-        // SAFETY (argument order): batchnorm_grad_partial<T>(float* partial, const T* x, const T* dy,
-        // const float* gamma, const float* beta, const float* saved, long long pixels, int c, int rows_per_chunk,
-        // int swish).
-        self.launch(
-            self.entry(KernelTemplate::BatchnormGradPartial, x.dtype())?,
-            g.per_pixel,
-            &[
-                w.scratch.into(),
-                x.into(),
-                dy.into(),
-                p.gamma.into(),
-                p.beta.into(),
-                w.saved.into(),
-                pixels,
-                c,
-                KernelArg::I32(g.rows_per_chunk),
-                swish,
-            ],
-        )?;
-        // SAFETY (argument order): batchnorm_grad_finalize_f32(float* sums, float* dgamma, float* dbeta,
-        // const float* partial, int c, int chunks).
-        self.launch(
-            KernelFn::BatchnormGradFinalizeF32,
-            g.finalize,
-            &[sums.into(), gr.dgamma.into(), gr.dbeta.into(), w.scratch.into(), c, KernelArg::I32(g.chunks)],
-        )?;
-        // SAFETY (argument order): batchnorm_grad_input<T>(T* dx, const T* x, const T* dy,
-        // const float* gamma, const float* beta, const float* saved, const float* sums, long long pixels, int c,
-        // int rows_per_chunk, int swish).
-        self.launch(
-            self.entry(KernelTemplate::BatchnormGradInput, x.dtype())?,
-            g.per_pixel,
-            &[
-                dx.into(),
-                x.into(),
-                dy.into(),
-                p.gamma.into(),
-                p.beta.into(),
-                w.saved.into(),
-                sums.into(),
-                pixels,
-                c,
-                KernelArg::I32(g.rows_per_chunk),
-                swish,
-            ],
-        )
+        self.batchnorm_bwd(s, (x, dy, dx), p, gr, w, None)
+    }
+
+    fn batchnorm_train_bwd_pooled(
+        &self,
+        s: &BatchNormSpec,
+        x: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        p: BnParams,
+        gr: BnGrads,
+        w: BnWork,
+        pool: &PoolShape,
+        d_pooled: Tensor,
+    ) -> Result<()> {
+        check_train_bwd(s, x, dy, dx, p, gr, w)?;
+        check_pooled_bwd(s, dx, pool, d_pooled)?;
+        self.batchnorm_bwd(s, (x, dy, dx), p, gr, w, Some((pool, d_pooled)))
     }
 
     fn batchnorm_eval_fwd(

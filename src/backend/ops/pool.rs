@@ -75,6 +75,10 @@ pub trait PoolOps: Backend {
     fn avg_pool2_fwd(&self, s: &PoolShape, x: Tensor, y: Tensor) -> Result<()>;
     /// Its backward: dx[b, r, s, ch] = dy[b, (r + h % 2)/2, (s + w % 2)/2, ch] / 4 (overwritten).
     fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()>;
+    /// The same backward added to `dx` (`dx +=`): the pooled shortcut's gradient joining the block
+    /// input's in one pass, where [`Self::avg_pool2_bwd`] into a buffer then [`Self::add_assign`] took two
+    /// (the same bits: `dy / 4` is exact).
+    fn avg_pool2_bwd_accumulate(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()>;
     /// y = a + b (the residual join).
     fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()>;
     /// dst += src (gradient fan-in).
@@ -156,6 +160,15 @@ impl PoolOps for CpuBackend {
         }
     }
 
+    fn avg_pool2_bwd_accumulate(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_bwd_accumulate", s, dx, dy)?;
+        // SAFETY: live host tensors, checked disjoint.
+        unsafe {
+            let dy = host_values(dy);
+            update_values(dx, |dx| reference::avg_pool2_bwd_into(&dy, s.n, s.h, s.w, s.c, true, dx))
+        }
+    }
+
     fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()> {
         check_add(a, b, y)?;
         // SAFETY: live host tensors; y checked disjoint from a and b.
@@ -172,6 +185,30 @@ impl PoolOps for CpuBackend {
             let src = host_values(src);
             update_values(dst, |dst| reference::add_assign(dst, &src))
         }
+    }
+}
+
+impl<D: KernelDevice> CudaBackend<D> {
+    /// `avg_pool2_bwd<T>` over every input element, overwriting `dx` or adding to it.
+    fn avg_pool2_bwd_launch(&self, s: &PoolShape, dy: Tensor, dx: Tensor, accumulate: bool) -> Result<()> {
+        if s.input_len() == 0 {
+            return Ok(());
+        }
+        // SAFETY (argument order): avg_pool2_bwd<T>(T* dx, const T* dy, long long total_in, int h, int w,
+        // int c, int accumulate); lengths and disjointness checked by check_pool2.
+        self.launch(
+            self.entry(KernelTemplate::AvgPool2Bwd, dx.dtype())?,
+            Self::elementwise(s.input_len()),
+            &[
+                dx.into(),
+                dy.into(),
+                KernelArg::I64(s.input_len() as i64),
+                KernelArg::I32(s.h as i32),
+                KernelArg::I32(s.w as i32),
+                KernelArg::I32(s.c as i32),
+                KernelArg::I32(accumulate as i32),
+            ],
+        )
     }
 }
 
@@ -232,23 +269,12 @@ impl<D: KernelDevice> PoolOps for CudaBackend<D> {
 
     fn avg_pool2_bwd(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
         check_pool2("avg_pool2_bwd", s, dx, dy)?;
-        if s.input_len() == 0 {
-            return Ok(());
-        }
-        // SAFETY (argument order): avg_pool2_bwd<T>(T* dx, const T* dy, long long total_in, int h, int w,
-        // int c).
-        self.launch(
-            self.entry(KernelTemplate::AvgPool2Bwd, dx.dtype())?,
-            Self::elementwise(s.input_len()),
-            &[
-                dx.into(),
-                dy.into(),
-                KernelArg::I64(s.input_len() as i64),
-                KernelArg::I32(s.h as i32),
-                KernelArg::I32(s.w as i32),
-                KernelArg::I32(s.c as i32),
-            ],
-        )
+        self.avg_pool2_bwd_launch(s, dy, dx, false)
+    }
+
+    fn avg_pool2_bwd_accumulate(&self, s: &PoolShape, dy: Tensor, dx: Tensor) -> Result<()> {
+        check_pool2("avg_pool2_bwd_accumulate", s, dx, dy)?;
+        self.avg_pool2_bwd_launch(s, dy, dx, true)
     }
 
     fn residual_add_fwd(&self, a: Tensor, b: Tensor, y: Tensor) -> Result<()> {

@@ -272,6 +272,26 @@ pub trait SqueezeExciteOps: GemmOps + PoolOps + BiasOps + ChannelScaleOps {
         grads: &SeParams,
         scratch: Tensor,
     ) -> Result<()> {
+        let d_pooled = self.se_bwd_unsqueezed(s, x, p, saved, dy, dx, grads, scratch)?;
+        self.global_avg_pool_bwd(&s.pool(), d_pooled, dx, true)
+    }
+
+    /// [`Self::se_bwd`] but for the squeeze's gradient: `dx = dy * scale` only, and the returned `[n, c]`
+    /// f32 piece of `scratch` holds the gradient of the pooled means, which `se_bwd` spreads over the
+    /// pixels and adds to `dx` in a pass of its own. The producer of `x` adds it instead as it reads
+    /// `dx` (`BatchNormOps::batchnorm_train_bwd_pooled`), saving that read and write of `[n, h, w, c]`.
+    #[allow(clippy::too_many_arguments)]
+    fn se_bwd_unsqueezed(
+        &self,
+        s: &SeShape,
+        x: Tensor,
+        p: &SeParams,
+        saved: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        grads: &SeParams,
+        scratch: Tensor,
+    ) -> Result<Tensor> {
         s.check(p)?;
         s.check(grads)?;
         saved.require("se saved", s.saved_len())?;
@@ -305,7 +325,7 @@ pub trait SqueezeExciteOps: GemmOps + PoolOps + BiasOps + ChannelScaleOps {
         let mut g = SeShape::gemm(s.n, s.c, s.se);
         g.ldb = s.c_stored;
         self.gemm(&g, d_r_pre, p.w_reduce, d_pooled)?;
-        self.global_avg_pool_bwd(&s.pool(), d_pooled, dx, true)
+        Ok(d_pooled)
     }
 }
 
