@@ -30,6 +30,11 @@ fn bench_train_with_data_reports_the_input_pipeline() {
     assert!(input["data"].as_str().unwrap().ends_with("train.pack"), "{input}");
     let (wait, upload) = (input["data_wait_s"].as_f64().unwrap(), input["upload_s"].as_f64().unwrap());
     assert!(wait >= 0.0 && upload > 0.0, "{input}");
+    // the loader (2 batches decoded ahead, 8 images of 28 px) keeps well ahead of a CPU step, so the
+    // second measured step at least was staged during the first (the trainer's overlap)
+    let fed_ahead = input["steps_fed_ahead"].as_u64().unwrap();
+    assert!((1..=2).contains(&fed_ahead), "steps fed ahead: {input}");
+    assert!(input["stage_next_s"].as_f64().unwrap() >= 0.0, "{input}");
     // end to end = batch x steps / (step wall + wait + upload): below the step-only rate, and equal to it
     // recomputed from the reported per-step times
     let (ips, e2e) = (r["images_per_sec"].as_f64().unwrap(), input["images_per_sec_end_to_end"].as_f64().unwrap());

@@ -130,7 +130,9 @@ pub trait Backend {
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<()>;
     /// Copies `src` into the first `src.len()` bytes of `dst` (which must hold that many: `dst.bytes()`),
     /// the rest untouched: u8 data such as the loader's pixels, staged for a kernel that reads bytes
-    /// (`ops::InputOps`). Synchronous with respect to `src`, like [`Backend::upload`].
+    /// (`ops::InputOps`). Both uploads are done with `src` when they return (the host may reuse it), and
+    /// ordered on the device like a launch; on a GPU they do not wait for the stream: the bytes go
+    /// through a page-locked staging buffer (`cuda::staging`).
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<()>;
     /// `dst = src` on the device (`cuMemcpyDtoDAsync` on the stream on a GPU): same storage type and
     /// length, disjoint. The copy engine's bandwidth is the roof the memory-bound kernels' benches report
@@ -161,6 +163,21 @@ pub trait Backend {
     /// `backend::counters`); `None` where there is no device (the CPU backend).
     fn op_counts(&self) -> Option<OpCounts> {
         None
+    }
+
+    /// [`Backend::upload_bytes`] overlapped with the device's work (issue #13 item 4: the next batch is
+    /// copied while the current step computes): ordered after all work enqueued before the call, but
+    /// work enqueued after it may run concurrently with the copy until [`Backend::join_overlapped_uploads`],
+    /// so until then nothing may read or write `dst`. On a GPU the copy runs on a second stream from a
+    /// page-locked staging buffer; elsewhere (the CPU, the emulator: one queue) it is `upload_bytes`.
+    fn upload_bytes_overlapped(&self, dst: Tensor, src: &[u8]) -> Result<()> {
+        self.upload_bytes(dst, src)
+    }
+
+    /// Makes the work enqueued from now on wait for every overlapped upload so far (on a GPU, a stream
+    /// wait on the copy stream's last event; no host wait).
+    fn join_overlapped_uploads(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Starts (or stops) measuring the time the GPU sat idle while the host waited for it or prepared

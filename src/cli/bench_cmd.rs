@@ -22,7 +22,7 @@ use clap::{Args, Subcommand};
 
 use super::device::{run_on, BackendJob, DeviceChoice};
 use crate::backend::{Arena, Dtype, OpCounts, Precision, SupernetOps};
-use crate::data::loader::{EpochIter, Loader, LoaderConfig};
+use crate::data::loader::{Batch, EpochIter, Loader, LoaderConfig, TryNext};
 use crate::data::reader::PackedDataset;
 use crate::dist::launch::{plan, run_ranked, RankArgs};
 use crate::dist::sync::{agree_at_start, StepSync};
@@ -35,7 +35,7 @@ use crate::space::Space;
 use crate::timeline;
 use crate::train::memory_plan::{budget_bytes, largest_batch, plan as memory_plan, precision_name, TrainMemoryPlan};
 use crate::train::step::{
-    CandidateScorer, Distillation, MiddleSampling, Role, StepBuffers, StepSettings, StepState, StepTimes,
+    CandidateScorer, Distillation, MiddleSampling, OneRank, Role, StepBuffers, StepSettings, StepState, StepTimes,
 };
 
 #[derive(Args, Debug)]
@@ -177,8 +177,17 @@ pub struct InputPipelineTimes {
     pub data: String,
     /// Waiting for the loader's next batch (0 when decoding keeps ahead of the step).
     pub data_wait_s: f64,
-    /// The u8 upload, the normalisation kernel and the labels (`StepBuffers::upload_pixels`).
+    /// The host's part of the input: taking the staged batch (`StepBuffers::use_staged`: normalisation
+    /// and labels enqueued) and staging the next one (copy into a page-locked buffer, the DMA queued on
+    /// the copy stream, overlapping the step on a GPU), as the trainer does.
     pub upload_s: f64,
+    /// Host time inside the step staging the next batch (`StepBuffers::stage_batch` once the max subnet
+    /// is enqueued: the copy into a page-locked buffer and the DMA queued on the copy stream), while
+    /// the device computes; part of the step's time.
+    pub stage_next_s: f64,
+    /// Measured steps whose batch had been staged during the previous step (the loader kept ahead); the
+    /// others waited for the loader and copied their batch before the step.
+    pub steps_fed_ahead: u64,
     /// Batch size x steps / (data wait + upload + step): throughput with the pipeline included.
     pub images_per_sec_end_to_end: f64,
 }
@@ -189,6 +198,10 @@ struct InputPipeline {
     loader: Loader,
     epoch: u64,
     iter: EpochIter,
+    /// The batch whose copy to the device is under way (staged during the previous step).
+    staged: bool,
+    /// The batch [`Self::take`] last took had been staged ahead.
+    fed_ahead: bool,
     times: InputPipelineTimes,
 }
 
@@ -215,32 +228,54 @@ impl InputPipeline {
         }
         let iter = loader.epoch(0)?;
         let times = InputPipelineTimes { data: train.display().to_string(), ..Default::default() };
-        Ok(InputPipeline { loader, epoch: 0, iter, times })
+        Ok(InputPipeline { loader, epoch: 0, iter, staged: false, fed_ahead: false, times })
     }
 
-    /// Waits for the next batch and uploads it; returns (wait, upload) seconds.
-    fn next_into<B: SupernetOps>(&mut self, b: &B, bufs: &StepBuffers<B::Memory>) -> Result<(f64, f64)> {
-        let t = std::time::Instant::now();
-        let batch = loop {
+    /// The next batch from the loader, waiting for it; a new epoch when one ends.
+    fn next_batch(&mut self) -> Result<Batch> {
+        loop {
             let next = {
                 let _wait = timeline::range("data wait");
                 self.iter.next()
             };
             match next {
-                Some(batch) => break batch,
+                Some(batch) => return Ok(batch),
                 None => {
                     self.epoch += 1;
                     self.iter = self.loader.epoch(self.epoch)?;
                 }
             }
-        };
+        }
+    }
+
+    /// Puts the next batch into the step as the trainer does: the one staged during the previous step,
+    /// else the loader's next (waiting for it). Returns (wait, upload) seconds.
+    fn take<B: SupernetOps>(&mut self, b: &B, bufs: &StepBuffers<B::Memory>) -> Result<(f64, f64)> {
+        let t = std::time::Instant::now();
+        let waited = if self.staged { None } else { Some(self.next_batch()?) };
+        self.fed_ahead = waited.is_none();
         let wait = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        {
-            let _upload = timeline::range("upload");
-            bufs.upload_pixels(b, &batch.images, &batch.labels)?;
+        let _upload = timeline::range("upload");
+        if let Some(batch) = waited {
+            bufs.stage_batch(b, &batch.images, &batch.labels)?;
         }
+        bufs.use_staged(b)?;
+        self.staged = false;
         Ok((wait, t.elapsed().as_secs_f64()))
+    }
+
+    /// Inside the step, once the max subnet is enqueued (`StepState::run_ranked_with`), as the trainer
+    /// does: stages the next batch if the loader has it ready, so that its copy overlaps the step.
+    /// Returns the host's seconds (part of the step's time).
+    fn stage_next<B: SupernetOps>(&mut self, b: &B, bufs: &StepBuffers<B::Memory>) -> Result<f64> {
+        let t = std::time::Instant::now();
+        if let TryNext::Ready(Some(batch)) = self.iter.try_next() {
+            let _stage = timeline::range("stage next batch");
+            bufs.stage_batch(b, &batch.images, &batch.labels)?;
+            self.staged = true;
+        }
+        Ok(t.elapsed().as_secs_f64())
     }
 }
 
@@ -437,13 +472,14 @@ impl BackendJob for Job<'_> {
         let mut input_s = 0.0;
         for step in 0..(a.warmup + a.steps) {
             let input = match pipeline.as_mut() {
-                Some(p) => Some(p.next_into(b, &bufs)?),
+                Some(p) => Some(p.take(b, &bufs)?),
                 None => None,
             };
             if let (Some((wait, upload)), Some(p)) = (input, pipeline.as_mut()) {
                 if step >= a.warmup {
                     p.times.data_wait_s += wait;
                     p.times.upload_s += upload;
+                    p.times.steps_fed_ahead += p.fed_ahead as u64;
                     input_s += wait + upload;
                 }
             }
@@ -461,10 +497,20 @@ impl BackendJob for Job<'_> {
             }
             let t = std::time::Instant::now();
             let counts_before = b.op_counts();
-            let out = match sync.as_mut() {
-                Some(sync) => state.run_ranked(step as u64, 0.01, &settings, sync)?,
-                None => state.run(step as u64, 0.01, &settings)?,
+            let mut staging_s = 0.0;
+            let mut host_work = || -> Result<()> {
+                if let Some(p) = pipeline.as_mut() {
+                    staging_s += p.stage_next(b, &bufs)?;
+                }
+                Ok(())
             };
+            let out = match sync.as_mut() {
+                Some(sync) => state.run_ranked_with(step as u64, 0.01, &settings, sync, &mut host_work)?,
+                None => state.run_ranked_with(step as u64, 0.01, &settings, &mut OneRank, &mut host_work)?,
+            };
+            if let (Some(p), true) = (pipeline.as_mut(), step >= a.warmup) {
+                p.times.stage_next_s += staging_s;
+            }
             let dt = t.elapsed().as_secs_f64();
             if ranks.is_leader() {
                 eprintln!("step {step}: {dt:.3} s, total loss {:.4}", out.total_loss());
@@ -502,6 +548,8 @@ impl BackendJob for Job<'_> {
         let input = pipeline.map(|p| InputPipelineTimes {
             data_wait_s: p.times.data_wait_s / n,
             upload_s: p.times.upload_s / n,
+            stage_next_s: p.times.stage_next_s / n,
+            steps_fed_ahead: p.times.steps_fed_ahead,
             images_per_sec_end_to_end: a.batch as f64 * n / (wall + input_s).max(1e-9),
             data: p.times.data,
         });
@@ -588,11 +636,15 @@ pub fn run_bench(a: &BenchArgs) -> Result<()> {
             }
             if let Some(p) = &r.input {
                 println!(
-                    "  input pipeline ({}): {:.2} ms/step waiting for the loader, {:.2} ms/step upload (u8) + \
-                     on-device normalisation; {:.2} images/s end to end",
+                    "  input pipeline ({}): {:.2} ms/step waiting for the loader, {:.2} ms/step taking the staged \
+                     batch (u8 copy joined, normalised on the device), {:.2} ms/step staging the next one inside \
+                     the step (its copy overlaps the step; {} of {} steps fed ahead); {:.2} images/s end to end",
                     p.data,
                     1e3 * p.data_wait_s,
                     1e3 * p.upload_s,
+                    1e3 * p.stage_next_s,
+                    p.steps_fed_ahead,
+                    r.steps,
                     p.images_per_sec_end_to_end
                 );
             }

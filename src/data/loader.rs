@@ -274,6 +274,15 @@ fn load_batch(
     Batch { images, labels, indices: indices.to_vec(), side, failed: failures.into_iter().flatten().collect() }
 }
 
+/// What [`EpochIter::try_next`] found.
+#[derive(Debug)]
+pub enum TryNext {
+    /// The next batch, or `None`: the epoch has no more.
+    Ready(Option<Batch>),
+    /// The producer has not finished the next batch yet.
+    NotYet,
+}
+
 /// The batches of one epoch, produced ahead on a background thread.
 pub struct EpochIter {
     rx: Option<Receiver<Batch>>,
@@ -282,6 +291,16 @@ pub struct EpochIter {
 }
 
 impl EpochIter {
+    /// The next batch if the producer has one ready, without waiting: `Ready(None)` at the end of the
+    /// epoch, `NotYet` while the next batch is still being decoded.
+    pub fn try_next(&mut self) -> TryNext {
+        match self.rx.as_ref().map(|rx| rx.try_recv()) {
+            Some(Ok(batch)) => TryNext::Ready(Some(batch)),
+            Some(Err(mpsc::TryRecvError::Empty)) => TryNext::NotYet,
+            Some(Err(mpsc::TryRecvError::Disconnected)) | None => TryNext::Ready(None),
+        }
+    }
+
     /// Gives a batch's image buffer back for reuse by a later batch.
     pub fn recycle(&self, batch: Batch) {
         let _ = self.free.send(batch.images);

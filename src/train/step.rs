@@ -148,7 +148,10 @@ pub struct StepBuffers<M: DeviceMemory> {
     pub input: Tensor,
     /// The batch's u8 pixels ([n, side, side, 3] bytes in `ceil(n * side * side * 3 / 4)` f32 words),
     /// uploaded as bytes and normalised into `input` on the device ([`StepBuffers::upload_pixels`]).
+    /// The next batch is staged here while a step runs ([`StepBuffers::stage_batch`]).
     pub pixels: Tensor,
+    /// [n] the staged batch's labels as f32, copied into `labels` when it is used.
+    pub staged_labels: Tensor,
     /// [n] class indices as f32.
     pub labels: Tensor,
     /// [n, classes] the max subnet's logits.
@@ -164,9 +167,9 @@ pub struct StepBuffers<M: DeviceMemory> {
 }
 
 /// Each [`StepBuffers`] buffer's f32 elements, in field order.
-fn step_buffer_sizes(n: usize, side: usize, classes: usize) -> [usize; 9] {
+fn step_buffer_sizes(n: usize, side: usize, classes: usize) -> [usize; 10] {
     let values = n * side * side * 3;
-    [values, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2, staging_words(values)]
+    [values, n, n * classes, n * classes, n, LOSS_SLOTS, n, 2, staging_words(values), n]
 }
 
 /// The f32 elements [`StepBuffers::new`] allocates (memory planning: `super::memory_plan`).
@@ -195,14 +198,25 @@ impl<M: DeviceMemory> StepBuffers<M> {
             rank: t[6],
             counts: t[7],
             pixels: t[8],
+            staged_labels: t[9],
             _mem: arena.into_memory(),
         })
     }
 
     /// Uploads a batch as the loader made it: u8 NHWC pixels (`[n, side, side, 3]`, a quarter of the f32
     /// bytes) normalised into `input` on the device with the ImageNet mean and std (bit-identical to
-    /// the host's `data::augment::normalize_nhwc`), and labels.
+    /// the host's `data::augment::normalize_nhwc`), and labels: [`Self::stage_batch`] then
+    /// [`Self::use_staged`].
     pub fn upload_pixels<B: SupernetOps<Memory = M>>(&self, b: &B, pixels: &[u8], labels: &[u32]) -> Result<()> {
+        self.stage_batch(b, pixels, labels)?;
+        self.use_staged(b)
+    }
+
+    /// Starts copying a batch (u8 pixels and labels) to the device while the work already enqueued
+    /// runs (issue #13 item 4; `Backend::upload_bytes_overlapped`: on a GPU, a copy stream). Only
+    /// [`Self::use_staged`] reads what it writes, so a step may run between the two: the trainer stages
+    /// batch i + 1 right after step i has taken batch i. Labels travel as f32 (exact below 2^24).
+    pub fn stage_batch<B: SupernetOps<Memory = M>>(&self, b: &B, pixels: &[u8], labels: &[u32]) -> Result<()> {
         if labels.len() != self.n || pixels.len() != self.input.len() {
             return Err(Error::shape(
                 "training batch",
@@ -210,10 +224,17 @@ impl<M: DeviceMemory> StepBuffers<M> {
                 format!("{} bytes and {} labels", pixels.len(), labels.len()),
             ));
         }
-        b.upload_bytes(self.pixels, pixels)?;
-        b.normalize_u8_nhwc(self.pixels, IMAGENET_MEAN, IMAGENET_STD, self.input)?;
         let l: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
-        b.upload(self.labels, &l)
+        b.upload_bytes_overlapped(self.pixels, pixels)?;
+        b.upload_bytes_overlapped(self.staged_labels, bytemuck::cast_slice(&l))
+    }
+
+    /// Takes the staged batch into the step: waits (on the device) for its copies, normalises the
+    /// pixels into `input` and copies the labels into `labels`.
+    pub fn use_staged<B: SupernetOps<Memory = M>>(&self, b: &B) -> Result<()> {
+        b.join_overlapped_uploads()?;
+        b.normalize_u8_nhwc(self.pixels, IMAGENET_MEAN, IMAGENET_STD, self.input)?;
+        b.copy(self.staged_labels, self.labels)
     }
 
     /// Uploads a batch: normalised images (`[n, side, side, 3]`) and labels.
@@ -490,6 +511,21 @@ impl<B: SupernetOps> StepState<'_, B> {
         s: &StepSettings,
         sync: &mut dyn RankSync<B>,
     ) -> Result<StepOutcome> {
+        self.run_ranked_with(step, lr, s, sync, &mut || Ok(()))
+    }
+
+    /// [`StepState::run_ranked`], calling `host_work` once the max subnet's forward and backward are
+    /// enqueued and before the step's first wait for the device: host work done there (the trainer
+    /// stages the next batch, [`StepBuffers::stage_batch`]) runs while the device computes. It must
+    /// not touch what the step uses.
+    pub fn run_ranked_with(
+        &mut self,
+        step: u64,
+        lr: f32,
+        s: &StepSettings,
+        sync: &mut dyn RankSync<B>,
+        host_work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<StepOutcome> {
         if s.num_arch_training < 2 {
             return Err(Error::usage(format!(
                 "num_arch_training must be >= 2 (max and min), got {}",
@@ -517,6 +553,7 @@ impl<B: SupernetOps> StepState<'_, B> {
         let t = Instant::now();
         let max = space.max_arch();
         self.train_subnet(Role::Max, &max, s, (layer_seed(step_seed, 0), 0), &mut |_| Ok(()))?;
+        host_work()?;
         subnets.push(SubnetOutcome {
             role: Role::Max,
             mflops: flops::mflops(&space, &max),

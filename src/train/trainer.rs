@@ -25,7 +25,7 @@ use super::config::{SamplerCost, SamplerMethod, Scorer, TrainConfig};
 use super::metrics::{
     CandidateRecord, EpochRecord, EvalRecord, LogLine, MetricsLog, StartRecord, StepRecord, SubnetRecord,
 };
-use super::step::{CandidateScorer, MiddleSampling, Role, StepBuffers, StepOutcome, StepSettings, StepState};
+use super::step::{CandidateScorer, MiddleSampling, OneRank, Role, StepBuffers, StepOutcome, StepSettings, StepState};
 use super::stop::{stop_line, stopped_by_error, StopPoll};
 use super::validate::{
     calibrate_and_evaluate, calibrate_bn, count_correct, decode_batches, Accuracy, EvalBuffers, HostBatch,
@@ -33,7 +33,7 @@ use super::validate::{
 use crate::backend::ops::optimizer::WarmupCosineLr;
 use crate::backend::{Arena, Dtype, SupernetOps};
 use crate::checkpoint::{SavedCheckpoint, TensorRecord};
-use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::loader::{Batch, Loader, LoaderConfig, TryNext};
 use crate::data::reader::PackedDataset;
 use crate::dist::sync::{agree_at_start, average_running_stats, check_parameters, StepSync};
 use crate::dist::HostCollectives;
@@ -439,13 +439,24 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
         let skip = (step % steps_per_epoch) as usize;
         let mut iter = train_loader.epoch_from(epoch, skip)?;
         let mut waiting_since = Instant::now();
+        // the batch staged during the previous step (its copy to the device overlapped that step), with
+        // the time it took to get it from the loader
+        let mut staged: Option<(Batch, f64)> = None;
         loop {
-            let next = {
-                let _wait = timeline::range("data wait");
-                iter.next()
+            let (batch, data_wait_s) = match staged.take() {
+                Some(ready) => ready,
+                None => {
+                    let next = {
+                        let _wait = timeline::range("data wait");
+                        iter.next()
+                    };
+                    let Some(batch) = next else { break };
+                    let waited = waiting_since.elapsed().as_secs_f64();
+                    let _upload = timeline::range("upload");
+                    bufs.stage_batch(b, &batch.images, &batch.labels)?;
+                    (batch, waited)
+                }
             };
-            let Some(batch) = next else { break };
-            let data_wait_s = waiting_since.elapsed().as_secs_f64();
             if step >= total_steps || step / steps_per_epoch != epoch {
                 break;
             }
@@ -456,15 +467,33 @@ pub fn run<B: SupernetOps>(b: &B, job: &TrainJob) -> Result<TrainSummary> {
             let t0 = Instant::now();
             {
                 let _upload = timeline::range("upload");
-                bufs.upload_pixels(b, &batch.images, &batch.labels)?;
+                bufs.use_staged(b)?;
             }
+            // Once the max subnet is enqueued, stage the next batch if the loader has it ready (it
+            // usually has: it decodes `data.prefetch` batches ahead): the host's copy into the staging
+            // buffer and the DMA on the copy stream run while this step computes. Otherwise the next
+            // iteration waits for it as before.
+            let stage_next = step + 1 < total_steps && (step + 1) / steps_per_epoch == epoch;
+            let mut host_work = || -> Result<()> {
+                if !stage_next {
+                    return Ok(());
+                }
+                let t = Instant::now();
+                if let TryNext::Ready(Some(next)) = iter.try_next() {
+                    let waited = t.elapsed().as_secs_f64();
+                    let _stage = timeline::range("stage next batch");
+                    bufs.stage_batch(b, &next.images, &next.labels)?;
+                    staged = Some((next, waited));
+                }
+                Ok(())
+            };
             let lr = lr_schedule.lr(step);
             let mut state =
                 StepState { b, net: &net, arena: &mut arena, bufs: &bufs, groups: &groups, sampler: sampler.as_mut() };
             let logged = cfg.log.every_steps > 0 && step % cfg.log.every_steps == 0;
             let outcome: StepOutcome = match sync.as_mut() {
-                None => state.run(step, lr, &settings),
-                Some(sync) => state.run_ranked(step, lr, &settings, sync).and_then(|o| {
+                None => state.run_ranked_with(step, lr, &settings, &mut OneRank, &mut host_work),
+                Some(sync) => state.run_ranked_with(step, lr, &settings, sync, &mut host_work).and_then(|o| {
                     if logged {
                         check_parameters(ranks, b, net.params_arena(), step + 1)?;
                     }

@@ -118,6 +118,15 @@ pub trait KernelDevice {
     /// The `src.bytes()` bytes of a tensor of any dtype.
     fn download_bytes(&self, src: Tensor) -> Result<Vec<u8>, CudaError>;
     fn synchronize(&self) -> Result<(), CudaError>;
+    /// [`Self::upload_bytes`] on a copy stream (see `Backend::upload_bytes_overlapped`); a device with
+    /// one stream (the emulator) uploads in order.
+    fn upload_bytes_overlapped(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
+        self.upload_bytes(dst, src)
+    }
+    /// Orders the work enqueued from now on after the overlapped uploads so far.
+    fn join_overlapped_uploads(&self) -> Result<(), CudaError> {
+        Ok(())
+    }
     /// Starts (or stops) measuring the time the device sat idle while the host waited for it or
     /// prepared the next work (`backend::cuda::idle`); a device that cannot measure it ignores this.
     fn set_idle_probe(&self, _on: bool) {}

@@ -1,18 +1,20 @@
 //! A real GPU through cudarc: context, one stream, the kernel registry and a cuBLAS handle.
 //! Memory comes from `cuMemAlloc` via cudarc slices; tensors are raw device addresses inside them.
-//! Everything runs on one stream, so cudarc's per-slice event tracking is turned off.
+//! Kernels, GEMMs and copies run on one stream, so cudarc's per-slice event tracking is turned off; the
+//! one exception, overlapped uploads on a copy stream, orders itself with its own events (`staging`).
 
 use super::device::{KernelArg, KernelDevice, LaunchDims};
 use super::error::{guard, CudaError};
 use super::idle::IdleProbe;
 use super::probe;
 use super::registry::Registry;
+use super::staging::{CopyStream, Staged, Staging};
 use super::KernelFn;
 use crate::backend::gemm::{ColMajorGemm, Transpose};
 use crate::backend::{DeviceMemory, Dtype, Tensor};
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct GpuMemory {
     _slice: CudaSlice<f32>,
@@ -34,6 +36,10 @@ pub struct GpuDevice {
     blas: CudaBlas,
     /// Idle gaps of the stream, when a bench asks (`bench train`).
     idle: IdleProbe,
+    /// Page-locked buffers that uploads are queued from, without a host wait.
+    staging: Staging,
+    /// The stream overlapped uploads run on, created on first use.
+    copy_stream: Mutex<Option<CopyStream>>,
     pub ordinal: usize,
     pub name: String,
     pub compute_capability: (i32, i32),
@@ -51,7 +57,8 @@ impl GpuDevice {
         }
         guard("libcuda", || {
             let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::driver("CudaContext::new", e))?;
-            // SAFETY: one stream only; ordering is the stream's, no cross-stream events needed.
+            // SAFETY: cudarc's slices are used on this one stream only (ordering is the stream's); the
+            // copy stream writes raw addresses and orders itself with explicit events (staging.rs).
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let name = ctx.name().map_err(|e| CudaError::driver("cuDeviceGetName", e))?;
@@ -67,6 +74,8 @@ impl GpuDevice {
                 registry,
                 blas,
                 idle: IdleProbe::default(),
+                staging: Staging::default(),
+                copy_stream: Mutex::new(None),
                 ordinal,
                 name,
                 compute_capability: cc,
@@ -178,23 +187,54 @@ impl KernelDevice for GpuDevice {
     }
 
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError> {
-        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
-        self.idle.close_gap(&self.stream)?;
-        // SAFETY: dst is a live device tensor of src.len() elements (checked by the caller); the
-        // copy is synchronous with respect to the host buffer because we synchronise right after.
-        unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
-            .map_err(|e| CudaError::driver("upload", e))?;
-        self.synchronize()
+        self.upload_bytes(dst, bytemuck::cast_slice(src))
     }
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
         self.idle.close_gap(&self.stream)?;
-        // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller); the
-        // copy is synchronous with respect to the host buffer because we synchronise right after.
+        // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller).
+        if unsafe { self.staging.upload(&self.ctx, &self.stream, dst.addr(), src) }? == Staged::Queued {
+            return Ok(());
+        }
+        // SAFETY: as above; the copy is synchronous with respect to the host buffer because we
+        // synchronise right after.
         unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
             .map_err(|e| CudaError::driver("upload", e))?;
         self.synchronize()
+    }
+
+    fn upload_bytes_overlapped(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
+        self.idle.close_gap(&self.stream)?;
+        let mut copy = self.copy_stream.lock().unwrap_or_else(|p| p.into_inner());
+        if copy.is_none() {
+            *copy = Some(CopyStream::new(&self.ctx)?);
+        }
+        let Some(cs) = copy.as_mut() else {
+            return self.upload_bytes(dst, src);
+        };
+        // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller), and
+        // the caller (Backend::upload_bytes_overlapped's contract) keeps the compute stream off it until
+        // join_overlapped_uploads.
+        match unsafe { cs.upload(&self.staging, &self.ctx, &self.stream, dst.addr(), src) }? {
+            Staged::Queued => Ok(()),
+            Staged::Pageable => {
+                drop(copy);
+                self.upload_bytes(dst, src) // in order on the compute stream
+            }
+        }
+    }
+
+    fn join_overlapped_uploads(&self) -> Result<(), CudaError> {
+        let mut copy = self.copy_stream.lock().unwrap_or_else(|p| p.into_inner());
+        match copy.as_mut() {
+            Some(cs) => {
+                self.idle.close_gap(&self.stream)?;
+                cs.join(&self.stream)
+            }
+            None => Ok(()),
+        }
     }
 
     fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError> {

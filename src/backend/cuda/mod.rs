@@ -14,6 +14,7 @@ pub mod nvrtc;
 pub mod ops;
 pub mod probe;
 pub mod registry;
+pub mod staging;
 
 pub use device::{KernelArg, KernelArgKind, KernelDevice, LaunchDims};
 pub use error::CudaError;

@@ -126,6 +126,16 @@ impl<D: KernelDevice> Backend for CudaBackend<D> {
         self.device.set_idle_probe(on)
     }
 
+    fn upload_bytes_overlapped(&self, dst: Tensor, src: &[u8]) -> Result<()> {
+        crate::backend::cpu::check_byte_capacity(dst, src.len())?;
+        self.counters.note(OpEvent::Upload);
+        Ok(self.device.upload_bytes_overlapped(dst, src)?)
+    }
+
+    fn join_overlapped_uploads(&self) -> Result<()> {
+        Ok(self.device.join_overlapped_uploads()?)
+    }
+
     fn take_gpu_idle(&self) -> Result<Option<(f64, u64)>> {
         Ok(self.device.take_idle()?)
     }
