@@ -47,6 +47,21 @@ fn uploads_in_a_row_land_intact<B: Backend>(b: &B) {
         assert_eq!(b.download(dst[i].tensor()).unwrap(), want, "upload {i} of {len} values");
         assert_eq!(b.download(copies[i].tensor()).unwrap(), want, "device copy after upload {i}");
     }
+    // overlapped uploads: a synchronisation waits for them (no join needed), and memory freed with
+    // one pending is freed after it (a new allocation, likely at the same address, keeps its own data)
+    let len = 300_000;
+    for i in 0..2 * SLOTS {
+        let m = b.alloc(len).unwrap();
+        b.upload_bytes_overlapped(m.tensor(), bytemuck::cast_slice(&pattern(i, len))).unwrap();
+        if i % 2 == 0 {
+            b.synchronize().unwrap();
+            assert_eq!(b.download(m.tensor()).unwrap(), pattern(i, len), "overlapped upload {i} after a sync");
+        }
+        drop(m);
+        let fresh = b.alloc(len).unwrap();
+        b.upload(fresh.tensor(), &pattern(1000 + i, len)).unwrap();
+        assert_eq!(b.download(fresh.tensor()).unwrap(), pattern(1000 + i, len), "memory freed under upload {i}");
+    }
 }
 
 #[test]

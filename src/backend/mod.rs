@@ -175,7 +175,8 @@ pub trait Backend {
     }
 
     /// Makes the work enqueued from now on wait for every overlapped upload so far (on a GPU, a stream
-    /// wait on the copy stream's last event; no host wait).
+    /// wait on the copy stream's last event; no host wait). [`Backend::synchronize`] joins them too, and
+    /// device memory freed with an overlapped upload into it pending is freed after the copy.
     fn join_overlapped_uploads(&self) -> Result<()> {
         Ok(())
     }

@@ -8,18 +8,29 @@ use super::error::{guard, CudaError};
 use super::idle::IdleProbe;
 use super::probe;
 use super::registry::Registry;
-use super::staging::{CopyStream, Staged, Staging};
+use super::staging::{CopyLane, Staged, Staging};
 use super::KernelFn;
 use crate::backend::gemm::{ColMajorGemm, Transpose};
 use crate::backend::{DeviceMemory, Dtype, Tensor};
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub struct GpuMemory {
     _slice: CudaSlice<f32>,
     ptr: u64,
     len: usize,
+    /// Joined before the slice is freed: an overlapped upload into this memory may still be running on
+    /// the copy stream, which the compute stream's stream-ordered free does not know about.
+    copies: Arc<CopyLane>,
+}
+
+impl Drop for GpuMemory {
+    fn drop(&mut self) {
+        if let Err(e) = self.copies.join() {
+            eprintln!("attnas: joining the copy stream before freeing device memory: {e}");
+        }
+    }
 }
 
 impl DeviceMemory for GpuMemory {
@@ -38,8 +49,8 @@ pub struct GpuDevice {
     idle: IdleProbe,
     /// Page-locked buffers that uploads are queued from, without a host wait.
     staging: Staging,
-    /// The stream overlapped uploads run on, created on first use.
-    copy_stream: Mutex<Option<CopyStream>>,
+    /// The stream overlapped uploads run on (created on first use), shared with the memory.
+    copies: Arc<CopyLane>,
     pub ordinal: usize,
     pub name: String,
     pub compute_capability: (i32, i32),
@@ -68,14 +79,15 @@ impl GpuDevice {
                 CudaBlas::new(stream.clone())
                     .map_err(|e| CudaError::Cublas { what: "cublasCreate".into(), detail: format!("{e:?}") })
             })?;
+            let copies = Arc::new(CopyLane::new(ctx.clone(), stream.clone()));
             Ok(GpuDevice {
+                copies,
                 ctx,
                 stream,
                 registry,
                 blas,
                 idle: IdleProbe::default(),
                 staging: Staging::default(),
-                copy_stream: Mutex::new(None),
                 ordinal,
                 name,
                 compute_capability: cc,
@@ -183,7 +195,7 @@ impl KernelDevice for GpuDevice {
             let (p, _sync) = slice.device_ptr(&self.stream);
             p
         };
-        Ok(GpuMemory { _slice: slice, ptr, len })
+        Ok(GpuMemory { _slice: slice, ptr, len, copies: self.copies.clone() })
     }
 
     fn upload(&self, dst: Tensor, src: &[f32]) -> Result<(), CudaError> {
@@ -192,11 +204,14 @@ impl KernelDevice for GpuDevice {
 
     fn upload_bytes(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
-        self.idle.close_gap(&self.stream)?;
+        // the gap (if one is open) closes after the host's copy into the staging buffer
+        let mut close_gap = || self.idle.close_gap(&self.stream);
         // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller).
-        if unsafe { self.staging.upload(&self.ctx, &self.stream, dst.addr(), src) }? == Staged::Queued {
+        let staged = unsafe { self.staging.upload(&self.ctx, &self.stream, dst.addr(), src, &mut close_gap) }?;
+        if staged == Staged::Queued {
             return Ok(());
         }
+        self.idle.close_gap(&self.stream)?;
         // SAFETY: as above; the copy is synchronous with respect to the host buffer because we
         // synchronise right after.
         unsafe { drv::memcpy_htod_async(dst.addr(), src, self.stream.cu_stream()) }
@@ -206,35 +221,21 @@ impl KernelDevice for GpuDevice {
 
     fn upload_bytes_overlapped(&self, dst: Tensor, src: &[u8]) -> Result<(), CudaError> {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))?;
-        self.idle.close_gap(&self.stream)?;
-        let mut copy = self.copy_stream.lock().unwrap_or_else(|p| p.into_inner());
-        if copy.is_none() {
-            *copy = Some(CopyStream::new(&self.ctx)?);
-        }
-        let Some(cs) = copy.as_mut() else {
-            return self.upload_bytes(dst, src);
-        };
+        // No idle gap is closed here: the compute stream gets only an event record. The next launch
+        // closes it, after the join's stream wait, so time the compute stream waits for the copy
+        // counts as idle.
         // SAFETY: dst is a live device tensor of at least src.len() bytes (checked by the caller), and
         // the caller (Backend::upload_bytes_overlapped's contract) keeps the compute stream off it until
-        // join_overlapped_uploads.
-        match unsafe { cs.upload(&self.staging, &self.ctx, &self.stream, dst.addr(), src) }? {
+        // join_overlapped_uploads; memory freed before that joins first (GpuMemory's drop).
+        match unsafe { self.copies.upload(&self.staging, dst.addr(), src) }? {
             Staged::Queued => Ok(()),
-            Staged::Pageable => {
-                drop(copy);
-                self.upload_bytes(dst, src) // in order on the compute stream
-            }
+            // in order on the compute stream (synchronous)
+            Staged::Pageable => self.upload_bytes(dst, src),
         }
     }
 
     fn join_overlapped_uploads(&self) -> Result<(), CudaError> {
-        let mut copy = self.copy_stream.lock().unwrap_or_else(|p| p.into_inner());
-        match copy.as_mut() {
-            Some(cs) => {
-                self.idle.close_gap(&self.stream)?;
-                cs.join(&self.stream)
-            }
-            None => Ok(()),
-        }
+        self.copies.join()
     }
 
     fn copy(&self, src: Tensor, dst: Tensor) -> Result<(), CudaError> {
@@ -270,6 +271,9 @@ impl KernelDevice for GpuDevice {
     }
 
     fn synchronize(&self) -> Result<(), CudaError> {
+        // a synchronisation covers the overlapped uploads too (nothing is left running on the copy
+        // stream once the host has waited: a step ends joined)
+        self.copies.join()?;
         self.idle.open_gap(&self.stream)?;
         self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
     }

@@ -12,7 +12,7 @@
 //! taken. Stream order is unchanged (the copy is queued where the synchronous one ran), so results are
 //! bit-identical.
 //!
-//! Uploads larger than [`STAGED_MAX_BYTES`] (whole checkpoints at start-up) and every upload after a
+//! Uploads larger than [`STAGED_MAX_BYTES`] (large f32 batches, whole checkpoints) and every upload after a
 //! failed pinned allocation (a container with a small locked-memory limit) take the pageable path and
 //! synchronise as before; the fallback is reported once on stderr.
 
@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 pub const SLOTS: usize = 4;
 
 /// Uploads above this size take the synchronous path, so that the ring holds at most
-/// `SLOTS * STAGED_MAX_BYTES` of page-locked memory (a 224 px batch of 256 images is 38.5 MB of u8).
-pub const STAGED_MAX_BYTES: usize = 64 << 20;
+/// `SLOTS * STAGED_MAX_BYTES` of page-locked memory (in practice two batches' worth: a 224 px batch of
+/// 512 images is 77 MB of u8; f32 evaluation batches of that size are the ones that go unstaged).
+pub const STAGED_MAX_BYTES: usize = 128 << 20;
 
 struct Slot {
     buf: PinnedHostSlice<u8>,
@@ -69,18 +70,22 @@ pub enum Staged {
 }
 
 impl Staging {
-    /// Copies `src` into a staging buffer and queues its copy to device address `dst` on `stream`.
+    /// Copies `src` into a staging buffer, calls `before_enqueue` (the caller closes an idle gap or
+    /// orders `stream` after other work: the host's copy is done by then, so the device's idle time
+    /// includes it) and queues the copy to device address `dst` on `stream`.
     ///
     /// # Safety
-    /// `dst` must be a live device allocation of at least `src.len()` bytes in `ctx`. Freeing it after
-    /// the call is fine: cudarc frees device memory in stream order (`cuMemFreeAsync` on this stream)
-    /// or synchronously (`cuMemFree` waits for the device), either way after the queued copy.
+    /// `dst` must be a live device allocation of at least `src.len()` bytes in `ctx`, and stay so until
+    /// the copy has run: on the compute stream cudarc frees in stream order (`cuMemFreeAsync` on it, or
+    /// `cuMemFree`, which waits for the device); on the copy stream [`CopyStream::join`] must be queued
+    /// on the compute stream before the memory is freed (`GpuMemory`'s drop does).
     pub unsafe fn upload(
         &self,
         ctx: &Arc<CudaContext>,
         stream: &CudaStream,
         dst: u64,
         src: &[u8],
+        before_enqueue: &mut dyn FnMut() -> Result<(), CudaError>,
     ) -> Result<Staged, CudaError> {
         if src.is_empty() || src.len() > STAGED_MAX_BYTES {
             return Ok(Staged::Pageable);
@@ -92,9 +97,12 @@ impl Staging {
         if ring.slots.is_empty() {
             ring.slots.resize_with(SLOTS, || None);
         }
-        let i = ring.next;
+        // a free slot large enough, from the round-robin position on; else the round-robin slot (so that
+        // a stream of alternating large and small uploads keeps its buffers instead of regrowing them)
+        let fits = |s: &Option<Slot>| s.as_ref().is_some_and(|s| s.buf.len() >= src.len() && s.done.is_complete());
+        let i = (0..SLOTS).map(|k| (ring.next + k) % SLOTS).find(|&k| fits(&ring.slots[k])).unwrap_or(ring.next);
         ring.next = (i + 1) % SLOTS;
-        // the slot's previous copy must have left its buffer before the host writes it
+        // the slot's previous copy must have left its buffer before the host writes or frees it
         if let Some(slot) = &ring.slots[i] {
             if !slot.done.try_is_complete().map_err(|e| CudaError::driver("cuEventQuery (staging)", e))? {
                 slot.done.synchronize().map_err(|e| CudaError::driver("cuEventSynchronize (staging)", e))?;
@@ -102,10 +110,14 @@ impl Staging {
             }
         }
         if ring.slots[i].as_ref().is_none_or(|s| s.buf.len() < src.len()) {
-            ring.slots[i] = None; // free the smaller buffer first
+            ring.slots[i] = None; // free the smaller buffer first (its copy is done: checked above)
             match new_slot(ctx, src.len()) {
                 Ok(slot) => ring.slots[i] = Some(slot),
                 Err(e) => {
+                    // the other slots' copies may still be running: wait for them before freeing
+                    for slot in ring.slots.iter().flatten() {
+                        slot.done.synchronize().map_err(|e| CudaError::driver("cuEventSynchronize (staging)", e))?;
+                    }
                     ring.disabled = true;
                     ring.slots.clear();
                     eprintln!(
@@ -120,10 +132,12 @@ impl Staging {
         };
         let host = slot.buf.as_mut_slice().map_err(|e| CudaError::driver("pinned buffer", e))?;
         host[..src.len()].copy_from_slice(src);
-        // SAFETY: `host` is page-locked memory owned by the slot, which is not written again before
-        // `done` completes (checked above on reuse) nor freed before it (Drop of PinnedHostSlice
-        // synchronises its own event, and the slot is replaced only after `done` was checked); `dst`
-        // is live for src.len() bytes (the caller's contract).
+        before_enqueue()?;
+        // SAFETY: `host` is page-locked memory owned by the slot. It is neither written nor freed
+        // before the slot's `done` event, recorded right after this copy, has completed: reuse and
+        // replacement wait for it above, disabling waits for every slot, and `Ring`'s drop waits for
+        // all of them (the PinnedHostSlice's own event is never recorded, so its drop does not).
+        // `dst` is live for src.len() bytes until the copy has run (the caller's contract).
         unsafe { drv::memcpy_htod_async(dst, &host[..src.len()], stream.cu_stream()) }
             .map_err(|e| CudaError::driver("upload (staged)", e))?;
         slot.done.record(stream).map_err(|e| CudaError::driver("cuEventRecord (staging)", e))?;
@@ -149,13 +163,13 @@ fn new_slot(ctx: &Arc<CudaContext>, bytes: usize) -> Result<Slot, CudaError> {
 }
 
 /// The second stream that overlapped uploads run on (`Backend::upload_bytes_overlapped`): the next
-/// training batch is copied while the current step's kernels run on the compute stream. Created on first
-/// use. Each upload makes the copy stream wait for an event recorded on the compute stream at the call
-/// (so the copy follows every earlier reader of its destination) and records `copied` after the copy;
-/// [`CopyStream::join`] makes the compute stream wait for `copied`. Both are stream-side waits: the host
+/// training batch is copied while the current step's kernels run on the compute stream. Each upload
+/// makes the copy stream wait for an event recorded on the compute stream at the call (so the copy
+/// follows every earlier reader of its destination) and records `copied` after the copy;
+/// [`CopyLane::join`] makes the compute stream wait for `copied`. Both are stream-side waits: the host
 /// never blocks. Recording an event again is safe once the waits on its earlier recording are queued
-/// (`cuStreamWaitEvent` uses the event's state at the call).
-pub struct CopyStream {
+/// (`cuStreamWaitEvent` uses the event's latest recording at the call).
+struct CopyStream {
     stream: Arc<CudaStream>,
     fence: CudaEvent,
     copied: CudaEvent,
@@ -163,45 +177,65 @@ pub struct CopyStream {
     pending: bool,
 }
 
-impl CopyStream {
-    pub fn new(ctx: &Arc<CudaContext>) -> Result<Self, CudaError> {
-        let stream = ctx.new_stream().map_err(|e| CudaError::driver("cuStreamCreate (copy stream)", e))?;
-        let event = || {
-            ctx.new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
-                .map_err(|e| CudaError::driver("cuEventCreate (copy stream)", e))
-        };
-        Ok(CopyStream { stream, fence: event()?, copied: event()?, pending: false })
+/// A device's copy stream (created on first use) with its compute stream, shared by the device and its
+/// memory: freeing device memory joins the copy stream first (`GpuMemory`'s drop), since cudarc frees
+/// in the compute stream's order, which knows nothing of the copy stream's work.
+pub struct CopyLane {
+    ctx: Arc<CudaContext>,
+    compute: Arc<CudaStream>,
+    copy: Mutex<Option<CopyStream>>,
+}
+
+impl CopyLane {
+    pub fn new(ctx: Arc<CudaContext>, compute: Arc<CudaStream>) -> Self {
+        CopyLane { ctx, compute, copy: Mutex::new(None) }
     }
 
-    /// Queues `src` to `dst` on the copy stream after the work enqueued so far on `compute`; returns
-    /// `Staged::Pageable` (nothing queued) where staging is unavailable.
+    /// Queues `src` to `dst` on the copy stream after the work enqueued so far on the compute stream;
+    /// returns `Staged::Pageable` (nothing queued) where staging is unavailable.
     ///
     /// # Safety
-    /// As [`Staging::upload`]; and nothing enqueued on `compute` before [`Self::join`] may touch `dst`.
-    pub unsafe fn upload(
-        &mut self,
-        staging: &Staging,
-        ctx: &Arc<CudaContext>,
-        compute: &CudaStream,
-        dst: u64,
-        src: &[u8],
-    ) -> Result<Staged, CudaError> {
-        self.fence.record(compute).map_err(|e| CudaError::driver("cuEventRecord (copy fence)", e))?;
-        self.stream.wait(&self.fence).map_err(|e| CudaError::driver("cuStreamWaitEvent (copy stream)", e))?;
+    /// As [`Staging::upload`]; and nothing enqueued on the compute stream before [`Self::join`] may
+    /// touch `dst`.
+    pub unsafe fn upload(&self, staging: &Staging, dst: u64, src: &[u8]) -> Result<Staged, CudaError> {
+        let mut guard = self.copy.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let stream = self.ctx.new_stream().map_err(|e| CudaError::driver("cuStreamCreate (copy stream)", e))?;
+            let event = || {
+                self.ctx
+                    .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                    .map_err(|e| CudaError::driver("cuEventCreate (copy stream)", e))
+            };
+            *guard = Some(CopyStream { stream, fence: event()?, copied: event()?, pending: false });
+        }
+        let Some(cs) = guard.as_mut() else {
+            return Ok(Staged::Pageable);
+        };
+        let CopyStream { stream, fence, copied, pending } = cs;
+        let compute = &self.compute;
+        // after the host's copy into the staging buffer: order the copy stream after the compute
+        // stream's work so far, and count the upload as pending before anything can fail
+        let mut order = || -> Result<(), CudaError> {
+            fence.record(compute).map_err(|e| CudaError::driver("cuEventRecord (copy fence)", e))?;
+            stream.wait(fence).map_err(|e| CudaError::driver("cuStreamWaitEvent (copy stream)", e))?;
+            *pending = true;
+            Ok(())
+        };
         // SAFETY: the caller's contract, passed on.
-        let staged = unsafe { staging.upload(ctx, &self.stream, dst, src) }?;
+        let staged = unsafe { staging.upload(&self.ctx, stream, dst, src, &mut order) }?;
         if staged == Staged::Queued {
-            self.copied.record(&self.stream).map_err(|e| CudaError::driver("cuEventRecord (copied)", e))?;
-            self.pending = true;
+            copied.record(stream).map_err(|e| CudaError::driver("cuEventRecord (copied)", e))?;
         }
         Ok(staged)
     }
 
-    /// Makes `compute`'s later work wait for the uploads queued so far.
-    pub fn join(&mut self, compute: &CudaStream) -> Result<(), CudaError> {
-        if self.pending {
-            compute.wait(&self.copied).map_err(|e| CudaError::driver("cuStreamWaitEvent (join copies)", e))?;
-            self.pending = false;
+    /// Makes the compute stream's later work wait for the uploads queued so far (a stream wait; the
+    /// host does not block).
+    pub fn join(&self) -> Result<(), CudaError> {
+        let mut guard = self.copy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cs) = guard.as_mut().filter(|cs| cs.pending) {
+            self.compute.wait(&cs.copied).map_err(|e| CudaError::driver("cuStreamWaitEvent (join copies)", e))?;
+            cs.pending = false;
         }
         Ok(())
     }
