@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build everything a GPU machine needs into one folder (default out/gpu-bundle): the release binary, every
 # test and bench executable (release, nvcc cubins embedded, symbols stripped, packed into payload.tar.xz:
-# the executables share most of their code, which xz's window removes, ~10x), and run.sh. The GPU machine
+# the executables share most of their code, which one xz stream with a 256 MiB window removes, ~35x), and run.sh. The GPU machine
 # has no Rust and no registry; it needs only the NVIDIA driver and cuBLAS (NVRTC only for archs without a
 # cubin), from the system or from the Python image's nvidia pip packages (run.sh finds them with
 # find-cuda-libs.sh and prints which copy it used). run.sh sets REQUIRE_GPU=1: a GPU test that cannot open
@@ -45,7 +45,11 @@ list_executables bench --benches | while read -r name kind exe; do
   [ "$kind" = bench ] && cp "$exe" "$STAGE/benches/$name"
 done
 strip "$DEST/attnas" "$STAGE"/tests/* "$STAGE"/benches/*
-XZ_OPT="-6 -T2" tar -C "$STAGE" -cJf "$DEST/payload.tar.xz" tests benches
+# One xz stream (-T1: threads would cut it into independent blocks) with a 256 MiB dictionary, larger than
+# the executables together (~450 MiB unpacked, ~6 MiB each), so each executable's copy of the crate is
+# coded as a match against the one before: 78 tests and 7 benches pack to 12 MiB where the default
+# 8 MiB window (and -T2's blocks) left 63 MiB. Unpacking needs ~260 MiB of memory.
+XZ_OPT="-T1 --lzma2=preset=6,dict=256MiB" tar -C "$STAGE" -cJf "$DEST/payload.tar.xz" tests benches
 
 # Side by side (issue #13 item 6, DEVELOPERS.md): the original AttentiveNAS source, when it was brought into
 # third_party/AttentiveNAS (gitignored, never committed), travels with scripts/side_by_side.py: its Python
