@@ -26,14 +26,23 @@
 // gamma, beta, running stats and dgamma/dbeta are stored at the max width, the first c entries used.
 // saved = [mean(c), biased var(c)] from the training forward, read by the backward and calibration.
 //
-// Launch geometry (every per-pixel kernel): block = 32 channels x 8 row lanes (256 threads), grid =
-// (ceil(c / 32), chunks); block (bx, by) owns channels bx*32 .. +32 and rows by*rows_per_chunk .. +rows_per_chunk.
-// Why: NHWC puts channels contiguous, so the 32 lanes of a warp read 32 consecutive floats of one
-// pixel (one coalesced 128-byte row); each thread keeps one channel for its whole chunk, so gamma,
-// beta and the statistics are loaded once per thread and there is no per-element division/modulo.
+// Launch geometry (every per-pixel kernel): block = 32 channel lanes x 8 row lanes (256 threads), each
+// channel lane owning 4 consecutive channels (kernels/channel_vec.cuh); grid = (ceil(c / 128), chunks);
+// block (bx, by) owns channels bx*128 .. +128 and rows by*rows_per_chunk .. +rows_per_chunk.
+// Why: NHWC puts channels contiguous, so the 32 lanes of a warp read 128 consecutive values of one
+// pixel: 512 coalesced bytes in f32, 256 in bf16, one 16- or 8-byte access per lane (with one channel
+// per lane a bf16 warp moved 64 bytes per instruction: issue-bound); each thread keeps its channels for
+// its whole chunk, so gamma, beta and the statistics are loaded once per thread and there is no
+// per-element division/modulo. A layer of c <= 64 channels needs fewer than 32 channel lanes; the warp
+// then spans several rows (lanes_per_row: c = 16 -> 4 channel lanes x 8 rows per warp, 64 row lanes per
+// block) so that no thread idles: the stem and stage-1 layers (16-24 channels at 112^2) are among the
+// largest tensors of the network. The BN fused with the SE squeeze is the exception: it keeps the global
+// pool's geometry, one channel per lane and one block per (sample, 32 channels), because its grid has no
+// chunks to spread over (4 channels per lane would leave 128 blocks for 240 channels of 64 samples, fewer
+// than an H100's 132 SMs) and its sums must stay in the pool's order.
 //
 // Reductions are two-stage, with no atomics: stage 1 (`*_partial`) reduces each chunk in registers,
-// then across the 8 row lanes in shared memory, and writes one partial per (chunk, channel) to the
+// then across the row lanes in shared memory, and writes one partial per (chunk, channel) to the
 // caller's scratch; stage 2 (`*_finalize`) folds the chunk partials per channel in f64 (block = 32
 // channels x 32 chunk lanes). The variance uses sums shifted by the channel's first value (x[0, ch]),
 // which keeps the f32 per-thread sums free of the catastrophic cancellation of sum(x^2) - sum(x)^2
@@ -41,6 +50,7 @@
 // per chunk): enough blocks to fill an H100/H200 several times over, few enough partials that stage 2
 // is negligible.
 
+#include "channel_vec.cuh"
 #include "common.cuh"
 #include "mask.cuh"
 #include "storage.cuh"
@@ -60,16 +70,42 @@ __device__ __forceinline__ float bn_activate_grad(float z, int swish) {
     return s * (1.0f + z * (1.0f - s));
 }
 
-// Sums the two per-thread values over the 8 row lanes of the block through the kernel's shared
-// arrays sa, sb (BN_ROW_LANES x BN_CH_TILE each); lane ty == 0 gets the totals.
-__device__ __forceinline__ void bn_block_reduce2(float* sa, float* sb, float& a, float& b) {
-    sa[threadIdx.y * BN_CH_TILE + threadIdx.x] = a;
-    sb[threadIdx.y * BN_CH_TILE + threadIdx.x] = b;
+// Sums each of the lane's 4 per-channel value pairs over the block's row lanes through the kernel's
+// shared arrays sa, sb (BN_ROW_LANES x BN_CH_TILE x CH_VEC each, indexed [threadIdx.y][threadIdx.x][j]);
+// the row lane 0 threads get the totals, adding row lanes 1, 2, ... in order.
+__device__ __forceinline__ void bn_block_reduce2(float* sa, float* sb, const ChanLane& l, Vals4& a, Vals4& b) {
+    const int me = (threadIdx.y * BN_CH_TILE + threadIdx.x) * CH_VEC;
+#pragma unroll
+    for (int j = 0; j < CH_VEC; ++j) {
+        sa[me + j] = a.v[j];
+        sb[me + j] = b.v[j];
+    }
     __syncthreads();
-    if (threadIdx.y == 0) {
-        for (int k = 1; k < BN_ROW_LANES; ++k) {
-            a += sa[k * BN_CH_TILE + threadIdx.x];
-            b += sb[k * BN_CH_TILE + threadIdx.x];
+    if (l.row_lane == 0) {
+        // row lane q sits at threadIdx.y = q / rows_per_warp, threadIdx.x = (q % rows_per_warp) * lanes + (my x)
+        const int rows_per_warp = l.row_lanes / BN_ROW_LANES;
+        const int lanes = BN_CH_TILE / rows_per_warp;
+        for (int q = 1; q < l.row_lanes; ++q) {
+            const int at = ((q / rows_per_warp) * BN_CH_TILE + (q % rows_per_warp) * lanes + threadIdx.x) * CH_VEC;
+#pragma unroll
+            for (int j = 0; j < CH_VEC; ++j) {
+                a.v[j] += sa[at + j];
+                b.v[j] += sb[at + j];
+            }
+        }
+    }
+}
+
+// Writes the block's two partial rows (chunk blockIdx.y) for the lane's valid channels.
+__device__ __forceinline__ void bn_write_partials(float* __restrict__ partial, const ChanLane& l, int c,
+                                                  const Vals4& a, const Vals4& b) {
+    const long long plane = (long long)gridDim.y * c;
+    const long long row = (long long)blockIdx.y * c + l.ch0;
+#pragma unroll
+    for (int j = 0; j < CH_VEC; ++j) {
+        if (j < l.valid) {
+            partial[row + j] = a.v[j];
+            partial[plane + row + j] = b.v[j];
         }
     }
 }
@@ -80,27 +116,27 @@ ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void batchnorm_stats_partial(float* __restrict__ partial, const T* __restrict__ x,
                                                        long long pixels, int c, int rows_per_chunk) {
-    __shared__ float sa[BN_ROW_LANES * BN_CH_TILE];
-    __shared__ float sb[BN_ROW_LANES * BN_CH_TILE];
-    int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
+    __shared__ float sa[BN_ROW_LANES * BN_CH_TILE * CH_VEC];
+    __shared__ float sb[BN_ROW_LANES * BN_CH_TILE * CH_VEC];
+    const ChanLane l = chan_lane(c, c % CH_VEC == 0 && aligned4(x), lanes_per_row(c));
     long long row0 = (long long)blockIdx.y * rows_per_chunk;
     long long row1 = min(row0 + rows_per_chunk, pixels);
-    float s1 = 0.0f, s2 = 0.0f;
-    if (ch < c) {
-        float shift = load(x, ch);
+    Vals4 s1{{0.0f, 0.0f, 0.0f, 0.0f}}, s2{{0.0f, 0.0f, 0.0f, 0.0f}};
+    if (l.valid > 0) {
+        const Vals4 shift = load_chans(x, l.ch0, l);
 #pragma unroll 4
-        for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
-            float d = load(x, r * c + ch) - shift;
-            s1 += d;
-            s2 += d * d;
+        for (long long r = row0 + l.row_lane; r < row1; r += l.row_lanes) {
+            const Vals4 v = load_chans(x, r * c + l.ch0, l);
+#pragma unroll
+            for (int j = 0; j < CH_VEC; ++j) {
+                float d = v.v[j] - shift.v[j];
+                s1.v[j] += d;
+                s2.v[j] += d * d;
+            }
         }
     }
-    bn_block_reduce2(sa, sb, s1, s2);
-    if (threadIdx.y == 0 && ch < c) {
-        long long plane = (long long)gridDim.y * c;
-        partial[(long long)blockIdx.y * c + ch] = s1;
-        partial[plane + (long long)blockIdx.y * c + ch] = s2;
-    }
+    bn_block_reduce2(sa, sb, l, s1, s2);
+    if (l.row_lane == 0) bn_write_partials(partial, l, c, s1, s2);
 }
 
 // Stage 2 of the forward statistics: saved = [mean(c), biased var(c)].
@@ -142,6 +178,26 @@ __device__ __forceinline__ void batchnorm_stats_finalize(float* __restrict__ sav
 // mask_uniform(drop_seed, r / rows_per_sample) < drop_keep else 0 (kernels/mask.cuh, drop_connect_fwd's
 // draw), the same f32 multiply the separate drop-connect kernel did, so in f32 the fused result is
 // bit-identical to BN, drop-connect, join; in bf16 it is rounded once instead of three times.
+// The lane's affine transform z = x * scale + shift: scale = gamma * rsqrt(var + eps), shift = beta -
+// mean * scale (channels past valid: scale 0, shift 0).
+struct BnAffine {
+    Vals4 scale, shift;
+};
+
+__device__ __forceinline__ BnAffine bn_affine(const float* __restrict__ gamma, const float* __restrict__ beta,
+                                              const float* __restrict__ mean, const float* __restrict__ var,
+                                              const ChanLane& l) {
+    const Vals4 g = load_params(gamma, l, 0.0f), b = load_params(beta, l, 0.0f);
+    const Vals4 m = load_params(mean, l, 0.0f), v = load_params(var, l, 1.0f);
+    BnAffine a;
+#pragma unroll
+    for (int j = 0; j < CH_VEC; ++j) {
+        a.scale.v[j] = g.v[j] * rsqrtf(v.v[j] + BN_EPS);
+        a.shift.v[j] = b.v[j] - m.v[j] * a.scale.v[j];
+    }
+    return a;
+}
+
 ENTRY_POINTS(f32, bf16)
 template <typename T>
 __device__ __forceinline__ void batchnorm_apply_fwd(T* __restrict__ y, const T* __restrict__ x,
@@ -151,23 +207,30 @@ __device__ __forceinline__ void batchnorm_apply_fwd(T* __restrict__ y, const T* 
                                                    int rows_per_chunk, int swish, int has_residual, int has_drop,
                                                    long long rows_per_sample, unsigned long long drop_seed,
                                                    float drop_keep, float drop_scale) {
-    int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
-    if (ch >= c) return;
-    float scale = gamma[ch] * rsqrtf(var[ch] + BN_EPS);
-    float shift = beta[ch] - mean[ch] * scale;
+    const bool wide = c % CH_VEC == 0 && aligned4(y) && aligned4(x) && (!has_residual || aligned4(residual));
+    const ChanLane l = chan_lane(c, wide, lanes_per_row(c));
+    if (l.valid <= 0) return;
+    const BnAffine a = bn_affine(gamma, beta, mean, var, l);
     long long row0 = (long long)blockIdx.y * rows_per_chunk;
     long long row1 = min(row0 + rows_per_chunk, pixels);
 #pragma unroll 4
-    for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
-        long long i = r * c + ch;
-        float v = bn_activate(fmaf(load(x, i), scale, shift), swish);
-        if (has_drop) {
+    for (long long r = row0 + l.row_lane; r < row1; r += l.row_lanes) {
+        const long long i = r * c + l.ch0;
+        Vals4 v = load_chans(x, i, l);
+        const Vals4 res = has_residual ? load_chans(residual, i, l) : Vals4{{0.0f, 0.0f, 0.0f, 0.0f}};
+        // the sample's drop-connect factor (drop_connect_fwd's draw), one per row
+        const float f =
+            has_drop ? (mask_uniform(drop_seed, (unsigned long long)(r / rows_per_sample)) < drop_keep ? drop_scale : 0.0f)
+                     : 1.0f;
+#pragma unroll
+        for (int j = 0; j < CH_VEC; ++j) {
+            float z = bn_activate(fmaf(v.v[j], a.scale.v[j], a.shift.v[j]), swish);
             // __fmul_rn: never contracted with the join's add into an FMA, so the product is rounded
             // exactly where drop_connect_fwd rounded it
-            const float f = mask_uniform(drop_seed, (unsigned long long)(r / rows_per_sample)) < drop_keep ? drop_scale : 0.0f;
-            v = __fmul_rn(v, f);
+            if (has_drop) z = __fmul_rn(z, f);
+            v.v[j] = has_residual ? z + res.v[j] : z;
         }
-        store(y, i, has_residual ? v + load(residual, i) : v);
+        store_chans(y, i, v, l);
     }
 }
 
@@ -207,32 +270,61 @@ __device__ __forceinline__ void batchnorm_apply_pool_fwd(T* __restrict__ y, floa
 }
 
 // The squeeze's gradient for one thread's rows (ascending, any stride): dpool[b, ch] / rows_per_sample
-// for the sample b holding row r, computed at the thread's first row and again only when r crosses into
-// another sample (no division per element). The division and its operands are global_avg_pool_bwd's,
-// so the value is the same bits. Nothing is read until `at` is called.
+// for the sample b holding row r and each of the lane's channels, computed at the thread's first row and
+// again only when r crosses into another sample (no division per element). The division and its
+// operands are global_avg_pool_bwd's, so the values are the same bits. Nothing is read until `at` is called;
+// `on` is false outside SE blocks (held by value, never by pointer: a pointer to it would put it on the
+// stack, in local memory).
 struct BnPoolGrad {
     const float* dpool;
     long long rows_per_sample, sample = -1, next_sample_row = -1;
-    int c, ch;
-    float g = 0.0f;
-    __device__ __forceinline__ BnPoolGrad(const float* dp, long long per, int c_, int ch_)
-        : dpool(dp), rows_per_sample(per), c(c_), ch(ch_) {}
-    __device__ __forceinline__ float at(long long r) {
+    int c;
+    ChanLane l;
+    bool on;
+    Vals4 g{{0.0f, 0.0f, 0.0f, 0.0f}};
+    __device__ __forceinline__ BnPoolGrad(const float* dp, long long per, int c_, const ChanLane& l_, bool on_)
+        : dpool(dp), rows_per_sample(per), c(c_), l(l_), on(on_) {}
+    __device__ __forceinline__ const Vals4& at(long long r) {
         if (r >= next_sample_row) {
             sample = r / rows_per_sample;
             next_sample_row = (sample + 1) * rows_per_sample;
-            g = dpool[sample * c + ch] / (float)rows_per_sample;
+#pragma unroll
+            for (int j = 0; j < CH_VEC; ++j) {
+                if (j < l.valid) g.v[j] = dpool[sample * c + l.ch0 + j] / (float)rows_per_sample;
+            }
         }
         return g;
     }
 };
 
-// dy as the backward reads it: plus the squeeze's gradient in SE blocks.
+// dy as the backward reads it at flat index i of row r: plus the squeeze's gradient in SE blocks.
 template <typename T>
-__device__ __forceinline__ float bn_dy(const T* __restrict__ dy, long long i, long long r, BnPoolGrad* pg) {
-    float v = load(dy, i);
-    if (pg) v += pg->at(r);
+__device__ __forceinline__ Vals4 bn_dy(const T* __restrict__ dy, long long i, long long r, const ChanLane& l,
+                                       BnPoolGrad& pg) {
+    Vals4 v = load_chans(dy, i, l);
+    if (pg.on) {
+        const Vals4& g = pg.at(r);
+#pragma unroll
+        for (int j = 0; j < CH_VEC; ++j) v.v[j] += g.v[j];
+    }
     return v;
+}
+
+// The backward's per-channel constants: mean, invstd, gamma, beta of the lane's channels.
+struct BnSaved {
+    Vals4 mean, invstd, gamma, beta;
+};
+
+__device__ __forceinline__ BnSaved bn_saved(const float* __restrict__ saved, const float* __restrict__ gamma,
+                                            const float* __restrict__ beta, int c, const ChanLane& l) {
+    BnSaved s;
+    s.mean = load_params(saved, l, 0.0f);
+    const Vals4 var = load_params(saved + c, l, 1.0f);
+#pragma unroll
+    for (int j = 0; j < CH_VEC; ++j) s.invstd.v[j] = rsqrtf(var.v[j] + BN_EPS);
+    s.gamma = load_params(gamma, l, 0.0f);
+    s.beta = load_params(beta, l, 0.0f);
+    return s;
 }
 
 // Stage 1 of the backward: per (chunk, channel) sums of dz and dz * xhat into partial [2][chunks][c].
@@ -244,33 +336,31 @@ __device__ __forceinline__ void batchnorm_grad_partial(float* __restrict__ parti
                                                       const float* __restrict__ dpool, long long pixels, int c,
                                                       int rows_per_chunk, int swish, int has_dpool,
                                                       long long rows_per_sample) {
-    __shared__ float sa[BN_ROW_LANES * BN_CH_TILE];
-    __shared__ float sb[BN_ROW_LANES * BN_CH_TILE];
-    int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
+    __shared__ float sa[BN_ROW_LANES * BN_CH_TILE * CH_VEC];
+    __shared__ float sb[BN_ROW_LANES * BN_CH_TILE * CH_VEC];
+    const ChanLane l = chan_lane(c, c % CH_VEC == 0 && aligned4(x) && aligned4(dy), lanes_per_row(c));
     long long row0 = (long long)blockIdx.y * rows_per_chunk;
     long long row1 = min(row0 + rows_per_chunk, pixels);
-    float sdz = 0.0f, sdzx = 0.0f;
-    if (ch < c) {
-        float mean = saved[ch];
-        float invstd = rsqrtf(saved[c + ch] + BN_EPS);
-        float g = gamma[ch], b = beta[ch];
-        BnPoolGrad pool_grad(dpool, rows_per_sample, c, ch);
-        BnPoolGrad* pg = has_dpool ? &pool_grad : nullptr;
+    Vals4 sdz{{0.0f, 0.0f, 0.0f, 0.0f}}, sdzx{{0.0f, 0.0f, 0.0f, 0.0f}};
+    if (l.valid > 0) {
+        const BnSaved st = bn_saved(saved, gamma, beta, c, l);
+        BnPoolGrad pg(dpool, rows_per_sample, c, l, has_dpool != 0);
 #pragma unroll 4
-        for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
-            long long i = r * c + ch;
-            float xhat = (load(x, i) - mean) * invstd;
-            float dz = bn_dy(dy, i, r, pg) * bn_activate_grad(fmaf(g, xhat, b), swish);
-            sdz += dz;
-            sdzx += dz * xhat;
+        for (long long r = row0 + l.row_lane; r < row1; r += l.row_lanes) {
+            const long long i = r * c + l.ch0;
+            const Vals4 xv = load_chans(x, i, l);
+            const Vals4 dv = bn_dy(dy, i, r, l, pg);
+#pragma unroll
+            for (int j = 0; j < CH_VEC; ++j) {
+                float xhat = (xv.v[j] - st.mean.v[j]) * st.invstd.v[j];
+                float dz = dv.v[j] * bn_activate_grad(fmaf(st.gamma.v[j], xhat, st.beta.v[j]), swish);
+                sdz.v[j] += dz;
+                sdzx.v[j] += dz * xhat;
+            }
         }
     }
-    bn_block_reduce2(sa, sb, sdz, sdzx);
-    if (threadIdx.y == 0 && ch < c) {
-        long long plane = (long long)gridDim.y * c;
-        partial[(long long)blockIdx.y * c + ch] = sdz;
-        partial[plane + (long long)blockIdx.y * c + ch] = sdzx;
-    }
+    bn_block_reduce2(sa, sb, l, sdz, sdzx);
+    if (l.row_lane == 0) bn_write_partials(partial, l, c, sdz, sdzx);
 }
 
 // Stage 2 of the backward: sums[0..c) = sum dz, sums[c..2c) = sum dz*xhat (for the dx kernel);
@@ -313,25 +403,34 @@ __device__ __forceinline__ void batchnorm_grad_input(T* __restrict__ dx, const T
                                                     const float* __restrict__ sums, const float* __restrict__ dpool,
                                                     long long pixels, int c, int rows_per_chunk, int swish,
                                                     int has_dpool, long long rows_per_sample) {
-    int ch = blockIdx.x * BN_CH_TILE + threadIdx.x;
-    if (ch >= c) return;
-    float mean = saved[ch];
-    float invstd = rsqrtf(saved[c + ch] + BN_EPS);
-    float g = gamma[ch], b = beta[ch];
-    float inv_p = 1.0f / (float)pixels;
-    float mean_dz = sums[ch] * inv_p;
-    float mean_dzx = sums[c + ch] * inv_p;
-    float k = g * invstd;
+    const ChanLane l = chan_lane(c, c % CH_VEC == 0 && aligned4(dx) && aligned4(x) && aligned4(dy), lanes_per_row(c));
+    if (l.valid <= 0) return;
+    const BnSaved st = bn_saved(saved, gamma, beta, c, l);
+    const float inv_p = 1.0f / (float)pixels;
+    const Vals4 sum_dz = load_params(sums, l, 0.0f), sum_dzx = load_params(sums + c, l, 0.0f);
+    Vals4 mean_dz, mean_dzx, k;
+#pragma unroll
+    for (int j = 0; j < CH_VEC; ++j) {
+        mean_dz.v[j] = sum_dz.v[j] * inv_p;
+        mean_dzx.v[j] = sum_dzx.v[j] * inv_p;
+        k.v[j] = st.gamma.v[j] * st.invstd.v[j];
+    }
     long long row0 = (long long)blockIdx.y * rows_per_chunk;
     long long row1 = min(row0 + rows_per_chunk, pixels);
-    BnPoolGrad pool_grad(dpool, rows_per_sample, c, ch);
-    BnPoolGrad* pg = has_dpool ? &pool_grad : nullptr;
+    BnPoolGrad pg(dpool, rows_per_sample, c, l, has_dpool != 0);
 #pragma unroll 4
-    for (long long r = row0 + threadIdx.y; r < row1; r += BN_ROW_LANES) {
-        long long i = r * c + ch;
-        float xhat = (load(x, i) - mean) * invstd;
-        float dz = bn_dy(dy, i, r, pg) * bn_activate_grad(fmaf(g, xhat, b), swish);
-        store(dx, i, k * (dz - mean_dz - xhat * mean_dzx));
+    for (long long r = row0 + l.row_lane; r < row1; r += l.row_lanes) {
+        const long long i = r * c + l.ch0;
+        const Vals4 xv = load_chans(x, i, l);
+        const Vals4 dv = bn_dy(dy, i, r, l, pg);
+        Vals4 out;
+#pragma unroll
+        for (int j = 0; j < CH_VEC; ++j) {
+            float xhat = (xv.v[j] - st.mean.v[j]) * st.invstd.v[j];
+            float dz = dv.v[j] * bn_activate_grad(fmaf(st.gamma.v[j], xhat, st.beta.v[j]), swish);
+            out.v[j] = k.v[j] * (dz - mean_dz.v[j] - xhat * mean_dzx.v[j]);
+        }
+        store_chans(dx, i, out, l);
     }
 }
 

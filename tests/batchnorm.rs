@@ -450,3 +450,93 @@ fn squeezed_backward_equals_pool_backward_then_bn_backward() {
         }
     }
 }
+
+/// The per-pixel kernels give each channel lane 4 consecutive channels (kernels/channel_vec.cuh) and
+/// move them with one 16-byte (f32) or 8-byte (bf16) access when c % 4 == 0 and every activation is
+/// aligned to 4 elements, else one value at a time. Which path runs must change no bit: every BN entry
+/// point with its activations at an odd element offset (the scalar path) against the same values aligned
+/// (the wide path), in f32 and bf16, on every CUDA target (the CPU has a single path; the forward fused
+/// with the SE squeeze keeps one channel per lane and is run for its statistics kernels). Shapes: 40 of
+/// 48 channels (16 channel lanes, 2 rows per warp) and 136 of 144 (a full 128-channel tile and 8
+/// channels of a second), sample boundaries inside the row lanes' strides, drop-connect dropping some
+/// samples.
+#[test]
+fn wide_channel_access_equals_scalar_access() {
+    use attnas::backend::ops::batchnorm::DropConnect;
+    use attnas::backend::ops::pool::PoolShape;
+    use attnas::backend::ops::regularize::DropMask;
+    use attnas::backend::{alloc_typed, Dtype, Tensor};
+    /// Every output of every entry point, activations placed `offset` elements into their buffers.
+    fn all_outputs<B: BatchNormOps>(
+        b: &B,
+        s: &BatchNormSpec,
+        pool: &PoolShape,
+        dtype: Dtype,
+        offset: usize,
+    ) -> Vec<Vec<f32>> {
+        let n = s.elements();
+        let mut keep = Vec::new();
+        let mut placed = |host: Option<&[f32]>| -> Tensor {
+            let (mem, t) = alloc_typed(b, n + offset, dtype).unwrap();
+            let t = t.slice(offset, n).unwrap();
+            if let Some(h) = host {
+                b.upload(t, h).unwrap();
+            }
+            keep.push(mem);
+            t
+        };
+        let x = placed(Some(&random_vec(71, n, -2.0, 3.0)));
+        let dy = placed(Some(&random_vec(72, n, -1.0, 1.0)));
+        let residual = placed(Some(&random_vec(73, n, -2.0, 2.0)));
+        let outs: Vec<Tensor> = (0..7).map(|_| placed(None)).collect();
+        let gamma = upload_new(b, &random_vec(74, s.c_stored, 0.5, 1.5)).unwrap();
+        let beta = upload_new(b, &random_vec(75, s.c_stored, -0.5, 0.5)).unwrap();
+        let rm = upload_new(b, &random_vec(76, s.c_stored, -0.5, 0.5)).unwrap();
+        let rv = upload_new(b, &random_vec(77, s.c_stored, 0.5, 1.5)).unwrap();
+        let d_pooled = upload_new(b, &random_vec(78, pool.pooled_len(), -0.5, 0.5)).unwrap();
+        let grads: Vec<B::Memory> =
+            (0..4).map(|k| upload_new(b, &random_vec(79 + k, s.c_stored, -1.0, 1.0)).unwrap()).collect();
+        let pooled: Vec<B::Memory> = (0..2).map(|_| b.alloc(pool.pooled_len()).unwrap()).collect();
+        let saved = b.alloc(2 * s.c_active).unwrap();
+        let scratch = b.alloc(s.scratch_len()).unwrap();
+        let p = BnParams { gamma: gamma.tensor(), beta: beta.tensor() };
+        let w = BnWork { saved: saved.tensor(), scratch: scratch.tensor() };
+        let drop = DropConnect { mask: DropMask { seed: 5, rate: 0.5 }, per_sample: pool.h * pool.w * s.c_active };
+        let g0 = BnGrads { dgamma: grads[0].tensor(), dbeta: grads[1].tensor() };
+        let g1 = BnGrads { dgamma: grads[2].tensor(), dbeta: grads[3].tensor() };
+        b.batchnorm_train_fwd_dropped_join(s, x, outs[0], p, w, residual, &drop).unwrap();
+        b.batchnorm_train_fwd_pooled(s, x, outs[1], p, w, pool, pooled[0].tensor()).unwrap();
+        b.batchnorm_eval_fwd_pooled(s, x, outs[2], p, (rm.tensor(), rv.tensor()), pool, pooled[1].tensor()).unwrap();
+        b.batchnorm_eval_fwd(s, x, outs[3], p, rm.tensor(), rv.tensor(), Some(residual)).unwrap();
+        b.batchnorm_train_fwd(s, x, outs[4], p, w, Some(residual)).unwrap();
+        b.batchnorm_train_bwd(s, x, dy, outs[5], p, g0, w).unwrap();
+        b.batchnorm_train_bwd_pooled(s, x, dy, outs[6], p, g1, w, pool, d_pooled.tensor()).unwrap();
+        let mut got: Vec<Vec<f32>> = outs.iter().map(|&t| b.download(t).unwrap()).collect();
+        got.extend(pooled.iter().chain(&grads).chain([&saved]).map(|m| b.download(m.tensor()).unwrap()));
+        got
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let shapes = [(PoolShape { n: 3, h: 7, w: 7, c: 40 }, 48), (PoolShape { n: 2, h: 9, w: 9, c: 136 }, 144)];
+    for (pool, c_stored) in shapes {
+        let s = BatchNormSpec {
+            pixels: pool.n * pool.h * pool.w,
+            c_active: pool.c,
+            c_stored,
+            activation: BnActivation::Swish,
+        };
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            attnas::on_cuda_targets!("wide_channel_access_equals_scalar_access", |b| {
+                let wide = all_outputs(&b, &s, &pool, dtype, 0);
+                let scalar = all_outputs(&b, &s, &pool, dtype, 1);
+                for (k, (w, v)) in wide.iter().zip(&scalar).enumerate() {
+                    assert_eq!(
+                        bits(w),
+                        bits(v),
+                        "{} {dtype} {pool:?}: output {k}, wide access differs from scalar",
+                        b.name()
+                    );
+                }
+            });
+        }
+    }
+}

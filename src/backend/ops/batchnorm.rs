@@ -36,8 +36,11 @@ use crate::backend::ops::regularize::DropMask;
 use crate::backend::{Backend, Tensor};
 use crate::error::{Error, Result};
 
-/// Channels per block (one warp across consecutive channels) and row lanes per block in the kernels.
+/// Channel lanes per block (one warp across consecutive channels) and row lanes per block in the kernels.
 const CHANNEL_TILE: usize = 32;
+/// Consecutive channels per channel lane in the per-pixel kernels (`kernels/channel_vec.cuh`): a block's
+/// tile spans `CHANNEL_TILE * CHANNELS_PER_LANE` channels. The finalize kernels keep one per lane.
+const CHANNELS_PER_LANE: usize = 4;
 const ROW_LANES: u32 = 8;
 /// Chunk lanes of the finalize kernels.
 const FINAL_LANES: u32 = 32;
@@ -71,7 +74,7 @@ pub struct BatchNormSpec {
 impl BatchNormSpec {
     /// (chunks, rows per chunk) of the per-pixel launches; see the header of `kernels/batchnorm.cu`.
     pub fn chunking(&self) -> (usize, usize) {
-        let tiles = self.c_active.div_ceil(CHANNEL_TILE).max(1);
+        let tiles = self.c_active.div_ceil(CHANNEL_TILE * CHANNELS_PER_LANE).max(1);
         let wanted = TARGET_BLOCKS.div_ceil(tiles).min(self.pixels.div_ceil(MIN_ROWS_PER_CHUNK)).max(1);
         let rows = self.pixels.div_ceil(wanted).max(1);
         (self.pixels.div_ceil(rows).max(1), rows)
@@ -623,7 +626,8 @@ struct Geometry {
 
 fn geometry(s: &BatchNormSpec) -> Result<Geometry> {
     let (chunks, rows) = s.chunking();
-    let tiles = s.c_active.div_ceil(CHANNEL_TILE) as u32;
+    let tiles = s.c_active.div_ceil(CHANNEL_TILE * CHANNELS_PER_LANE) as u32;
+    let finalize_tiles = s.c_active.div_ceil(CHANNEL_TILE) as u32;
     let too_big = |what: &str, v: usize| Error::shape(format!("batchnorm {what} (kernel int argument)"), "< 2^31", v);
     i32::try_from(s.c_active).map_err(|_| too_big("c_active", s.c_active))?;
     Ok(Geometry {
@@ -632,7 +636,11 @@ fn geometry(s: &BatchNormSpec) -> Result<Geometry> {
             block: (CHANNEL_TILE as u32, ROW_LANES, 1),
             shared_bytes: 0,
         },
-        finalize: LaunchDims { grid: (tiles, 1, 1), block: (CHANNEL_TILE as u32, FINAL_LANES, 1), shared_bytes: 0 },
+        finalize: LaunchDims {
+            grid: (finalize_tiles, 1, 1),
+            block: (CHANNEL_TILE as u32, FINAL_LANES, 1),
+            shared_bytes: 0,
+        },
         chunks: i32::try_from(chunks).map_err(|_| too_big("chunks", chunks))?,
         rows_per_chunk: i32::try_from(rows).map_err(|_| too_big("rows per chunk", rows))?,
     })
